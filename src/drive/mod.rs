@@ -1,0 +1,1 @@
+//! drive (to be written).

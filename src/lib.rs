@@ -1,0 +1,13 @@
+//! mcrecover: brings a podman container platform back from zero on a systemd
+//! machine, in dependency order, health-gated, and keeps it healthy.
+//!
+//! Data flows one way, one module per step:
+//! [`config`] -> [`plan`] -> [`render`] (unit files) -> [`drive`] (systemd over
+//! D-Bus) -> [`check`] / [`recover`] (health-gated recovery).
+
+pub mod check;
+pub mod config;
+pub mod drive;
+pub mod plan;
+pub mod recover;
+pub mod render;

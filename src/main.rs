@@ -1,0 +1,2 @@
+//! The `mcrecover` command line.
+fn main() {}
