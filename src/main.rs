@@ -1,2 +1,358 @@
-//! The `mcrecover` command line.
-fn main() {}
+//! The `mcrecover` command line: parses flags, loads the configuration and
+//! runs one step of the flow (config -> plan -> render -> drive -> check).
+//! Errors get context here (anyhow); the library's errors are typed.
+//!
+//! Exit codes: 0 success, 1 some check/service failed, 2 configuration or
+//! usage error, 3 recovery blocked by a `block` stage, 4 system error (D-Bus,
+//! I/O, permissions).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use mcrecover::config::{self, BackendChoice, Config, Mode};
+use mcrecover::drive::{BusTarget, Systemd};
+use mcrecover::recover::{self, gate, Progress};
+use mcrecover::{check, plan, render};
+
+/// Exit code for a configuration or usage error.
+const EXIT_CONFIG: u8 = 2;
+/// Exit code for a system error (D-Bus, I/O, permissions).
+const EXIT_SYSTEM: u8 = 4;
+
+#[derive(Parser, Debug)]
+#[command(name = "mcrecover", version, about = "Bring a podman platform back from zero, in dependency order, health-gated")]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, short = 'c', global = true, env = "MCRECOVER_CONFIG", default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate the configuration and exit (0 valid, 2 invalid).
+    CheckConfig {
+        /// Print a JSON summary of the validated configuration.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show stages, services, units, edges and checks.
+    Plan {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+    },
+    /// Render unit files into a directory (no systemd involved).
+    Render {
+        /// Output directory (quadlet files and units go side by side).
+        #[arg(long)]
+        out: PathBuf,
+        /// Override the configured backend.
+        #[arg(long, value_enum)]
+        backend: Option<BackendArg>,
+    },
+    /// Render into the manager's unit directories and reload systemd if anything changed.
+    Install {
+        /// Show what would change without writing or reloading.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        sys: SystemArgs,
+    },
+    /// Start the platform stage by stage, gating each stage on its health checks.
+    Recover {
+        /// Print the final report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Do not install (render + reload) before starting.
+        #[arg(long)]
+        no_install: bool,
+        /// No live progress on stderr.
+        #[arg(long, short)]
+        quiet: bool,
+        #[command(flatten)]
+        sys: SystemArgs,
+    },
+    /// Wait until a stage's checks pass (what the gate units run).
+    Gate {
+        /// Stage name.
+        #[arg(long)]
+        stage: String,
+    },
+    /// Run every check once (the runbook's verification checklist).
+    Verify {
+        /// Print results as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct SystemArgs {
+    /// D-Bus address of the systemd manager to drive (default: the system bus in
+    /// rootful mode, the platform user's bus in rootless mode).
+    #[arg(long, env = "MCRECOVER_BUS_ADDRESS")]
+    bus_address: Option<String>,
+    /// Override the configured backend.
+    #[arg(long, value_enum)]
+    backend: Option<BackendArg>,
+    /// Write `.container` files here instead of the configured quadlet directory.
+    #[arg(long)]
+    quadlet_dir: Option<PathBuf>,
+    /// Write units here instead of the configured unit directory.
+    #[arg(long)]
+    unit_dir: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum PlanFormat {
+    Text,
+    Json,
+    Dot,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum BackendArg {
+    Quadlet,
+    Service,
+}
+
+/// An error with the exit code it should produce.
+#[derive(Debug)]
+struct Exit(u8, anyhow::Error);
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(Exit(code, err)) => {
+            eprintln!("mcrecover: error: {err:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MCRECOVER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let journald = if std::env::var_os("JOURNAL_STREAM").is_some() { tracing_journald::layer().ok() } else { None };
+    let fmt = journald.is_none().then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false));
+    tracing_subscriber::registry().with(filter).with(journald).with(fmt).init();
+}
+
+fn load(path: &Path) -> Result<Config, Exit> {
+    config::load(path).map_err(|e| Exit(EXIT_CONFIG, anyhow::Error::msg(e.to_string())))
+}
+
+fn sys<E: Into<anyhow::Error>>(e: E) -> Exit {
+    Exit(EXIT_SYSTEM, e.into())
+}
+
+fn run(cli: Cli) -> Result<u8, Exit> {
+    let cfg = load(&cli.config)?;
+    match cli.command {
+        Command::CheckConfig { json } => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&cfg).map_err(sys)?);
+            } else {
+                let containers = cfg.services.values().filter(|s| !s.is_external()).count();
+                let checks: usize = cfg.services.values().map(|s| s.checks.len()).sum();
+                println!(
+                    "{}: ok ({} stages, {containers} containers, {} external, {checks} checks)",
+                    cli.config.display(),
+                    cfg.stages.len(),
+                    cfg.services.len() - containers
+                );
+            }
+            Ok(0)
+        }
+        Command::Plan { format } => {
+            let plan = plan::build(&cfg).map_err(|e| Exit(EXIT_CONFIG, e.into()))?;
+            let out = match format {
+                PlanFormat::Text => plan.to_text(),
+                PlanFormat::Json => plan.to_json(),
+                PlanFormat::Dot => plan.to_dot(),
+            };
+            print!("{out}");
+            Ok(0)
+        }
+        Command::Render { out, backend } => {
+            let backend = resolve_backend(&cfg, backend);
+            let plan = plan::build(&cfg).map_err(|e| Exit(EXIT_CONFIG, e.into()))?;
+            let rendered = render::render(&cfg, &plan, backend).map_err(|e| Exit(EXIT_CONFIG, e.into()))?;
+            let report = render::write(&rendered, &out, &out, false)
+                .with_context(|| format!("writing units to {}", out.display()))
+                .map_err(sys)?;
+            eprintln!("{} backend: {}", backend_name(backend), report.summary());
+            Ok(0)
+        }
+        Command::Install { dry_run, sys: s } => runtime()?.block_on(async {
+            let changed = install(&cfg, &s, dry_run).await?;
+            if !dry_run && changed {
+                eprintln!("systemd reloaded");
+            }
+            Ok(0)
+        }),
+        Command::Recover { json, no_install, quiet, sys: s } => runtime()?.block_on(async {
+            if !no_install {
+                install(&cfg, &s, false).await?;
+            }
+            let plan = plan::build(&cfg).map_err(|e| Exit(EXIT_CONFIG, e.into()))?;
+            let sd = connect(&cfg, &s).await?;
+            let mut progress = Progress::new(quiet || json);
+            let report = recover::recover(&cfg, &plan, &sd, |ev| progress.event(ev)).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).map_err(sys)?);
+            } else {
+                eprint!("{}", report.to_text());
+            }
+            Ok(report.exit_code)
+        }),
+        Command::Gate { stage } => runtime()?.block_on(async {
+            let Some(st) = cfg.stages.iter().find(|s| s.name == stage) else {
+                let names: Vec<&str> = cfg.stages.iter().map(|s| s.name.as_str()).collect();
+                return Err(Exit(EXIT_CONFIG, anyhow::anyhow!("no stage `{stage}` (stages: {})", names.join(", "))));
+            };
+            let deadline = tokio::time::Instant::now() + st.timeout;
+            let result = gate::wait_healthy(&cfg, &st.services, deadline, |_| {}).await;
+            if result.all_healthy() {
+                eprintln!("stage {stage}: all {} services healthy", st.services.len());
+                Ok(0)
+            } else {
+                eprintln!("stage {stage}: not healthy after {}s:", st.timeout.as_secs());
+                for r in result.failing_reasons() {
+                    eprintln!("  {r}");
+                }
+                Ok(1)
+            }
+        }),
+        Command::Verify { json } => runtime()?.block_on(verify(&cfg, json)),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(sys)
+}
+
+fn backend_name(b: render::Backend) -> &'static str {
+    match b {
+        render::Backend::Quadlet => "quadlet",
+        render::Backend::Service => "service",
+    }
+}
+
+/// Resolve `backend = "auto"`: quadlet when podman >= 4.4 and a quadlet
+/// generator is installed, else plain service units.
+fn resolve_backend(cfg: &Config, flag: Option<BackendArg>) -> render::Backend {
+    match (flag, cfg.platform.backend) {
+        (Some(BackendArg::Quadlet), _) | (None, BackendChoice::Quadlet) => render::Backend::Quadlet,
+        (Some(BackendArg::Service), _) | (None, BackendChoice::Service) => render::Backend::Service,
+        (None, BackendChoice::Auto) => {
+            if quadlet_available(&cfg.platform.podman) {
+                render::Backend::Quadlet
+            } else {
+                render::Backend::Service
+            }
+        }
+    }
+}
+
+fn quadlet_available(podman: &Path) -> bool {
+    let generators = [
+        "/usr/lib/systemd/system-generators/podman-system-generator",
+        "/run/systemd/system-generators/podman-system-generator",
+        "/etc/systemd/system-generators/podman-system-generator",
+    ];
+    if !generators.iter().any(|g| Path::new(g).exists()) {
+        return false;
+    }
+    let Ok(out) = std::process::Command::new(podman).arg("--version").output() else { return false };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split_whitespace().last().unwrap_or("");
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (4, 4)
+}
+
+fn bus_target(cfg: &Config, s: &SystemArgs) -> BusTarget {
+    match (&s.bus_address, cfg.platform.mode) {
+        (Some(addr), _) => BusTarget::Address(addr.clone()),
+        (None, Mode::Rootful) => BusTarget::System,
+        (None, Mode::Rootless) => BusTarget::User,
+    }
+}
+
+async fn connect(cfg: &Config, s: &SystemArgs) -> Result<Systemd, Exit> {
+    let target = bus_target(cfg, s);
+    if cfg.platform.mode == Mode::Rootless && s.bus_address.is_none() && nix::unistd::geteuid().is_root() {
+        let user = cfg.platform.user.as_ref().map_or("the platform user".to_string(), |u| u.name.clone());
+        return Err(Exit(
+            EXIT_SYSTEM,
+            anyhow::anyhow!(
+                "rootless platform: run this as {user} (e.g. `runuser -u {user} -- mcrecover ...`), \
+                 or pass --bus-address for that user's manager"
+            ),
+        ));
+    }
+    Systemd::connect(&target).await.map_err(sys)
+}
+
+/// Render into the manager's directories; reload if anything changed.
+/// Returns whether anything changed.
+async fn install(cfg: &Config, s: &SystemArgs, dry_run: bool) -> Result<bool, Exit> {
+    let backend = resolve_backend(cfg, s.backend);
+    let plan = plan::build(cfg).map_err(|e| Exit(EXIT_CONFIG, e.into()))?;
+    let rendered = render::render(cfg, &plan, backend).map_err(|e| Exit(EXIT_CONFIG, e.into()))?;
+    let qdir = s.quadlet_dir.clone().unwrap_or_else(|| cfg.platform.quadlet_dir.clone());
+    let udir = s.unit_dir.clone().unwrap_or_else(|| cfg.platform.unit_dir.clone());
+    let report = render::write(&rendered, &qdir, &udir, dry_run)
+        .with_context(|| format!("installing units into {} and {}", qdir.display(), udir.display()))
+        .map_err(sys)?;
+    let prefix = if dry_run { "would change" } else { "installed" };
+    eprintln!("{} backend, {prefix}: {}", backend_name(backend), report.summary());
+    if dry_run || !report.changed() {
+        return Ok(report.changed());
+    }
+    let sd = connect(cfg, s).await?;
+    sd.reload().await.map_err(sys)?;
+    Ok(true)
+}
+
+async fn verify(cfg: &Config, json: bool) -> Result<u8, Exit> {
+    let mut all = Vec::new();
+    for svc in cfg.services.values() {
+        for c in &svc.checks {
+            all.push((svc.name.clone(), c.clone()));
+        }
+    }
+    let outcomes = futures_util::future::join_all(all.iter().map(|(_, c)| check::probe(c))).await;
+    let failed = outcomes.iter().filter(|o| !o.ok).count();
+    if json {
+        let rows: Vec<serde_json::Value> = all
+            .iter()
+            .zip(&outcomes)
+            .map(|((svc, c), o)| {
+                serde_json::json!({
+                    "service": svc, "check": c.name, "kind": c.kind.kind_name(),
+                    "ok": o.ok, "detail": o.detail, "elapsed_s": o.elapsed.as_secs_f64(),
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({ "ok": failed == 0, "failed": failed, "checks": rows });
+        println!("{}", serde_json::to_string_pretty(&doc).map_err(sys)?);
+    } else {
+        println!("{:<16} {:<14} {:<6} {:>8}  DETAIL", "SERVICE", "CHECK", "RESULT", "TIME");
+        for ((svc, c), o) in all.iter().zip(&outcomes) {
+            let res = if o.ok { "ok" } else { "FAIL" };
+            println!("{svc:<16} {:<14} {res:<6} {:>7.0}ms  {}", c.name, o.elapsed.as_secs_f64() * 1000.0, o.detail);
+        }
+        println!("{} of {} checks passed", all.len() - failed, all.len());
+    }
+    Ok(u8::from(failed > 0))
+}

@@ -1,1 +1,157 @@
-//! recover (to be written).
+//! Step 4 of the flow: the health-gated recovery engine. Stage by stage it
+//! starts the stage's units in parallel over D-Bus, waits for their jobs, then
+//! gates on the stage's checks ([`gate::wait_healthy`]) until all pass or the
+//! stage times out; `block` stops later stages, `continue` goes on. The same
+//! engine backs `mcrecover recover` and (later) the daemon's boot recovery.
+
+pub mod gate;
+mod progress;
+mod report;
+
+pub use progress::Progress;
+pub use report::{Outcome, Report, ServiceReport, ServiceStatus, StageReport, StageStatus};
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::config::{Config, FailurePolicy};
+use crate::drive::{JobMode, Systemd};
+use crate::plan::Plan;
+use gate::GateEvent;
+
+/// Something that happened during recovery, for progress display.
+#[derive(Debug, Clone)]
+pub enum RecoverEvent {
+    /// A stage begins: its units are being started.
+    StageStarted {
+        /// Stage name.
+        stage: String,
+        /// 0-based index.
+        index: usize,
+        /// Number of stages.
+        total: usize,
+        /// Services of the stage.
+        services: Vec<String>,
+    },
+    /// A unit's start job finished.
+    UnitStarted {
+        /// Service name.
+        service: String,
+        /// Unit name.
+        unit: String,
+        /// Job result (`done`, `failed`, ...) and the unit's ActiveState afterwards, or the error.
+        result: Result<(String, String), String>,
+    },
+    /// A check attempt finished.
+    Check(gate::CheckState),
+    /// A service passed all its checks.
+    ServiceHealthy {
+        /// Service name.
+        service: String,
+        /// Time since recovery began.
+        at: Duration,
+    },
+    /// A stage finished.
+    StageDone {
+        /// Stage name.
+        stage: String,
+        /// Result.
+        status: StageStatus,
+        /// Time the stage took.
+        elapsed: Duration,
+    },
+}
+
+/// Run the whole recovery: every stage of `plan`, in order, against systemd `sd`.
+/// Units must already be installed (see `render::write` and `Systemd::reload`).
+pub async fn recover(cfg: &Config, plan: &Plan, sd: &Systemd, mut on_event: impl FnMut(&RecoverEvent)) -> Report {
+    let t0 = Instant::now();
+    let mut report = Report::new(plan);
+    let total = plan.stages.len();
+    let mut blocked_by: Option<String> = None;
+    let mut earlier_failed = false;
+
+    for (index, stage) in plan.stages.iter().enumerate() {
+        if let Some(blocker) = &blocked_by {
+            report.mark_blocked(&stage.name, blocker);
+            continue;
+        }
+        let stage_start = Instant::now();
+        let started_at = stage_start - t0;
+        info!(stage = %stage.name, index, "stage starting");
+        on_event(&RecoverEvent::StageStarted {
+            stage: stage.name.clone(),
+            index,
+            total,
+            services: stage.services.clone(),
+        });
+
+        // Start every unit of the stage in parallel. After a failed `continue`
+        // stage, start with dependencies ignored: the failed gate must not make
+        // this stage wait out the earlier stage's timeout a second time.
+        let mode = if earlier_failed { JobMode::IgnoreDependencies } else { JobMode::Replace };
+        let units: Vec<(String, String)> = stage
+            .services
+            .iter()
+            .filter_map(|s| plan.unit_of(s).map(|u| (s.clone(), u.to_string())))
+            .collect();
+        let starts = futures_util::future::join_all(units.iter().map(|(svc, unit)| {
+            let sd = sd.clone();
+            async move { (svc.clone(), unit.clone(), sd.start_mode(unit, mode).await) }
+        }))
+        .await;
+        for (svc, unit, res) in starts {
+            let result = match res {
+                Ok(job) => {
+                    info!(service = %svc, unit = %unit, result = %job.result, active_state = %job.state.active_state, "unit start job finished");
+                    report.set_unit(&svc, Some(job.result.clone()), Some(job.state.active_state.clone()), None);
+                    Ok((job.result, job.state.active_state))
+                }
+                Err(e) => {
+                    warn!(service = %svc, unit = %unit, error = %e, "unit failed to start");
+                    report.set_unit(&svc, None, None, Some(e.to_string()));
+                    Err(e.to_string())
+                }
+            };
+            on_event(&RecoverEvent::UnitStarted { service: svc, unit, result });
+        }
+
+        // Gate on the stage's checks until healthy or timeout.
+        let deadline = stage_start + stage.timeout;
+        let result = gate::wait_healthy(cfg, &stage.services, deadline, |ev| match ev {
+            GateEvent::Attempt(st) => on_event(&RecoverEvent::Check(st)),
+            GateEvent::ServiceHealthy { service, .. } => {
+                let at = t0.elapsed();
+                info!(service = %service, stage = %stage.name, healthy_after_s = at.as_secs_f64(), "service healthy");
+                on_event(&RecoverEvent::ServiceHealthy { service, at });
+            }
+        })
+        .await;
+
+        let elapsed = stage_start.elapsed();
+        let healthy = result.all_healthy();
+        let status = if healthy { StageStatus::Healthy } else { StageStatus::Failed };
+        report.record_stage(&stage.name, status, started_at, elapsed, &result);
+
+        if healthy {
+            // Mark the stage as passed in systemd too: the gate unit runs the
+            // same checks once more, which pass at once.
+            if let Err(e) = sd.start(&stage.gate_unit).await {
+                warn!(stage = %stage.name, unit = %stage.gate_unit, error = %e, "gate unit did not pass after the stage was healthy");
+            }
+        } else {
+            for reason in result.failing_reasons() {
+                warn!(stage = %stage.name, reason = %reason, "stage check failing");
+            }
+            earlier_failed = true;
+            if stage.policy == FailurePolicy::Block {
+                blocked_by = Some(stage.name.clone());
+            }
+        }
+        on_event(&RecoverEvent::StageDone { stage: stage.name.clone(), status, elapsed });
+    }
+    report.finish(t0.elapsed());
+    report
+}

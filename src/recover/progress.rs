@@ -1,0 +1,135 @@
+//! Live progress of a recovery on stderr: a redrawn table of services with
+//! their state and elapsed time on a terminal, one line per transition otherwise.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+use super::{RecoverEvent, StageStatus};
+
+#[derive(Debug, Clone)]
+struct Row {
+    stage: String,
+    state: String,
+    detail: String,
+    since: Option<Instant>,
+    done_after: Option<f64>,
+}
+
+/// Progress printer; feed it every [`RecoverEvent`].
+#[derive(Debug)]
+pub struct Progress {
+    table: bool,
+    start: Instant,
+    order: Vec<String>,
+    rows: BTreeMap<String, Row>,
+    drawn: usize,
+    quiet: bool,
+}
+
+impl Progress {
+    /// A printer that draws a table when stderr is a terminal and `quiet` is false.
+    pub fn new(quiet: bool) -> Progress {
+        Progress {
+            table: std::io::stderr().is_terminal(),
+            start: Instant::now(),
+            order: Vec::new(),
+            rows: BTreeMap::new(),
+            drawn: 0,
+            quiet,
+        }
+    }
+
+    /// Handle one event.
+    pub fn event(&mut self, ev: &RecoverEvent) {
+        if self.quiet {
+            return;
+        }
+        let line = self.apply(ev);
+        if self.table {
+            self.redraw();
+        } else if let Some(line) = line {
+            eprintln!("[{:>7.2}s] {line}", self.start.elapsed().as_secs_f64());
+        }
+    }
+
+    fn apply(&mut self, ev: &RecoverEvent) -> Option<String> {
+        match ev {
+            RecoverEvent::StageStarted { stage, index, total, services } => {
+                for s in services {
+                    self.order.push(s.clone());
+                    self.rows.insert(
+                        s.clone(),
+                        Row {
+                            stage: stage.clone(),
+                            state: "starting".into(),
+                            detail: String::new(),
+                            since: Some(Instant::now()),
+                            done_after: None,
+                        },
+                    );
+                }
+                Some(format!("stage {}/{} {stage}: starting {}", index + 1, total, services.join(", ")))
+            }
+            RecoverEvent::UnitStarted { service, unit, result } => {
+                let row = self.rows.get_mut(service)?;
+                match result {
+                    Ok((job, active)) => {
+                        row.state = if active == "active" { "checking".into() } else { active.clone() };
+                        Some(format!("{unit}: start job {job}, unit {active}"))
+                    }
+                    Err(e) => {
+                        row.state = "start failed".into();
+                        row.detail = e.clone();
+                        Some(format!("{unit}: {e}"))
+                    }
+                }
+            }
+            RecoverEvent::Check(st) => {
+                let row = self.rows.get_mut(&st.service)?;
+                let detail = st.last.as_ref().map(|o| o.detail.clone()).unwrap_or_default();
+                if row.done_after.is_none() {
+                    row.detail = format!("{}: {detail}", st.check);
+                }
+                None
+            }
+            RecoverEvent::ServiceHealthy { service, at } => {
+                let row = self.rows.get_mut(service)?;
+                row.state = "healthy".into();
+                row.detail.clear();
+                row.done_after = row.since.map(|s| s.elapsed().as_secs_f64());
+                Some(format!("{service}: healthy ({:.2}s after recovery start)", at.as_secs_f64()))
+            }
+            RecoverEvent::StageDone { stage, status, elapsed } => {
+                let verdict = match status {
+                    StageStatus::Healthy => "healthy",
+                    StageStatus::Failed => "FAILED",
+                    StageStatus::Blocked => "blocked",
+                    StageStatus::Pending => "pending",
+                };
+                for row in self.rows.values_mut().filter(|r| &r.stage == stage && r.done_after.is_none()) {
+                    row.state = "unhealthy".into();
+                }
+                Some(format!("stage {stage}: {verdict} in {:.2}s", elapsed.as_secs_f64()))
+            }
+        }
+    }
+
+    fn redraw(&mut self) {
+        let mut err = std::io::stderr().lock();
+        if self.drawn > 0 {
+            let _ = write!(err, "\x1b[{}A", self.drawn);
+        }
+        let mut n = 0;
+        for name in &self.order {
+            let Some(r) = self.rows.get(name) else { continue };
+            let t = r.done_after.or_else(|| r.since.map(|s| s.elapsed().as_secs_f64())).unwrap_or(0.0);
+            let mut detail = r.detail.clone();
+            detail.truncate(60);
+            let _ = writeln!(err, "\x1b[2K  {:<12} {:<16} {:<12} {:>7.2}s  {detail}", r.stage, name, r.state, t);
+            n += 1;
+        }
+        self.drawn = n;
+        let _ = err.flush();
+    }
+}
