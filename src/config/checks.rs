@@ -100,8 +100,11 @@ trait KindSpec: DeserializeOwned {
 type Builder =
     for<'a, 'i> fn(&Ctx<'a>, &S<String>, S<DeValue<'i>>) -> Result<CheckKind, ConfigError>;
 
+/// Returns the keys a kind accepts.
+type FieldList = fn() -> &'static [&'static str];
+
 /// The dispatch table: kind name as written, builder, and the keys it accepts.
-const KIND_TABLE: &[(&str, Builder, fn() -> &'static [&'static str])] = &[
+const KIND_TABLE: &[(&str, Builder, FieldList)] = &[
     ("dns", build_as::<RawDns>, fields_of::<RawDns>),
     ("http", build_as::<RawHttp>, fields_of::<RawHttp>),
     ("https", build_as::<RawHttp>, fields_of::<RawHttp>),
