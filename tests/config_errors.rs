@@ -184,3 +184,146 @@ fn missing_file_is_reported() {
     assert!(err
         .is_some_and(|e| e.starts_with("/nonexistent/mcrecover.toml: cannot read configuration")));
 }
+
+#[test]
+fn docs_example_loads() {
+    let doc = std::fs::read_to_string(repo().join("docs/config.md")).unwrap_or_default();
+    let start = doc
+        .find("```toml\n[platform]")
+        .map(|i| i + "```toml\n".len());
+    let block = start.and_then(|s| doc[s..].find("```").map(|e| &doc[s..s + e]));
+    let Some(block) = block else {
+        panic!("docs/config.md has no ```toml example")
+    };
+    if let Err(e) = config::parse(block, Path::new("docs/config.md")) {
+        panic!("docs example does not load:\n{e}");
+    }
+}
+
+/// Every kind and most optional keys, with the values they produce.
+#[test]
+fn every_key_is_accepted() {
+    let src = r#"
+[platform]
+name = "lab"
+mode = "rootful"
+backend = "service"
+pull = "missing"
+image_prefix = "registry.example:5000"
+
+[check_defaults]
+interval = "1m30s"
+start_period = "500ms"
+
+[[stages]]
+name = "only"
+services = ["web", "db"]
+timeout = "5m"
+on_failure = "continue"
+
+[services.db]
+image = "postgres:16"
+container_name = "db-main"
+network = "labnet"
+volumes = ["pgdata:/var/lib/postgresql/data:Z", "/etc/tz:/etc/tz:ro"]
+env = { POSTGRES_PASSWORD = "x", TZ = "UTC" }
+restart = "on-failure"
+podman_args = ["--shm-size", "256m"]
+
+[[services.db.checks]]
+kind = "exec"
+argv = ["/usr/bin/pg_isready", "-h", "127.0.0.1"]
+user = "postgres"
+
+[services.web]
+image = "other.example/web:1"
+ports = ["8080:80", "[::1]:8443:443/tcp", "127.0.0.1:5353:53/udp"]
+user = "1000:1000"
+after = ["db"]
+requires = ["db"]
+
+[[services.web.checks]]
+kind = "http"
+url = "http://127.0.0.1:8080/"
+status = [200, 204]
+body_contains = "ok"
+timeout = "20s"
+failure_threshold = 5
+success_threshold = 2
+
+[[services.web.checks]]
+kind = "https"
+url = "https://web.example:8443/"
+insecure = true
+connect_to = "[::1]:8443"
+
+[[services.web.checks]]
+kind = "grpc"
+address = "127.0.0.1:9000"
+service = "web.Health"
+
+[[services.web.checks]]
+kind = "dns"
+server = "[::1]:5353"
+query = "web.example"
+record = "AAAA"
+transport = "tcp"
+expect_cidr = "fd00::/8"
+
+[[services.web.checks]]
+kind = "dns"
+server = "127.0.0.1"
+query = "web.example"
+expect_address = "10.0.0.1"
+"#;
+    let cfg = match config::parse(src, Path::new("/etc/lab.toml")) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(
+        cfg.platform.quadlet_dir,
+        Path::new("/etc/containers/systemd")
+    );
+    assert_eq!(cfg.platform.unit_dir, Path::new("/etc/systemd/system"));
+    assert!(cfg.platform.user.is_none());
+    assert_eq!(cfg.stages[0].timeout, std::time::Duration::from_secs(300));
+    let db = cfg.services["db"]
+        .container
+        .as_ref()
+        .map(|c| (c.name.clone(), c.image.clone(), c.network.clone()));
+    assert_eq!(
+        db,
+        Some((
+            "db-main".into(),
+            "registry.example:5000/postgres:16".into(),
+            Network::Named("labnet".into())
+        ))
+    );
+    let web = &cfg.services["web"];
+    assert_eq!(
+        web.container.as_ref().map(|c| c.image.as_str()),
+        Some("other.example/web:1")
+    );
+    let names: Vec<&str> = web.checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["http", "https", "grpc", "dns", "dns-2"]);
+    let http = &web.checks[0];
+    assert_eq!(http.interval, std::time::Duration::from_secs(90));
+    assert_eq!(http.start_period, std::time::Duration::from_millis(500));
+    assert_eq!((http.failure_threshold, http.success_threshold), (5, 2));
+    match &http.kind {
+        CheckKind::Http(h) => assert!(h.status.accepts(204) && !h.status.accepts(301)),
+        other => panic!("{other:?}"),
+    }
+    match &web.checks[1].kind {
+        CheckKind::Http(h) => assert!(h.tls.insecure && h.connect_to.is_some_and(|a| a.is_ipv6())),
+        other => panic!("{other:?}"),
+    }
+    match &web.checks[2].kind {
+        CheckKind::Grpc(g) => assert!(g.tls.is_none() && g.service == "web.Health"),
+        other => panic!("{other:?}"),
+    }
+    let db_checks = &cfg.services["db"].checks;
+    assert!(
+        matches!(&db_checks[0].kind, CheckKind::Exec(e) if e.argv.len() == 3 && e.user.as_deref() == Some("postgres"))
+    );
+}
