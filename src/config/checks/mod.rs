@@ -24,10 +24,10 @@ use crate::config::error::{ConfigError, Ctx};
 use crate::config::fields::{
     abs_path, did_you_mean, duration, is_unit_safe, nonzero_duration, one_of, text, threshold,
 };
-use crate::config::load::toml_error;
 use crate::config::model::{Check, CheckKind, TlsOptions};
 use crate::config::net::parse_socket_addr;
 use crate::config::raw::{RawSchedule, S};
+use crate::config::tomlerr::toml_error;
 
 /// Keys every check may have, whatever its kind.
 const COMMON_KEYS: &[&str] = &[
