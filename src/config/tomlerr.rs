@@ -26,30 +26,7 @@ pub(crate) fn toml_error(ctx: &Ctx<'_>, err: &toml::de::Error, extra_keys: &[&st
         );
     }
     if msg == "duplicate key" {
-        let key = ctx.src.get(span.clone()).unwrap_or("").trim_matches('"');
-        let line_start = ctx.src[..span.start.min(ctx.src.len())]
-            .rfind('\n')
-            .map_or(0, |i| i + 1);
-        let line = ctx.src[line_start..]
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim_start();
-        if line.starts_with("[services.")
-            && !line.starts_with("[services.\"\"")
-            && line[10..].starts_with(key)
-        {
-            return ctx.err(
-                span,
-                format!("service `{key}` is defined twice"),
-                "each [services.NAME] table may appear once; rename one service or merge the two tables",
-            );
-        }
-        return ctx.err(
-            span,
-            format!("duplicate key `{key}`"),
-            "a key may appear only once per table; remove or rename one of them",
-        );
+        return duplicate_key(ctx, span);
     }
     if let Some(rest) = msg.strip_prefix("missing field `") {
         let field = rest.split('`').next().unwrap_or(rest);
@@ -97,4 +74,64 @@ fn key_before<'s>(ctx: &Ctx<'s>, offset: usize) -> Option<&'s str> {
     let (key, _) = line.rsplit_once('=')?;
     let key = key.trim().rsplit(['{', ',', '.']).next()?.trim();
     (!key.is_empty()).then_some(key)
+}
+
+/// Reword toml's bare "duplicate key" using the line it points at and the
+/// table header above it.
+fn duplicate_key(ctx: &Ctx<'_>, span: std::ops::Range<usize>) -> ConfigError {
+    let key = ctx
+        .src
+        .get(span.clone())
+        .unwrap_or("")
+        .trim_matches(['"', '\'']);
+    let before = ctx.src.get(..span.start).unwrap_or("");
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = ctx
+        .src
+        .get(line_start..)
+        .unwrap_or("")
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_start();
+    // The header of the table the key is in: the last `[...]` line before it.
+    let header = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim_start)
+        .find(|l| l.starts_with('['))
+        .and_then(|l| l.split(']').next())
+        .map(|l| l.trim_start_matches('['));
+    let is_service = if line.starts_with('[') {
+        let path = line.trim_start_matches('[').split(']').next().unwrap_or("");
+        path.strip_prefix("services.")
+            .is_some_and(|rest| rest.trim_matches('"') == key)
+    } else {
+        header == Some("services")
+    };
+    if is_service {
+        return ctx.err(
+            span,
+            format!("service `{key}` is defined twice"),
+            "each service may be defined once; rename one of them or merge the two tables",
+        );
+    }
+    if line.starts_with('[') && !line.starts_with("[[") {
+        let path = line
+            .trim_start_matches('[')
+            .split(']')
+            .next()
+            .unwrap_or(key);
+        return ctx.err(
+            span,
+            format!("table [{path}] is defined twice"),
+            "merge the two tables into one",
+        );
+    }
+    let place = header.map_or_else(String::new, |h| format!(" in [{h}]"));
+    ctx.err(
+        span,
+        format!("duplicate key `{key}`{place}"),
+        "a key may appear only once per table; remove or rename one of them",
+    )
 }
