@@ -41,7 +41,10 @@ async fn route(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallib
         ),
         _ => (StatusCode::NOT_FOUND, "not found".to_owned()),
     };
-    Ok(Response::builder().status(status).body(Full::new(Bytes::from(body))).unwrap())
+    Ok(Response::builder()
+        .status(status)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap())
 }
 
 async fn serve<S>(io: S)
@@ -134,7 +137,10 @@ async fn https_with_trusted_ca_and_connect_to() {
     let pki = Pki::new();
     let addr = start_https(&pki).await;
     // The runbook's shape: a service name in the URL, dialled on loopback.
-    let mut c = http(&format!("https://mcq.svc.mcp.metacircular.net:{}/v1/health", addr.port()));
+    let mut c = http(&format!(
+        "https://mcq.svc.mcp.metacircular.net:{}/v1/health",
+        addr.port()
+    ));
     c.tls = trusting(&pki);
     c.connect_to = Some(addr);
     c.body_contains = Some(r#""status":"ok""#.to_owned());
@@ -179,7 +185,8 @@ async fn wrong_server_name_is_not_valid_for() {
     let out = run(c).await;
     assert!(!out.ok);
     assert!(
-        out.detail.starts_with("TLS: certificate not valid for mcr.example.org: "),
+        out.detail
+            .starts_with("TLS: certificate not valid for mcr.example.org: "),
         "{}",
         out.detail
     );
@@ -245,7 +252,10 @@ async fn refused_connection_names_the_address() {
     let addr = closed_port();
     let out = run(http(&format!("http://{addr}/v1/health"))).await;
     assert!(!out.ok);
-    assert_eq!(out.detail, format!("TCP connect to {addr}: connection refused"));
+    assert_eq!(
+        out.detail,
+        format!("TCP connect to {addr}: connection refused")
+    );
 }
 
 #[tokio::test]
@@ -256,12 +266,24 @@ async fn hanging_servers_time_out() {
     c.connect_to = Some(addr);
     let out = probe(&check(CheckKind::Http(c), Duration::from_millis(300))).await;
     assert!(!out.ok);
-    assert!(out.detail.starts_with("timed out after 300ms waiting for TLS handshake with"), "{}", out.detail);
+    assert!(
+        out.detail
+            .starts_with("timed out after 300ms waiting for TLS handshake with"),
+        "{}",
+        out.detail
+    );
 
     // Speaks HTTP, never answers the request.
     let addr = start_http().await;
     let url = format!("http://{addr}/hang");
-    let out = probe(&check(CheckKind::Http(http(&url)), Duration::from_millis(300))).await;
+    let out = probe(&check(
+        CheckKind::Http(http(&url)),
+        Duration::from_millis(300),
+    ))
+    .await;
     assert!(!out.ok);
-    assert_eq!(out.detail, format!("timed out after 300ms waiting for HTTP response from {url}"));
+    assert_eq!(
+        out.detail,
+        format!("timed out after 300ms waiting for HTTP response from {url}")
+    );
 }

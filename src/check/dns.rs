@@ -9,10 +9,11 @@ use hickory_net::client::{Client, ClientHandle};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
 use hickory_net::udp::UdpClientStream;
+use hickory_net::NetError;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType as HRecordType};
 
-use super::{Failed, Progress};
+use super::{fmt_duration, io_reason, Failed, Progress};
 use crate::config::{DnsCheck, DnsExpect, DnsTransport, RecordType};
 
 /// Query `check.server` and evaluate the answer.
@@ -46,9 +47,12 @@ pub(super) async fn probe(
         DnsTransport::Tcp => {
             progress.waiting_for(format!("TCP connect to DNS server {server}"));
             let (connect, handle) = TcpClientStream::new(server, None, Some(timeout), provider);
-            let stream = connect
-                .await
-                .map_err(|e| Failed(format!("DNS over TCP to {server}: {e}")))?;
+            let stream = connect.await.map_err(|e| {
+                Failed(format!(
+                    "DNS over TCP to {server}: {}",
+                    net_reason(&e, timeout)
+                ))
+            })?;
             let (client, background) =
                 Client::<TokioRuntimeProvider>::with_timeout(stream, handle, timeout);
             tokio::spawn(background);
@@ -56,14 +60,22 @@ pub(super) async fn probe(
         }
     };
 
-    progress.waiting_for(format!(
-        "DNS answer from {server} ({transport}) for {question}"
-    ));
-    let response = client.query(name, DNSClass::IN, rtype).await.map_err(|e| {
-        Failed(format!(
-            "DNS query to {server} ({transport}) for {question} failed: {e}"
-        ))
-    })?;
+    let waiting = format!("DNS answer from {server} ({transport}) for {question}");
+    progress.waiting_for(waiting.clone());
+    let response = client
+        .query(name, DNSClass::IN, rtype)
+        .await
+        .map_err(|e| match e {
+            // hickory's own timer (same length) may fire before ours: same words.
+            NetError::Timeout => Failed(format!(
+                "timed out after {} waiting for {waiting}",
+                fmt_duration(timeout)
+            )),
+            e => Failed(format!(
+                "DNS query to {server} ({transport}) for {question} failed: {}",
+                net_reason(&e, timeout)
+            )),
+        })?;
 
     let rcode = response.metadata.response_code;
     if rcode != ResponseCode::NoError {
@@ -112,6 +124,15 @@ fn evaluate(expect: &DnsExpect, answers: &[Record], rtype: HRecordType) -> Resul
             Some(addr) => Ok(format!("{rtype} {addr}")),
             None => Err(format!("no answer in {net} ({})", got())),
         },
+    }
+}
+
+/// A hickory network error in words.
+fn net_reason(err: &NetError, timeout: Duration) -> String {
+    match err {
+        NetError::Io(io) => io_reason(io),
+        NetError::Timeout => format!("timed out after {}", fmt_duration(timeout)),
+        other => other.to_string(),
     }
 }
 

@@ -102,19 +102,32 @@ where
                 format!("gRPC: {addr} does not implement grpc.health.v1.Health/Check")
             }
             code => {
-                let mut why = format!("{code:?}");
+                let mut parts = vec![format!("{code:?}")];
                 if !status.message().is_empty() {
-                    why.push_str(": ");
-                    why.push_str(status.message());
+                    parts.push(status.message().to_owned());
                 }
                 if let Some(source) = std::error::Error::source(&status) {
-                    why.push_str(": ");
-                    why.push_str(&error_chain(source));
+                    parts.push(error_chain(source));
+                }
+                let mut why = dedupe(&parts);
+                if check.tls.is_none() && status.message().contains("transport error") {
+                    why.push_str(" (plaintext: does the server expect TLS?)");
                 }
                 format!("gRPC health Check to {addr}{for_service} failed: {why}")
             }
         })),
     }
+}
+
+/// Join ": "-separated pieces, dropping pieces already said.
+fn dedupe(parts: &[String]) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for piece in parts.iter().flat_map(|p| p.split(": ")) {
+        if !seen.contains(&piece) {
+            seen.push(piece);
+        }
+    }
+    seen.join(": ")
 }
 
 /// A connector that yields one pre-established stream, then refuses.

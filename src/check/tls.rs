@@ -152,7 +152,16 @@ pub fn describe_handshake_error(err: &io::Error, name: &str, target: &str) -> St
 /// Wording for certificate verification failures.
 fn describe_cert_error(err: &CertificateError, name: &str, target: &str) -> String {
     match err {
-        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+        CertificateError::NotValidForNameContext { presented, .. } => {
+            let names: Vec<String> = presented.iter().map(|n| bare_san(n)).collect();
+            let why = if names.is_empty() {
+                "it names no subjectAltName at all".to_owned()
+            } else {
+                format!("it is only valid for {}", names.join(", "))
+            };
+            format!("TLS: certificate not valid for {name}: {why} (from {target})")
+        }
+        CertificateError::NotValidForName => {
             format!("TLS: certificate not valid for {name}: {err} (from {target})")
         }
         CertificateError::UnknownIssuer => format!(
@@ -160,6 +169,18 @@ fn describe_cert_error(err: &CertificateError, name: &str, target: &str) -> Stri
         ),
         _ => format!("TLS: certificate of {name} from {target} rejected: {err}"),
     }
+}
+
+/// `DnsName("x")` / `IpAddress(1.2.3.4)` (webpki's rendering) -> `x` / `1.2.3.4`.
+fn bare_san(name: &str) -> String {
+    let inner = name
+        .strip_prefix("DnsName(\"")
+        .and_then(|n| n.strip_suffix("\")"))
+        .or_else(|| {
+            name.strip_prefix("IpAddress(")
+                .and_then(|n| n.strip_suffix(')'))
+        });
+    inner.unwrap_or(name).to_owned()
 }
 
 /// The explicit `insecure = true` verifier: accepts any certificate but still
@@ -209,6 +230,13 @@ impl ServerCertVerifier for AcceptAnyCert {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn san_names_are_unwrapped() {
+        assert_eq!(bare_san(r#"DnsName("*.svc.example")"#), "*.svc.example");
+        assert_eq!(bare_san("IpAddress(127.0.0.1)"), "127.0.0.1");
+        assert_eq!(bare_san("other"), "other");
+    }
 
     #[test]
     fn server_names_accept_dns_and_ip() {

@@ -64,7 +64,9 @@ impl Pki {
             "127.0.0.1".to_owned(),
         ])
         .unwrap();
-        params.distinguished_name.push(DnType::CommonName, "stand-in");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "stand-in");
         let leaf = params.signed_by(&leaf_key, &issuer).unwrap();
 
         let ca_file = dir.path().join("ca.pem");
