@@ -129,7 +129,7 @@ async fn tcp_in_cidr() {
     assert_eq!(
         out.detail,
         format!(
-            "DNS: no answer in 100.64.0.0/10 (got 93.184.216.34) from {addr} for example.com A"
+            "DNS: no answer in 100.64.0.0/10 from {addr} for example.com A (got 93.184.216.34)"
         )
     );
 }

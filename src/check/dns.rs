@@ -84,13 +84,23 @@ pub(super) async fn probe(
             rcode_name(rcode)
         )));
     }
-    evaluate(&check.expect, &response.answers, rtype)
-        .map_err(|why| Failed(format!("DNS: {why} from {server} for {question}")))
+    evaluate(
+        &check.expect,
+        &response.answers,
+        rtype,
+        &format!("from {server} for {question}"),
+    )
+    .map_err(Failed)
 }
 
-/// Check `answers` against `expect`; Ok is the success detail, Err the reason
-/// (without the server/question suffix).
-fn evaluate(expect: &DnsExpect, answers: &[Record], rtype: HRecordType) -> Result<String, String> {
+/// Check `answers` against `expect`; Ok is the success detail, Err the
+/// reason, with `context` ("from <server> for <question>") worked in.
+fn evaluate(
+    expect: &DnsExpect,
+    answers: &[Record],
+    rtype: HRecordType,
+    context: &str,
+) -> Result<String, String> {
     let addresses: Vec<IpAddr> = answers.iter().filter_map(|r| r.data.ip_addr()).collect();
     let got = || {
         if answers.is_empty() {
@@ -112,17 +122,17 @@ fn evaluate(expect: &DnsExpect, answers: &[Record], rtype: HRecordType) -> Resul
             .find(|r| r.record_type() == rtype)
             .or_else(|| answers.first())
             .map(describe)
-            .ok_or_else(|| "empty answer".to_owned()),
+            .ok_or_else(|| format!("DNS: empty answer {context}")),
         DnsExpect::Address(want) => {
             if addresses.contains(want) {
                 Ok(format!("{rtype} {want}"))
             } else {
-                Err(format!("no answer {want} ({})", got()))
+                Err(format!("DNS: no answer {want} {context} ({})", got()))
             }
         }
         DnsExpect::InCidr(net) => match addresses.iter().find(|a| net.contains(*a)) {
             Some(addr) => Ok(format!("{rtype} {addr}")),
-            None => Err(format!("no answer in {net} ({})", got())),
+            None => Err(format!("DNS: no answer in {net} {context} ({})", got())),
         },
     }
 }
@@ -192,13 +202,18 @@ mod tests {
             &DnsExpect::InCidr(net),
             &[a([93, 184, 216, 34])],
             HRecordType::A,
+            "from S for Q",
         )
         .unwrap_err();
-        assert_eq!(err, "no answer in 100.64.0.0/10 (got 93.184.216.34)");
+        assert_eq!(
+            err,
+            "DNS: no answer in 100.64.0.0/10 from S for Q (got 93.184.216.34)"
+        );
         let ok = evaluate(
             &DnsExpect::InCidr(net),
             &[a([100, 95, 252, 120])],
             HRecordType::A,
+            "from S for Q",
         )
         .unwrap();
         assert_eq!(ok, "A 100.95.252.120");
@@ -207,11 +222,17 @@ mod tests {
     #[test]
     fn any_answer_needs_a_record() {
         assert_eq!(
-            evaluate(&DnsExpect::AnyAnswer, &[], HRecordType::A).unwrap_err(),
-            "empty answer"
+            evaluate(&DnsExpect::AnyAnswer, &[], HRecordType::A, "from S for Q").unwrap_err(),
+            "DNS: empty answer from S for Q"
         );
         assert_eq!(
-            evaluate(&DnsExpect::AnyAnswer, &[a([1, 2, 3, 4])], HRecordType::A).unwrap(),
+            evaluate(
+                &DnsExpect::AnyAnswer,
+                &[a([1, 2, 3, 4])],
+                HRecordType::A,
+                "from S for Q"
+            )
+            .unwrap(),
             "A 1.2.3.4"
         );
     }
@@ -222,10 +243,17 @@ mod tests {
         assert!(evaluate(
             &DnsExpect::Address(want),
             &[a([1, 2, 3, 4])],
-            HRecordType::A
+            HRecordType::A,
+            "from S for Q"
         )
         .is_ok());
-        let err = evaluate(&DnsExpect::Address(want), &[], HRecordType::A).unwrap_err();
-        assert_eq!(err, "no answer 1.2.3.4 (got nothing)");
+        let err = evaluate(
+            &DnsExpect::Address(want),
+            &[],
+            HRecordType::A,
+            "from S for Q",
+        )
+        .unwrap_err();
+        assert_eq!(err, "DNS: no answer 1.2.3.4 from S for Q (got nothing)");
     }
 }

@@ -39,7 +39,7 @@ pub(super) async fn probe(check: &GrpcCheck, progress: &Progress) -> Result<Stri
             progress.waiting_for(format!("TLS handshake with {target}"));
             let stream = tls::handshake(config, name, tcp, &target)
                 .await
-                .map_err(Failed)?;
+                .map_err(|e| Failed(e.to_string()))?;
             call(stream, check, name, progress).await
         }
     }

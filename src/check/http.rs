@@ -101,7 +101,7 @@ async fn tls_connect(
     progress.waiting_for(format!("TLS handshake with {target}"));
     tls::handshake(config, name, tcp, target)
         .await
-        .map_err(Failed)
+        .map_err(|e| Failed(e.to_string()))
 }
 
 /// Send the GET over `io` and check the response.

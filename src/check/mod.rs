@@ -79,6 +79,7 @@ impl Progress {
 pub async fn probe(check: &Check) -> Outcome {
     let start = Instant::now();
     let progress = Progress::default();
+    progress.waiting_for(format!("{} check `{}`", check.kind.kind_name(), check.name));
     let timeout = check.timeout;
     let work = async {
         match &check.kind {

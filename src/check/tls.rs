@@ -42,6 +42,10 @@ pub enum TlsError {
     /// The server name is neither a DNS name nor an IP address.
     #[error("TLS: `{0}` is not a valid server name")]
     BadServerName(String),
+    /// The handshake failed; the text names the server and says why
+    /// (e.g. "TLS: certificate not valid for <name>: ...").
+    #[error("{0}")]
+    Handshake(String),
     /// rustls refused the configuration (no usable protocol versions).
     #[error("TLS: cannot build client configuration: {0}")]
     Config(#[from] rustls::Error),
@@ -126,12 +130,12 @@ pub async fn handshake(
     name: &str,
     tcp: TcpStream,
     target: &str,
-) -> Result<TlsStream<TcpStream>, String> {
-    let server = server_name(name).map_err(|e| e.to_string())?;
+) -> Result<TlsStream<TcpStream>, TlsError> {
+    let server = server_name(name)?;
     TlsConnector::from(config)
         .connect(server, tcp)
         .await
-        .map_err(|e| describe_handshake_error(&e, name, target))
+        .map_err(|e| TlsError::Handshake(describe_handshake_error(&e, name, target)))
 }
 
 /// Turn a handshake I/O error into a sentence naming the server.
