@@ -67,16 +67,22 @@ impl RequestHandler for StandIn {
 
 /// Start the server on one port for UDP and TCP; returns the address.
 async fn start() -> SocketAddr {
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = tcp.local_addr().unwrap();
-    let udp = tokio::net::UdpSocket::bind(addr).await.unwrap();
-    let mut server = Server::new(StandIn);
-    server.register_socket(udp);
-    server.register_listener(tcp, Duration::from_secs(5), 4096);
-    tokio::spawn(async move {
-        let _ = server.block_until_done().await;
-    });
-    addr
+    // The UDP port of the same number may be taken: try a few TCP ports.
+    for _ in 0..20 {
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let Ok(udp) = tokio::net::UdpSocket::bind(addr).await else {
+            continue;
+        };
+        let mut server = Server::new(StandIn);
+        server.register_socket(udp);
+        server.register_listener(tcp, Duration::from_secs(5), 4096);
+        tokio::spawn(async move {
+            let _ = server.block_until_done().await;
+        });
+        return addr;
+    }
+    panic!("no free TCP+UDP port pair on 127.0.0.1");
 }
 
 fn dns(server: SocketAddr, query: &str, transport: DnsTransport, expect: DnsExpect) -> CheckKind {
