@@ -142,6 +142,22 @@ impl Sandbox {
         std::os::unix::fs::symlink("/dev/null", link).expect("mask unit");
     }
 
+    /// Run `cmd` inside the sandbox's namespaces as uid/gid 850 (the
+    /// platform user) with a clean environment plus `env`.
+    fn run_as_mcp(&self, env: &[(&str, &str)], cmd: &[&str]) -> std::process::Output {
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &self.pid.to_string(), "-m", "-p", "-n"])
+            .args(["setpriv", "--reuid=850", "--regid=850", "--init-groups"])
+            .args(["env", "-i", "PATH=/usr/bin:/bin"]);
+        for (k, v) in env {
+            c.arg(format!("{k}={v}"));
+        }
+        c.args(cmd)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run nsenter setpriv")
+    }
+
     /// Send `signal` to `pid` (a pid of the sandbox's pid namespace).
     fn kill(&self, signal: &str, pid: u32) {
         let status = Command::new("nsenter")
@@ -252,6 +268,10 @@ async fn lifecycle_against_real_systemd() {
         "mcr-dep.service",
         "[Unit]\nRequires=mcr-fails.service\nAfter=mcr-fails.service\n[Service]\nExecStart=/bin/sleep infinity\n",
     );
+    sb.write_unit(
+        "mcr-limited.service",
+        "[Unit]\nStartLimitBurst=2\nStartLimitIntervalSec=1h\n[Service]\nType=oneshot\nExecStart=/bin/false\n",
+    );
     sb.mask("mcr-masked.service");
     sd.reload().await.expect("daemon-reload");
 
@@ -326,7 +346,10 @@ async fn lifecycle_against_real_systemd() {
 
     // A missing executable (Type=exec waits for the exec).
     match sd.start("mcr-noexec.service").await {
-        Err(DriveError::JobFailed { result, .. }) => assert_eq!(result, "failed"),
+        Err(DriveError::JobFailed { result, hint, .. }) => {
+            assert_eq!(result, "failed");
+            assert!(!hint.contains("reset-failed"), "{hint}");
+        }
         other => panic!("expected JobFailed, got {other:?}"),
     }
 
@@ -356,6 +379,11 @@ async fn lifecycle_against_real_systemd() {
         other => panic!("expected UnitNotFound, got {other:?}"),
     }
 
+    match sd.stop("mcr-does-not-exist.service").await {
+        Err(DriveError::UnitNotFound { .. }) => {}
+        other => panic!("expected UnitNotFound, got {other:?}"),
+    }
+
     // Masked.
     match sd.start("mcr-masked.service").await {
         Err(DriveError::UnitMasked { unit }) => assert_eq!(unit, "mcr-masked.service"),
@@ -366,6 +394,36 @@ async fn lifecycle_against_real_systemd() {
     match sd.start("not a unit").await {
         Err(DriveError::InvalidUnitName { unit, .. }) => assert_eq!(unit, "not a unit"),
         other => panic!("expected InvalidUnitName, got {other:?}"),
+    }
+
+    // The start rate limit: the third start within the interval is refused,
+    // and the hint says how to clear it; reset_failed does.
+    for _ in 0..2 {
+        match sd.start("mcr-limited.service").await {
+            Err(DriveError::JobFailed { hint, .. }) => {
+                assert!(!hint.contains("reset-failed"), "{hint}")
+            }
+            other => panic!("expected JobFailed, got {other:?}"),
+        }
+    }
+    match sd.start("mcr-limited.service").await {
+        Err(DriveError::JobFailed { result, hint, .. }) => {
+            assert_eq!(result, "failed");
+            assert!(
+                hint.contains("systemctl reset-failed mcr-limited.service"),
+                "{hint}"
+            );
+        }
+        other => panic!("expected JobFailed(start-limit-hit), got {other:?}"),
+    }
+    sd.reset_failed("mcr-limited.service")
+        .await
+        .expect("reset-failed");
+    match sd.start("mcr-limited.service").await {
+        Err(DriveError::JobFailed { hint, .. }) => {
+            assert!(!hint.contains("reset-failed"), "{hint}")
+        }
+        other => panic!("expected JobFailed, got {other:?}"),
     }
 
     // reset_failed clears the failed state.
@@ -518,4 +576,130 @@ async fn watch_reports_kills_and_restarts() {
         }
         other => panic!("expected BusUnreachable, got {other:?}"),
     }
+}
+
+/// Set by `user_manager_over_user_bus` for the copy of this test binary it
+/// runs as uid 850 inside the sandbox.
+const CHILD_ENV: &str = "MCRECOVER_DRIVE_E2E_CHILD";
+
+/// The production shape is rootless: the platform user's own manager on its
+/// user bus. Root cannot use a user bus, so this runs the part below
+/// (`as_mcp_in_sandbox`) as uid 850 inside the sandbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_manager_over_user_bus() {
+    let Some(sb) = Sandbox::boot_or_skip("user_manager_over_user_bus") else {
+        return;
+    };
+    if nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(850))
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        if std::env::var("MCRECOVER_REQUIRE_E2E").as_deref() == Ok("1") {
+            panic!("MCRECOVER_REQUIRE_E2E=1 but there is no user with uid 850 (mcp)");
+        }
+        eprintln!("SKIP user_manager_over_user_bus: no user with uid 850 (mcp)");
+        return;
+    }
+    let sd = sb.connect().await;
+    let home = sb.root().join("srv/mcp");
+    std::fs::create_dir_all(&home).expect("mkdir home");
+    nix::unistd::chown(
+        &home,
+        Some(nix::unistd::Uid::from_raw(850)),
+        Some(nix::unistd::Gid::from_raw(850)),
+    )
+    .expect("chown home");
+    let user = sd.start("user@850.service").await.expect("start user@850");
+    assert_eq!(user.state.active_state, "active");
+
+    let dir = sb.root().join("run/user/850/systemd/user");
+    std::fs::create_dir_all(&dir).expect("mkdir user unit dir");
+    std::fs::write(dir.join("mcr-user.service"), SLEEP_UNIT).expect("write unit");
+    std::fs::write(
+        dir.join("mcr-user-fails.service"),
+        "[Service]\nType=oneshot\nExecStart=/bin/false\n",
+    )
+    .expect("write unit");
+
+    let exe = std::env::current_exe().expect("current exe");
+    let out = sb.run_as_mcp(
+        &[(CHILD_ENV, "user"), ("RUST_BACKTRACE", "1")],
+        &[
+            exe.to_str().expect("utf-8 path"),
+            "--exact",
+            "as_mcp_in_sandbox",
+            "--nocapture",
+            "--test-threads=1",
+        ],
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "uid-850 part failed:\n{text}");
+    assert!(
+        text.contains("USER-BUS-CHECKS-PASSED"),
+        "uid-850 part did not run:\n{text}"
+    );
+}
+
+/// Does nothing unless run by `user_manager_over_user_bus` (as uid 850 in a
+/// sandbox, with `MCRECOVER_DRIVE_E2E_CHILD=user`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_mcp_in_sandbox() {
+    if std::env::var(CHILD_ENV).as_deref() != Ok("user") {
+        return;
+    }
+    // BusTarget::User: no DBUS_SESSION_BUS_ADDRESS here, so /run/user/850/bus.
+    assert_eq!(BusTarget::User.address(), "unix:path=/run/user/850/bus");
+    let sd = Systemd::connect(&BusTarget::User)
+        .await
+        .expect("connect user bus");
+    sd.reload().await.expect("user daemon-reload");
+    let o = sd.start("mcr-user.service").await.expect("start user unit");
+    assert_eq!(o.state.active_state, "active");
+    assert!(o.state.main_pid > 0);
+    let mut watch = sd
+        .watch(&["mcr-user.service".to_owned()])
+        .await
+        .expect("watch");
+    let first = watch.next().await.expect("initial state");
+    assert!(first.state.is_active());
+    let o = sd.stop("mcr-user.service").await.expect("stop user unit");
+    assert_eq!(o.state.active_state, "inactive");
+    next_matching(&mut watch, "user unit inactive", |c| {
+        c.state.active_state == "inactive"
+    })
+    .await;
+    match sd.start("mcr-user-fails.service").await {
+        Err(DriveError::JobFailed { result, hint, .. }) => {
+            assert_eq!(result, "failed");
+            assert!(
+                hint.contains("journalctl --user -u mcr-user-fails.service"),
+                "{hint}"
+            );
+        }
+        other => panic!("expected JobFailed, got {other:?}"),
+    }
+
+    // The system manager refuses an unprivileged caller (no polkit here).
+    let system = BusTarget::Address("unix:path=/run/dbus/system_bus_socket".into());
+    let sys = Systemd::connect(&system)
+        .await
+        .expect("connect system bus as uid 850");
+    match sys.start("user@850.service").await {
+        Err(DriveError::PermissionDenied { action, .. }) => {
+            assert_eq!(action, "StartUnit user@850.service")
+        }
+        other => panic!("expected PermissionDenied, got {other:?}"),
+    }
+    // Reading state needs no privilege.
+    assert!(sys
+        .unit_state("user@850.service")
+        .await
+        .expect("state")
+        .is_active());
+    println!("USER-BUS-CHECKS-PASSED");
 }

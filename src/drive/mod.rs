@@ -433,6 +433,16 @@ impl Systemd {
     }
 
     async fn run_job_inner(&self, op: JobOp, unit: &str) -> Result<JobOutcome, DriveError> {
+        // When the unit last left inactive: if a failed start did not move
+        // it, systemd never tried (start rate limit). Best effort only.
+        let exited_before = match op {
+            JobOp::Stop => None,
+            _ => self
+                .read_state(unit)
+                .await
+                .ok()
+                .map(|s| s.inactive_exit_usec),
+        };
         let manager = &self.inner.manager;
         let mode = "replace".to_owned();
         let name = unit.to_owned();
@@ -462,29 +472,27 @@ impl Systemd {
             sub_state = %state.sub_state,
             "job finished"
         );
-        let user = self.inner.user;
-        match finished.result.as_str() {
-            "done" | "skipped" => {
-                if op != JobOp::Stop && state.is_failed() {
-                    return Err(DriveError::JobFailed {
-                        unit: unit.to_owned(),
-                        op,
-                        result: "failed".to_owned(),
-                        hint: format!(
-                            "the job completed but the unit failed right after; {}",
-                            job_hint(unit, op, "failed", user)
-                        ),
-                    });
-                }
+        let failed = match finished.result.as_str() {
+            "done" | "skipped" => op != JobOp::Stop && state.is_failed(),
+            _ => true,
+        };
+        if failed {
+            let result = if state.is_failed() && finished.result == "done" {
+                "failed".to_owned()
+            } else {
+                finished.result.clone()
+            };
+            let never_tried = exited_before == Some(state.inactive_exit_usec);
+            let mut hint = self.failure_hint(unit, op, &result, never_tried).await;
+            if finished.result == "done" {
+                hint = format!("the job completed but the unit failed right after; {hint}");
             }
-            other => {
-                return Err(DriveError::JobFailed {
-                    unit: unit.to_owned(),
-                    op,
-                    result: other.to_owned(),
-                    hint: job_hint(unit, op, other, user),
-                });
-            }
+            return Err(DriveError::JobFailed {
+                unit: unit.to_owned(),
+                op,
+                result,
+                hint,
+            });
         }
         Ok(JobOutcome {
             unit: unit.to_owned(),
@@ -492,6 +500,47 @@ impl Systemd {
             result: finished.result,
             state,
         })
+    }
+}
+
+impl Systemd {
+    /// The hint for a failed job; for a unit that hit its start rate
+    /// limit (`never_tried`: the failed job did not even make it leave
+    /// `inactive`/`failed`, or the service says `start-limit-hit`), says how
+    /// to clear it.
+    async fn failure_hint(&self, unit: &str, op: JobOp, result: &str, never_tried: bool) -> String {
+        let user = self.inner.user;
+        let hint = job_hint(unit, op, result, user);
+        if result != "failed" {
+            return hint;
+        }
+        let reason = if never_tried || !is_service(unit) {
+            None
+        } else {
+            match self.load_unit(unit).await {
+                Ok(path) => self
+                    .clone_weakly()
+                    .get_string(&path, SERVICE_IFACE, "Result", unit)
+                    .await
+                    .ok(),
+                Err(_) => None,
+            }
+        };
+        tracing::debug!(unit = %unit, reason = ?reason, never_tried, "failed job");
+        if never_tried || reason.as_deref() == Some("start-limit-hit") {
+            let ctl = if user {
+                "systemctl --user"
+            } else {
+                "systemctl"
+            };
+            format!(
+                "systemd did not run it: most likely its start rate limit \
+                 (StartLimitBurst=/StartLimitIntervalSec=) was hit; clear that with \
+                 `{ctl} reset-failed {unit}`, then start it again; {hint}"
+            )
+        } else {
+            hint
+        }
     }
 }
 
@@ -542,6 +591,22 @@ impl StateReader {
                 },
             )
         })
+    }
+
+    /// `Properties.Get` of a string property.
+    async fn get_string(
+        &self,
+        path: &OwnedObjectPath,
+        iface: &str,
+        name: &str,
+        unit: &str,
+    ) -> Result<String, DriveError> {
+        let msg = self.call(path, "Get", &(iface, name), unit).await?;
+        let value: OwnedVariant = msg
+            .body()
+            .deserialize()
+            .map_err(|e| self.decode_err(unit, name, &e))?;
+        String::try_from(value).map_err(|e| self.decode_err(unit, name, &e))
     }
 
     fn decode_err(&self, unit: &str, what: &str, e: &zbus::Error) -> DriveError {
