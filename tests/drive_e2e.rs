@@ -442,7 +442,8 @@ async fn parallel_starts_share_one_connection() {
     let sd = sb.connect().await;
     let units: Vec<String> = (1..=4).map(|i| format!("mcr-par{i}.service")).collect();
     for u in &units {
-        sb.write_unit(u, SLEEP_UNIT);
+        // Many restarts below: no start rate limit.
+        sb.write_unit(u, &format!("[Unit]\nStartLimitIntervalSec=0\n{SLEEP_UNIT}"));
     }
     sd.reload().await.expect("daemon-reload");
 
@@ -469,6 +470,36 @@ async fn parallel_starts_share_one_connection() {
     jobs.sort();
     jobs.dedup();
     assert_eq!(jobs.len(), 4, "four distinct jobs");
+
+    // Rounds of concurrent jobs, one per unit, mixing restarts with starts of
+    // active units (jobs that finish at once): every caller gets its own
+    // job's outcome. (Concurrent jobs on the SAME unit are not compared
+    // here: each caller's re-read state would show the other's job.)
+    for round in 0..6 {
+        let jobs = (0..4).map(|i| {
+            let (sd, u) = (&sd, &units[i]);
+            async move {
+                if (i + round) % 2 == 0 {
+                    sd.restart(u).await
+                } else {
+                    sd.start(u).await
+                }
+            }
+        });
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in futures_util::future::join_all(jobs)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            let o = r.unwrap_or_else(|e| panic!("round {round} job {i}: {e}"));
+            assert_eq!(o.unit, units[i]);
+            assert_eq!(o.result, "done");
+            assert!(o.state.is_active(), "round {round}: {o:?}");
+            seen.insert(o.job);
+        }
+        assert_eq!(seen.len(), 4, "round {round}: distinct jobs {seen:?}");
+    }
 
     // Clones share the connection; spawned tasks work too. Two restarts of the
     // same unit at once plus stops of the others.

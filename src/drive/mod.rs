@@ -258,6 +258,11 @@ impl Systemd {
     /// died at once). No timeout of its own: systemd's `TimeoutStartSec=`
     /// ends the job (result `timeout`); wrap the call in
     /// `tokio::time::timeout` for a shorter bound (dropping it is safe).
+    ///
+    /// Concurrent calls on different units are fine (they share the
+    /// connection). Concurrent jobs on the SAME unit merge or replace each
+    /// other in systemd, and each caller's re-read state may show the other
+    /// job's effect (e.g. `inactive` in the middle of a restart).
     pub async fn start(&self, unit: &str) -> Result<JobOutcome, DriveError> {
         self.run_job(JobOp::Start, unit).await
     }
@@ -302,7 +307,11 @@ impl Systemd {
     /// not exist (yet) are watched too (`load_state` `not-found`).
     pub async fn watch(&self, units: &[String]) -> Result<UnitWatch, DriveError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut tasks = Vec::with_capacity(units.len());
+        // Built first so that an error below aborts the tasks already spawned.
+        let mut watch = UnitWatch {
+            rx,
+            tasks: Vec::with_capacity(units.len()),
+        };
         for unit in units {
             let path = self.load_unit(unit).await?;
             let ctx = self.ctx("AddMatch PropertiesChanged", Some(unit));
@@ -313,83 +322,29 @@ impl Systemd {
                 .await
                 .map_err(|e| map_zbus(e, ctx))?;
             // Subscribe before the first read, so no change falls in between.
-            let mut stream = props
+            let stream = props
                 .receive_properties_changed()
                 .await
                 .map_err(|e| map_zbus(e, ctx))?;
             let service = is_service(unit);
-            let (mut state, mut seqs) = self.read_state_at(unit, &path, service).await?;
+            let (state, seqs) = self.read_state_at(unit, &path, service).await?;
             let _ = tx.send(UnitChange {
                 unit: unit.clone(),
                 state: state.clone(),
             });
-            let this = self.clone_weakly();
-            let tx = tx.clone();
-            let unit = unit.clone();
+            let task = WatchTask {
+                reader: self.clone_weakly(),
+                unit: unit.clone(),
+                path,
+                service,
+                tx: tx.clone(),
+            };
             let span = tracing::debug_span!("watch", unit = %unit);
-            tasks.push(tokio::spawn(
-                async move {
-                    let mut last = state.clone();
-                    while let Some(signal) = stream.next().await {
-                        let seq = signal.message().recv_position();
-                        let args = match signal.args() {
-                            Ok(a) => a,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "undecodable PropertiesChanged");
-                                continue;
-                            }
-                        };
-                        let iface = args.interface_name.as_str();
-                        let mut reread = false;
-                        for (name, value) in &args.changed_properties {
-                            if let Some(field) = Field::of(iface, name) {
-                                let slot = &mut seqs[field as usize];
-                                if seq > *slot {
-                                    if field.set(&mut state, value) {
-                                        *slot = seq;
-                                    } else {
-                                        reread = true;
-                                    }
-                                }
-                            }
-                        }
-                        if args
-                            .invalidated_properties
-                            .iter()
-                            .any(|name| Field::of(iface, name).is_some())
-                        {
-                            reread = true;
-                        }
-                        if reread {
-                            match this.read_state_at(&unit, &path, service).await {
-                                Ok((s, q)) => (state, seqs) = (s, q),
-                                Err(e) => tracing::warn!(error = %e, "re-reading unit state"),
-                            }
-                        }
-                        if state != last {
-                            tracing::debug!(
-                                active_state = %state.active_state,
-                                sub_state = %state.sub_state,
-                                main_pid = state.main_pid,
-                                "unit changed"
-                            );
-                            last = state.clone();
-                            if tx
-                                .send(UnitChange {
-                                    unit: unit.clone(),
-                                    state: state.clone(),
-                                })
-                                .is_err()
-                            {
-                                break;
-                            }
-                        }
-                    }
-                }
-                .instrument(span),
-            ));
+            watch
+                .tasks
+                .push(tokio::spawn(task.run(stream, state, seqs).instrument(span)));
         }
-        Ok(UnitWatch { rx, tasks })
+        Ok(watch)
     }
 
     /// A handle for watch tasks: shares the connection but not the job
@@ -552,45 +507,37 @@ struct StateReader {
 }
 
 impl StateReader {
-    async fn call(
+    /// Call `org.freedesktop.DBus.Properties.<method>` on the unit at `path`.
+    async fn call<B>(
         &self,
         path: &OwnedObjectPath,
         method: &'static str,
-        body: &(&str, &str),
+        body: &B,
         unit: &str,
-    ) -> Result<zbus::Message, DriveError> {
-        let r = if method == "GetAll" {
-            self.conn
-                .call_method(
-                    Some(SYSTEMD_DEST),
-                    path,
-                    Some(PROPERTIES_IFACE),
-                    method,
-                    &(body.0,),
-                )
-                .await
-        } else {
-            self.conn
-                .call_method(
-                    Some(SYSTEMD_DEST),
-                    path,
-                    Some(PROPERTIES_IFACE),
-                    method,
-                    body,
-                )
-                .await
-        };
-        r.map_err(|e| {
-            map_zbus(
-                e,
-                Ctx {
-                    address: &self.address,
-                    method,
-                    unit: Some(unit),
-                    user: self.user,
-                },
+    ) -> Result<zbus::Message, DriveError>
+    where
+        B: serde::Serialize + zbus::DynamicType,
+    {
+        self.conn
+            .call_method(
+                Some(SYSTEMD_DEST),
+                path,
+                Some(PROPERTIES_IFACE),
+                method,
+                body,
             )
-        })
+            .await
+            .map_err(|e| {
+                map_zbus(
+                    e,
+                    Ctx {
+                        address: &self.address,
+                        method,
+                        unit: Some(unit),
+                        user: self.user,
+                    },
+                )
+            })
     }
 
     /// `Properties.Get` of a string property.
@@ -624,7 +571,7 @@ impl StateReader {
         path: &OwnedObjectPath,
         service: bool,
     ) -> Result<(UnitState, [Sequence; 7]), DriveError> {
-        let all = self.call(path, "GetAll", &(UNIT_IFACE, ""), unit);
+        let all = self.call(path, "GetAll", &(UNIT_IFACE,), unit);
         let (all, pid, restarts) = if service {
             let pid = self.call(path, "Get", &(SERVICE_IFACE, "MainPID"), unit);
             let restarts = self.call(path, "Get", &(SERVICE_IFACE, "NRestarts"), unit);
@@ -675,6 +622,87 @@ impl StateReader {
             seqs[field as usize] = msg.recv_position();
         }
         Ok((state, seqs))
+    }
+}
+
+/// Follows one watched unit: applies its `PropertiesChanged` signals that
+/// are newer than what it already knows, and sends each new state.
+struct WatchTask {
+    reader: StateReader,
+    unit: String,
+    path: OwnedObjectPath,
+    service: bool,
+    tx: mpsc::UnboundedSender<UnitChange>,
+}
+
+impl WatchTask {
+    async fn run(
+        self,
+        mut stream: zbus::fdo::PropertiesChangedStream,
+        mut state: UnitState,
+        mut seqs: [Sequence; 7],
+    ) {
+        let mut last = state.clone();
+        while let Some(signal) = stream.next().await {
+            let seq = signal.message().recv_position();
+            let args = match signal.args() {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "undecodable PropertiesChanged");
+                    continue;
+                }
+            };
+            let iface = args.interface_name.as_str();
+            let mut reread = false;
+            for (name, value) in &args.changed_properties {
+                let Some(field) = Field::of(iface, name) else {
+                    continue;
+                };
+                let slot = &mut seqs[field as usize];
+                // Older than the reply this field was read from: stale.
+                if seq > *slot {
+                    if field.set(&mut state, value) {
+                        *slot = seq;
+                    } else {
+                        reread = true;
+                    }
+                }
+            }
+            if args
+                .invalidated_properties
+                .iter()
+                .any(|name| Field::of(iface, name).is_some())
+            {
+                reread = true;
+            }
+            if reread {
+                match self
+                    .reader
+                    .read_state_at(&self.unit, &self.path, self.service)
+                    .await
+                {
+                    Ok((s, q)) => (state, seqs) = (s, q),
+                    Err(e) => tracing::warn!(error = %e, "re-reading unit state"),
+                }
+            }
+            if state != last {
+                tracing::debug!(
+                    active_state = %state.active_state,
+                    sub_state = %state.sub_state,
+                    main_pid = state.main_pid,
+                    n_restarts = state.n_restarts,
+                    "unit changed"
+                );
+                last = state.clone();
+                let change = UnitChange {
+                    unit: self.unit.clone(),
+                    state: state.clone(),
+                };
+                if self.tx.send(change).is_err() {
+                    break;
+                }
+            }
+        }
     }
 }
 
