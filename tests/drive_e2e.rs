@@ -548,8 +548,11 @@ async fn watch_reports_kills_and_restarts() {
         pids.push(sd.start(u).await.expect("start").state.main_pid);
     }
 
-    let mut watch = sd.watch(&units).await.expect("watch");
-    // First, each unit's current state.
+    let later = "mcr-w-later.service".to_owned();
+    let mut watched = units.clone();
+    watched.push(later.clone());
+    let mut watch = sd.watch(&watched).await.expect("watch");
+    // First, each unit's current state (in the order given).
     for u in &units {
         let c = next_matching(&mut watch, &format!("initial state of {u}"), |c| {
             &c.unit == u
@@ -557,6 +560,12 @@ async fn watch_reports_kills_and_restarts() {
         .await;
         assert_eq!(c.state.active_state, "active");
     }
+    let c = next_matching(&mut watch, "initial state of the later unit", |c| {
+        c.unit == later
+    })
+    .await;
+    assert_eq!(c.state.load_state, "not-found");
+    assert_eq!(c.state.active_state, "inactive");
 
     // SIGKILL: failed (Restart=no).
     sb.kill("KILL", pids[0]);
@@ -590,6 +599,28 @@ async fn watch_reports_kills_and_restarts() {
         c.unit == "mcr-w-stop.service" && c.state.active_state == "inactive"
     })
     .await;
+
+    // Its unit file removed + daemon-reload: the watch sees not-found (systemd
+    // does not signal LoadState; the driver re-reads after each reload).
+    std::fs::remove_file(sb.root().join("run/systemd/system/mcr-w-stop.service"))
+        .expect("remove unit file");
+    sd.reload().await.expect("daemon-reload");
+    next_matching(&mut watch, "mcr-w-stop not-found", |c| {
+        c.unit == "mcr-w-stop.service" && c.state.load_state == "not-found"
+    })
+    .await;
+
+    // A unit that did not exist when the watch began: installed, reloaded,
+    // started.
+    sb.write_unit(&later, SLEEP_UNIT);
+    sd.reload().await.expect("daemon-reload");
+    sd.start(&later).await.expect("start later unit");
+    let c = next_matching(&mut watch, "later unit active", |c| {
+        c.unit == later && c.state.active_state == "active"
+    })
+    .await;
+    assert_eq!(c.state.load_state, "loaded");
+    assert!(c.state.main_pid > 0);
 
     // When systemd goes away the watch ends and jobs report the bus.
     drop(sb);

@@ -310,8 +310,29 @@ impl Systemd {
         // Built first so that an error below aborts the tasks already spawned.
         let mut watch = UnitWatch {
             rx,
-            tasks: Vec::with_capacity(units.len()),
+            tasks: Vec::with_capacity(units.len() + 1),
         };
+        // LoadState is not signalled (systemd marks it constant): re-read
+        // every watched unit after each daemon-reload.
+        let mut reloading = self
+            .inner
+            .manager
+            .receive_reloading()
+            .await
+            .map_err(|e| map_zbus(e, self.ctx("AddMatch Reloading", None)))?;
+        let (reloaded_tx, reloaded_rx) = tokio::sync::watch::channel(0u64);
+        watch.tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while let Some(signal) = reloading.next().await {
+                if matches!(signal.args(), Ok(a) if !a.active) {
+                    n += 1;
+                    tracing::debug!(reloads = n, "daemon-reload finished");
+                    if reloaded_tx.send(n).is_err() {
+                        break;
+                    }
+                }
+            }
+        }));
         for unit in units {
             let path = self.load_unit(unit).await?;
             let ctx = self.ctx("AddMatch PropertiesChanged", Some(unit));
@@ -338,6 +359,7 @@ impl Systemd {
                 path,
                 service,
                 tx: tx.clone(),
+                reloaded: reloaded_rx.clone(),
             };
             let span = tracing::debug_span!("watch", unit = %unit);
             watch
@@ -633,48 +655,30 @@ struct WatchTask {
     path: OwnedObjectPath,
     service: bool,
     tx: mpsc::UnboundedSender<UnitChange>,
+    /// Bumped after each daemon-reload.
+    reloaded: tokio::sync::watch::Receiver<u64>,
 }
 
 impl WatchTask {
     async fn run(
-        self,
+        mut self,
         mut stream: zbus::fdo::PropertiesChangedStream,
         mut state: UnitState,
         mut seqs: [Sequence; 7],
     ) {
         let mut last = state.clone();
-        while let Some(signal) = stream.next().await {
-            let seq = signal.message().recv_position();
-            let args = match signal.args() {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "undecodable PropertiesChanged");
-                    continue;
+        let mut reloads_open = true;
+        loop {
+            let reread = tokio::select! {
+                signal = stream.next() => {
+                    let Some(signal) = signal else { break };
+                    apply_signal(&signal, &mut state, &mut seqs)
+                }
+                r = self.reloaded.changed(), if reloads_open => {
+                    reloads_open = r.is_ok();
+                    reloads_open
                 }
             };
-            let iface = args.interface_name.as_str();
-            let mut reread = false;
-            for (name, value) in &args.changed_properties {
-                let Some(field) = Field::of(iface, name) else {
-                    continue;
-                };
-                let slot = &mut seqs[field as usize];
-                // Older than the reply this field was read from: stale.
-                if seq > *slot {
-                    if field.set(&mut state, value) {
-                        *slot = seq;
-                    } else {
-                        reread = true;
-                    }
-                }
-            }
-            if args
-                .invalidated_properties
-                .iter()
-                .any(|name| Field::of(iface, name).is_some())
-            {
-                reread = true;
-            }
             if reread {
                 match self
                     .reader
@@ -704,6 +708,45 @@ impl WatchTask {
             }
         }
     }
+}
+
+/// Apply a `PropertiesChanged` signal to `state`, skipping values older than
+/// the reply each field was last read from. Returns whether the unit must be
+/// re-read (invalidated or mistyped values, or a unit that was not loaded:
+/// its `LoadState` is not signalled).
+fn apply_signal(
+    signal: &zbus::fdo::PropertiesChanged,
+    state: &mut UnitState,
+    seqs: &mut [Sequence; 7],
+) -> bool {
+    let seq = signal.message().recv_position();
+    let args = match signal.args() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "undecodable PropertiesChanged");
+            return false;
+        }
+    };
+    let iface = args.interface_name.as_str();
+    let mut reread = iface == UNIT_IFACE && state.load_state != "loaded";
+    for (name, value) in &args.changed_properties {
+        let Some(field) = Field::of(iface, name) else {
+            continue;
+        };
+        let slot = &mut seqs[field as usize];
+        if seq > *slot {
+            if field.set(state, value) {
+                *slot = seq;
+            } else {
+                reread = true;
+            }
+        }
+    }
+    reread
+        || args
+            .invalidated_properties
+            .iter()
+            .any(|name| Field::of(iface, name).is_some())
 }
 
 fn is_service(unit: &str) -> bool {
