@@ -25,7 +25,7 @@ mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /srv
 umount -l /sys/fs/cgroup
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
-ip link set lo up
+ip link set lo up || true
 mkdir -p /run/systemd/system
 cat > /run/systemd/system/sandbox.target <<EOT
 [Unit]

@@ -6,7 +6,7 @@
 //! - `Manager.Subscribe()` is called on connect, or systemd sends no signals.
 //! - The `JobRemoved` match is registered on connect, before any job is
 //!   queued; a job's signal may arrive before the reply that names the job,
-//!   so finished jobs are remembered ([`jobs`]).
+//!   so finished jobs are remembered (module `jobs`).
 //! - A job `done` does not mean running: the unit state is re-read after
 //!   every job.
 //! - Unit state is read through `LoadUnit` (`GetUnit` fails for units that
