@@ -1,0 +1,767 @@
+//! End-to-end tests of `mcrecover::drive` against a REAL systemd: each test
+//! boots its own throwaway systemd as PID 1 of fresh pid/mount/net namespaces
+//! (notes/sandbox.md), talks to it over its system bus, and SIGKILLs it on
+//! drop (also on panic).
+//!
+//! Needs root, `/lib/systemd/systemd`, `dbus-daemon`, `unshare`, `nsenter`.
+//! Missing: the tests FAIL when `MCRECOVER_REQUIRE_E2E=1`, else they skip
+//! with a message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mcrecover::drive::{BusTarget, DriveError, Systemd, UnitChange, UnitWatch};
+
+/// The script run as the namespace's first process: private mounts, then
+/// exec systemd on a minimal target (never basic/multi-user: the sandbox
+/// shares the host's /etc and /var).
+const INIT: &str = r#"
+set -e
+mount --make-rprivate /
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /srv
+umount -l /sys/fs/cgroup
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+ip link set lo up || true
+mkdir -p /run/systemd/system
+cat > /run/systemd/system/sandbox.target <<EOT
+[Unit]
+Description=Sandbox
+Requires=dbus.socket dbus.service
+After=dbus.socket dbus.service
+EOT
+export container=mcrecover-test
+exec /lib/systemd/systemd --system --unit=sandbox.target
+"#;
+
+/// A systemd booted in its own namespaces. Dropping it SIGKILLs the
+/// namespace's PID 1, which takes everything in it down.
+struct Sandbox {
+    unshare: Child,
+    /// Host pid of the namespace's PID 1 (systemd).
+    pid: i32,
+}
+
+impl Sandbox {
+    /// Boot a sandbox, or return `None` (after printing why) when this
+    /// machine cannot run one and MCRECOVER_REQUIRE_E2E is not set.
+    fn boot_or_skip(test: &str) -> Option<Sandbox> {
+        if let Some(missing) = missing_prerequisite() {
+            if std::env::var("MCRECOVER_REQUIRE_E2E").as_deref() == Ok("1") {
+                panic!("{test}: MCRECOVER_REQUIRE_E2E=1 but {missing}");
+            }
+            eprintln!("SKIP {test}: {missing} (set MCRECOVER_REQUIRE_E2E=1 to make this fail)");
+            return None;
+        }
+        Some(Sandbox::boot())
+    }
+
+    fn boot() -> Sandbox {
+        let unshare = Command::new("setsid")
+            .args([
+                "unshare",
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "--mount",
+                "--mount-proc",
+                "--net",
+                "sh",
+                "-c",
+                INIT,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn setsid unshare");
+        let mut sb = Sandbox { unshare, pid: 0 };
+        let children = format!("/proc/{0}/task/{0}/children", sb.unshare.id());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(pid) = std::fs::read_to_string(&children)
+                .ok()
+                .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
+            {
+                sb.pid = pid;
+                // It is systemd once the script has exec'd.
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if comm.trim() == "systemd" {
+                    break;
+                }
+            }
+            if let Ok(Some(status)) = sb.unshare.try_wait() {
+                panic!("sandbox init exited early: {status}");
+            }
+            assert!(Instant::now() < deadline, "sandbox systemd did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sb
+    }
+
+    /// `/proc/PID/root`: the sandbox's filesystem seen from the host.
+    fn root(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root", self.pid))
+    }
+
+    fn bus(&self) -> BusTarget {
+        BusTarget::Address(format!(
+            "unix:path={}/run/dbus/system_bus_socket",
+            self.root().display()
+        ))
+    }
+
+    /// Connect to the sandbox's systemd, retrying while it boots.
+    async fn connect(&self) -> Systemd {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match Systemd::connect(&self.bus()).await {
+                Ok(sd) => return sd,
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "sandbox systemd never answered on its bus: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    /// Write a unit file into the sandbox's /run/systemd/system.
+    fn write_unit(&self, name: &str, text: &str) {
+        let dir = self.root().join("run/systemd/system");
+        std::fs::write(dir.join(name), text).expect("write unit");
+    }
+
+    fn mask(&self, name: &str) {
+        let link = self.root().join("run/systemd/system").join(name);
+        std::os::unix::fs::symlink("/dev/null", link).expect("mask unit");
+    }
+
+    /// Run `cmd` inside the sandbox's namespaces as uid/gid 850 (the
+    /// platform user) with a clean environment plus `env`.
+    fn run_as_mcp(&self, env: &[(&str, &str)], cmd: &[&str]) -> std::process::Output {
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &self.pid.to_string(), "-m", "-p", "-n"])
+            .args(["setpriv", "--reuid=850", "--regid=850", "--init-groups"])
+            .args(["env", "-i", "PATH=/usr/bin:/bin"]);
+        for (k, v) in env {
+            c.arg(format!("{k}={v}"));
+        }
+        c.args(cmd)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run nsenter setpriv")
+    }
+
+    /// Send `signal` to `pid` (a pid of the sandbox's pid namespace).
+    fn kill(&self, signal: &str, pid: u32) {
+        let status = Command::new("nsenter")
+            .args([
+                "-t",
+                &self.pid.to_string(),
+                "-m",
+                "-p",
+                "kill",
+                "-s",
+                signal,
+            ])
+            .arg(pid.to_string())
+            .status()
+            .expect("run nsenter kill");
+        assert!(
+            status.success(),
+            "kill -s {signal} {pid} in the sandbox failed"
+        );
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if self.pid > 0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+    }
+}
+
+fn missing_prerequisite() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not running as root".into());
+    }
+    for bin in [
+        "/lib/systemd/systemd",
+        "/usr/bin/dbus-daemon",
+        "/usr/bin/unshare",
+        "/usr/bin/nsenter",
+        "/usr/bin/setsid",
+    ] {
+        if !Path::new(bin).exists() {
+            return Some(format!("{bin} is missing"));
+        }
+    }
+    None
+}
+
+const SLEEP_UNIT: &str = "[Service]\nExecStart=/bin/sleep infinity\n";
+
+/// Wait (bounded, as a failure guard only) for a change matching `pred`.
+async fn next_matching(
+    watch: &mut UnitWatch,
+    what: &str,
+    pred: impl Fn(&UnitChange) -> bool,
+) -> UnitChange {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(change) = watch.next().await {
+            seen.push(format!(
+                "{} {}/{} pid={} restarts={}",
+                change.unit,
+                change.state.active_state,
+                change.state.sub_state,
+                change.state.main_pid,
+                change.state.n_restarts
+            ));
+            if pred(&change) {
+                return Some(change);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(change)) => change,
+        Ok(None) => panic!("watch ended before {what}; saw {seen:?}"),
+        Err(_) => panic!("no change for {what}; saw {seen:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_against_real_systemd() {
+    let Some(sb) = Sandbox::boot_or_skip("lifecycle_against_real_systemd") else {
+        return;
+    };
+    let sd = sb.connect().await;
+
+    sb.write_unit("mcr-sleep.service", SLEEP_UNIT);
+    sb.write_unit(
+        "mcr-oneshot.service",
+        "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n",
+    );
+    sb.write_unit(
+        "mcr-fails.service",
+        "[Service]\nType=oneshot\nExecStart=/bin/false\n",
+    );
+    sb.write_unit(
+        "mcr-noexec.service",
+        "[Service]\nType=exec\nExecStart=/nonexistent/mcrecover/binary\n",
+    );
+    sb.write_unit(
+        "mcr-dep.service",
+        "[Unit]\nRequires=mcr-fails.service\nAfter=mcr-fails.service\n[Service]\nExecStart=/bin/sleep infinity\n",
+    );
+    sb.write_unit(
+        "mcr-limited.service",
+        "[Unit]\nStartLimitBurst=2\nStartLimitIntervalSec=1h\n[Service]\nType=oneshot\nExecStart=/bin/false\n",
+    );
+    sb.mask("mcr-masked.service");
+    sd.reload().await.expect("daemon-reload");
+
+    // Start a simple unit: active, with a main pid.
+    let started = sd.start("mcr-sleep.service").await.expect("start sleep");
+    assert_eq!(started.unit, "mcr-sleep.service");
+    assert_eq!(started.result, "done");
+    assert!(
+        started.job.starts_with("/org/freedesktop/systemd1/job/"),
+        "{}",
+        started.job
+    );
+    assert_eq!(started.state.load_state, "loaded");
+    assert_eq!(started.state.active_state, "active");
+    assert_eq!(started.state.sub_state, "running");
+    assert!(started.state.main_pid > 0);
+    assert!(started.state.active_enter_usec > 0);
+    assert!(started.state.inactive_exit_usec > 0);
+    let read = sd
+        .unit_state("mcr-sleep.service")
+        .await
+        .expect("unit_state");
+    assert_eq!(read, started.state);
+
+    // Starting an active unit again is a no-op job.
+    let again = sd.start("mcr-sleep.service").await.expect("start again");
+    assert_eq!(again.result, "done");
+    assert_eq!(again.state.main_pid, started.state.main_pid);
+
+    // Restart: a new process.
+    let restarted = sd.restart("mcr-sleep.service").await.expect("restart");
+    assert_eq!(restarted.state.active_state, "active");
+    assert_ne!(restarted.state.main_pid, started.state.main_pid);
+    assert!(restarted.state.main_pid > 0);
+
+    // Stop: inactive, no main pid.
+    let stopped = sd.stop("mcr-sleep.service").await.expect("stop");
+    assert_eq!(stopped.result, "done");
+    assert_eq!(stopped.state.active_state, "inactive");
+    assert_eq!(stopped.state.main_pid, 0);
+
+    // A oneshot with RemainAfterExit: active/exited.
+    let oneshot = sd
+        .start("mcr-oneshot.service")
+        .await
+        .expect("start oneshot");
+    assert_eq!(oneshot.state.active_state, "active");
+    assert_eq!(oneshot.state.sub_state, "exited");
+
+    // A failing ExecStart: JobFailed with the result and a journalctl hint.
+    match sd.start("mcr-fails.service").await {
+        Err(e @ DriveError::JobFailed { .. }) => {
+            let DriveError::JobFailed {
+                unit, result, hint, ..
+            } = &e
+            else {
+                unreachable!()
+            };
+            assert_eq!(unit, "mcr-fails.service");
+            assert_eq!(result, "failed");
+            assert!(hint.contains("journalctl -u mcr-fails.service"), "{hint}");
+            assert_eq!(
+                e.to_string(),
+                "unit mcr-fails.service failed to start (result: failed); \
+                 see `journalctl -u mcr-fails.service`"
+            );
+        }
+        other => panic!("expected JobFailed, got {other:?}"),
+    }
+    let failed = sd.unit_state("mcr-fails.service").await.expect("state");
+    assert_eq!(failed.active_state, "failed");
+
+    // A missing executable (Type=exec waits for the exec).
+    match sd.start("mcr-noexec.service").await {
+        Err(DriveError::JobFailed { result, hint, .. }) => {
+            assert_eq!(result, "failed");
+            assert!(!hint.contains("reset-failed"), "{hint}");
+        }
+        other => panic!("expected JobFailed, got {other:?}"),
+    }
+
+    // A unit whose requirement fails: result dependency.
+    match sd.start("mcr-dep.service").await {
+        Err(DriveError::JobFailed {
+            unit, result, hint, ..
+        }) => {
+            assert_eq!(unit, "mcr-dep.service");
+            assert_eq!(result, "dependency");
+            assert!(hint.contains("list-dependencies mcr-dep.service"), "{hint}");
+        }
+        other => panic!("expected JobFailed(dependency), got {other:?}"),
+    }
+
+    // Not found: on start and on state reads.
+    match sd.start("mcr-does-not-exist.service").await {
+        Err(DriveError::UnitNotFound { unit }) => assert_eq!(unit, "mcr-does-not-exist.service"),
+        other => panic!("expected UnitNotFound, got {other:?}"),
+    }
+    match sd.unit_state("mcr-does-not-exist.service").await {
+        Err(DriveError::UnitNotFound { unit }) => assert_eq!(unit, "mcr-does-not-exist.service"),
+        other => panic!("expected UnitNotFound, got {other:?}"),
+    }
+    match sd.restart("mcr-does-not-exist.service").await {
+        Err(DriveError::UnitNotFound { .. }) => {}
+        other => panic!("expected UnitNotFound, got {other:?}"),
+    }
+
+    match sd.stop("mcr-does-not-exist.service").await {
+        Err(DriveError::UnitNotFound { .. }) => {}
+        other => panic!("expected UnitNotFound, got {other:?}"),
+    }
+
+    // Masked.
+    match sd.start("mcr-masked.service").await {
+        Err(DriveError::UnitMasked { unit }) => assert_eq!(unit, "mcr-masked.service"),
+        other => panic!("expected UnitMasked, got {other:?}"),
+    }
+
+    // Not a unit name at all.
+    match sd.start("not a unit").await {
+        Err(DriveError::InvalidUnitName { unit, .. }) => assert_eq!(unit, "not a unit"),
+        other => panic!("expected InvalidUnitName, got {other:?}"),
+    }
+
+    // The start rate limit: the third start within the interval is refused,
+    // and the hint says how to clear it; reset_failed does.
+    for _ in 0..2 {
+        match sd.start("mcr-limited.service").await {
+            Err(DriveError::JobFailed { hint, .. }) => {
+                assert!(!hint.contains("reset-failed"), "{hint}")
+            }
+            other => panic!("expected JobFailed, got {other:?}"),
+        }
+    }
+    match sd.start("mcr-limited.service").await {
+        Err(DriveError::JobFailed { result, hint, .. }) => {
+            assert_eq!(result, "failed");
+            assert!(
+                hint.contains("systemctl reset-failed mcr-limited.service"),
+                "{hint}"
+            );
+        }
+        other => panic!("expected JobFailed(start-limit-hit), got {other:?}"),
+    }
+    sd.reset_failed("mcr-limited.service")
+        .await
+        .expect("reset-failed");
+    match sd.start("mcr-limited.service").await {
+        Err(DriveError::JobFailed { hint, .. }) => {
+            assert!(!hint.contains("reset-failed"), "{hint}")
+        }
+        other => panic!("expected JobFailed, got {other:?}"),
+    }
+
+    // reset_failed clears the failed state.
+    sd.reset_failed("mcr-fails.service")
+        .await
+        .expect("reset-failed");
+    let reset = sd.unit_state("mcr-fails.service").await.expect("state");
+    assert_eq!(reset.active_state, "inactive");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_starts_share_one_connection() {
+    let Some(sb) = Sandbox::boot_or_skip("parallel_starts_share_one_connection") else {
+        return;
+    };
+    let sd = sb.connect().await;
+    let units: Vec<String> = (1..=4).map(|i| format!("mcr-par{i}.service")).collect();
+    for u in &units {
+        // Many restarts below: no start rate limit.
+        sb.write_unit(u, &format!("[Unit]\nStartLimitIntervalSec=0\n{SLEEP_UNIT}"));
+    }
+    sd.reload().await.expect("daemon-reload");
+
+    let (a, b, c, d) = tokio::join!(
+        sd.start(&units[0]),
+        sd.start(&units[1]),
+        sd.start(&units[2]),
+        sd.start(&units[3]),
+    );
+    let outcomes = [a, b, c, d].map(|r| r.expect("parallel start"));
+    let mut pids = Vec::new();
+    let mut jobs = Vec::new();
+    for (o, u) in outcomes.iter().zip(&units) {
+        assert_eq!(&o.unit, u);
+        assert_eq!(o.result, "done");
+        assert_eq!(o.state.active_state, "active", "{u}");
+        assert!(o.state.main_pid > 0);
+        pids.push(o.state.main_pid);
+        jobs.push(o.job.clone());
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(pids.len(), 4, "four distinct processes");
+    jobs.sort();
+    jobs.dedup();
+    assert_eq!(jobs.len(), 4, "four distinct jobs");
+
+    // Rounds of concurrent jobs, one per unit, mixing restarts with starts of
+    // active units (jobs that finish at once): every caller gets its own
+    // job's outcome. (Concurrent jobs on the SAME unit are not compared
+    // here: each caller's re-read state would show the other's job.)
+    for round in 0..6 {
+        let jobs = (0..4).map(|i| {
+            let (sd, u) = (&sd, &units[i]);
+            async move {
+                if (i + round) % 2 == 0 {
+                    sd.restart(u).await
+                } else {
+                    sd.start(u).await
+                }
+            }
+        });
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in futures_util::future::join_all(jobs)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            let o = r.unwrap_or_else(|e| panic!("round {round} job {i}: {e}"));
+            assert_eq!(o.unit, units[i]);
+            assert_eq!(o.result, "done");
+            assert!(o.state.is_active(), "round {round}: {o:?}");
+            seen.insert(o.job);
+        }
+        assert_eq!(seen.len(), 4, "round {round}: distinct jobs {seen:?}");
+    }
+
+    // Clones share the connection; spawned tasks work too. Two restarts of the
+    // same unit at once plus stops of the others.
+    let mut handles = Vec::new();
+    for u in units.iter().skip(1) {
+        let sd = sd.clone();
+        let u = u.clone();
+        handles.push(tokio::spawn(async move { sd.stop(&u).await }));
+    }
+    let (r1, r2) = tokio::join!(sd.restart(&units[0]), sd.restart(&units[0]));
+    for r in [r1, r2] {
+        let o = r.expect("concurrent restart");
+        assert_eq!(o.unit, units[0]);
+    }
+    assert!(sd.unit_state(&units[0]).await.expect("state").is_active());
+    for h in handles {
+        let o = h.await.expect("join").expect("parallel stop");
+        assert_eq!(o.state.active_state, "inactive");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_reports_kills_and_restarts() {
+    let Some(sb) = Sandbox::boot_or_skip("watch_reports_kills_and_restarts") else {
+        return;
+    };
+    let sd = sb.connect().await;
+    sb.write_unit("mcr-w-kill.service", SLEEP_UNIT);
+    sb.write_unit("mcr-w-term.service", SLEEP_UNIT);
+    sb.write_unit(
+        "mcr-w-restart.service",
+        "[Service]\nExecStart=/bin/sleep infinity\nRestart=on-failure\nRestartSec=200ms\n",
+    );
+    sb.write_unit("mcr-w-stop.service", SLEEP_UNIT);
+    sd.reload().await.expect("daemon-reload");
+    let units: Vec<String> = [
+        "mcr-w-kill.service",
+        "mcr-w-term.service",
+        "mcr-w-restart.service",
+        "mcr-w-stop.service",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut pids = Vec::new();
+    for u in &units {
+        pids.push(sd.start(u).await.expect("start").state.main_pid);
+    }
+
+    let later = "mcr-w-later.service".to_owned();
+    let mut watched = units.clone();
+    watched.push(later.clone());
+    let mut watch = sd.watch(&watched).await.expect("watch");
+    // First, each unit's current state (in the order given).
+    for u in &units {
+        let c = next_matching(&mut watch, &format!("initial state of {u}"), |c| {
+            &c.unit == u
+        })
+        .await;
+        assert_eq!(c.state.active_state, "active");
+    }
+    let c = next_matching(&mut watch, "initial state of the later unit", |c| {
+        c.unit == later
+    })
+    .await;
+    assert_eq!(c.state.load_state, "not-found");
+    assert_eq!(c.state.active_state, "inactive");
+
+    // SIGKILL: failed (Restart=no).
+    sb.kill("KILL", pids[0]);
+    let c = next_matching(&mut watch, "mcr-w-kill failed", |c| {
+        c.unit == "mcr-w-kill.service" && c.state.active_state == "failed"
+    })
+    .await;
+    assert_eq!(c.state.main_pid, 0);
+
+    // SIGTERM is a clean exit for a service: inactive.
+    sb.kill("TERM", pids[1]);
+    next_matching(&mut watch, "mcr-w-term inactive", |c| {
+        c.unit == "mcr-w-term.service" && c.state.active_state == "inactive"
+    })
+    .await;
+
+    // Restart=on-failure: systemd restarts it, NRestarts counts it.
+    sb.kill("KILL", pids[2]);
+    let c = next_matching(&mut watch, "mcr-w-restart back up", |c| {
+        c.unit == "mcr-w-restart.service"
+            && c.state.active_state == "active"
+            && c.state.n_restarts == 1
+    })
+    .await;
+    assert!(c.state.main_pid > 0);
+    assert_ne!(c.state.main_pid, pids[2]);
+
+    // A stop through the driver shows up too.
+    sd.stop("mcr-w-stop.service").await.expect("stop");
+    next_matching(&mut watch, "mcr-w-stop inactive", |c| {
+        c.unit == "mcr-w-stop.service" && c.state.active_state == "inactive"
+    })
+    .await;
+
+    // Its unit file removed + daemon-reload: the watch sees not-found (systemd
+    // does not signal LoadState; the driver re-reads after each reload).
+    std::fs::remove_file(sb.root().join("run/systemd/system/mcr-w-stop.service"))
+        .expect("remove unit file");
+    sd.reload().await.expect("daemon-reload");
+    next_matching(&mut watch, "mcr-w-stop not-found", |c| {
+        c.unit == "mcr-w-stop.service" && c.state.load_state == "not-found"
+    })
+    .await;
+
+    // A unit that did not exist when the watch began: installed, reloaded,
+    // started.
+    sb.write_unit(&later, SLEEP_UNIT);
+    sd.reload().await.expect("daemon-reload");
+    sd.start(&later).await.expect("start later unit");
+    let c = next_matching(&mut watch, "later unit active", |c| {
+        c.unit == later && c.state.active_state == "active"
+    })
+    .await;
+    assert_eq!(c.state.load_state, "loaded");
+    assert!(c.state.main_pid > 0);
+
+    // When systemd goes away the watch ends and jobs report the bus.
+    drop(sb);
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
+        while watch.next().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "watch did not end after the bus went away");
+    match sd.start("mcr-w-kill.service").await {
+        Err(DriveError::BusUnreachable { address, .. }) => {
+            assert!(
+                address.ends_with("/run/dbus/system_bus_socket"),
+                "{address}"
+            )
+        }
+        other => panic!("expected BusUnreachable, got {other:?}"),
+    }
+}
+
+/// Set by `user_manager_over_user_bus` for the copy of this test binary it
+/// runs as uid 850 inside the sandbox.
+const CHILD_ENV: &str = "MCRECOVER_DRIVE_E2E_CHILD";
+
+/// The production shape is rootless: the platform user's own manager on its
+/// user bus. Root cannot use a user bus, so this runs the part below
+/// (`as_mcp_in_sandbox`) as uid 850 inside the sandbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_manager_over_user_bus() {
+    let Some(sb) = Sandbox::boot_or_skip("user_manager_over_user_bus") else {
+        return;
+    };
+    if nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(850))
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        if std::env::var("MCRECOVER_REQUIRE_E2E").as_deref() == Ok("1") {
+            panic!("MCRECOVER_REQUIRE_E2E=1 but there is no user with uid 850 (mcp)");
+        }
+        eprintln!("SKIP user_manager_over_user_bus: no user with uid 850 (mcp)");
+        return;
+    }
+    let sd = sb.connect().await;
+    let home = sb.root().join("srv/mcp");
+    std::fs::create_dir_all(&home).expect("mkdir home");
+    nix::unistd::chown(
+        &home,
+        Some(nix::unistd::Uid::from_raw(850)),
+        Some(nix::unistd::Gid::from_raw(850)),
+    )
+    .expect("chown home");
+    let user = sd.start("user@850.service").await.expect("start user@850");
+    assert_eq!(user.state.active_state, "active");
+
+    let dir = sb.root().join("run/user/850/systemd/user");
+    std::fs::create_dir_all(&dir).expect("mkdir user unit dir");
+    std::fs::write(dir.join("mcr-user.service"), SLEEP_UNIT).expect("write unit");
+    std::fs::write(
+        dir.join("mcr-user-fails.service"),
+        "[Service]\nType=oneshot\nExecStart=/bin/false\n",
+    )
+    .expect("write unit");
+
+    let exe = std::env::current_exe().expect("current exe");
+    let out = sb.run_as_mcp(
+        &[(CHILD_ENV, "user"), ("RUST_BACKTRACE", "1")],
+        &[
+            exe.to_str().expect("utf-8 path"),
+            "--exact",
+            "as_mcp_in_sandbox",
+            "--nocapture",
+            "--test-threads=1",
+        ],
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "uid-850 part failed:\n{text}");
+    assert!(
+        text.contains("USER-BUS-CHECKS-PASSED"),
+        "uid-850 part did not run:\n{text}"
+    );
+}
+
+/// Does nothing unless run by `user_manager_over_user_bus` (as uid 850 in a
+/// sandbox, with `MCRECOVER_DRIVE_E2E_CHILD=user`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_mcp_in_sandbox() {
+    if std::env::var(CHILD_ENV).as_deref() != Ok("user") {
+        return;
+    }
+    // BusTarget::User: no DBUS_SESSION_BUS_ADDRESS here, so /run/user/850/bus.
+    assert_eq!(BusTarget::User.address(), "unix:path=/run/user/850/bus");
+    let sd = Systemd::connect(&BusTarget::User)
+        .await
+        .expect("connect user bus");
+    sd.reload().await.expect("user daemon-reload");
+    let o = sd.start("mcr-user.service").await.expect("start user unit");
+    assert_eq!(o.state.active_state, "active");
+    assert!(o.state.main_pid > 0);
+    let mut watch = sd
+        .watch(&["mcr-user.service".to_owned()])
+        .await
+        .expect("watch");
+    let first = watch.next().await.expect("initial state");
+    assert!(first.state.is_active());
+    let o = sd.stop("mcr-user.service").await.expect("stop user unit");
+    assert_eq!(o.state.active_state, "inactive");
+    next_matching(&mut watch, "user unit inactive", |c| {
+        c.state.active_state == "inactive"
+    })
+    .await;
+    match sd.start("mcr-user-fails.service").await {
+        Err(DriveError::JobFailed { result, hint, .. }) => {
+            assert_eq!(result, "failed");
+            assert!(
+                hint.contains("journalctl --user -u mcr-user-fails.service"),
+                "{hint}"
+            );
+        }
+        other => panic!("expected JobFailed, got {other:?}"),
+    }
+
+    // The system manager refuses an unprivileged caller (no polkit here).
+    let system = BusTarget::Address("unix:path=/run/dbus/system_bus_socket".into());
+    let sys = Systemd::connect(&system)
+        .await
+        .expect("connect system bus as uid 850");
+    match sys.start("user@850.service").await {
+        Err(DriveError::PermissionDenied { action, .. }) => {
+            assert_eq!(action, "StartUnit user@850.service")
+        }
+        other => panic!("expected PermissionDenied, got {other:?}"),
+    }
+    // Reading state needs no privilege.
+    assert!(sys
+        .unit_state("user@850.service")
+        .await
+        .expect("state")
+        .is_active());
+    println!("USER-BUS-CHECKS-PASSED");
+}
