@@ -572,4 +572,4 @@ fn dot_id(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
