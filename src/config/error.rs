@@ -85,3 +85,34 @@ impl fmt::Display for ConfigError {
         Ok(())
     }
 }
+
+/// The source text and path being parsed: turns byte spans into located errors.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ctx<'a> {
+    /// The configuration text.
+    pub(crate) src: &'a str,
+    /// Where it was read from.
+    pub(crate) path: &'a Path,
+}
+
+impl Ctx<'_> {
+    /// An error at byte span `span` with a help text.
+    pub(crate) fn err(
+        &self,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::at(
+            self.path,
+            Some(Location::from_offset(self.src, span.start)),
+            message,
+            Some(help.into()),
+        )
+    }
+
+    /// The 1-based line of byte offset `offset` (for "first defined at line N" hints).
+    pub(crate) fn line_of(&self, offset: usize) -> usize {
+        Location::from_offset(self.src, offset).line
+    }
+}

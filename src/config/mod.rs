@@ -1,9 +1,19 @@
 //! Step 1 of the flow: read the TOML configuration, validate it completely and
 //! produce a [`Config`]. Every error names `file:line:col`, what is wrong and,
 //! where possible, what was meant. Nothing downstream runs on a config error.
+//!
+//! The schema is documented in `docs/config.md`; `examples/metacircular.toml`
+//! is a complete example.
 
+mod checks;
+mod duration;
 mod error;
+mod fields;
+mod load;
 mod model;
+mod net;
+mod raw;
+mod validate;
 
 pub use error::{ConfigError, Location};
 pub use model::*;
@@ -21,11 +31,5 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Validate configuration text `src` that was read from `path`.
 pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
-    let _ = src;
-    Err(ConfigError::at(
-        path,
-        None,
-        "configuration parsing is not implemented yet",
-        None,
-    ))
+    load::parse(src, path)
 }

@@ -1,0 +1,335 @@
+//! Cross-references between services and stages: container names, stage
+//! membership, `after`/`requires` targets, dependency cycles (stage order
+//! included) and host port conflicts.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
+
+use super::error::{ConfigError, Ctx};
+use super::fields::did_you_mean;
+use super::load::{LoadedService, LoadedStage};
+use super::model::{PortMapping, Proto};
+use super::raw::S;
+
+/// Run every cross-check; the first failure is returned.
+pub(crate) fn cross_check(
+    ctx: &Ctx<'_>,
+    services: &[LoadedService],
+    stages: &[LoadedStage],
+) -> Result<(), ConfigError> {
+    container_names(ctx, services)?;
+    let stage_of = membership(ctx, services, stages)?;
+    dependency_targets(ctx, services)?;
+    cycles(ctx, services, stages, &stage_of)?;
+    port_conflicts(ctx, services)
+}
+
+fn names(services: &[LoadedService]) -> impl Iterator<Item = &str> + Clone {
+    services.iter().map(|s| s.key.get_ref().as_str())
+}
+
+fn find<'a>(services: &'a [LoadedService], name: &str) -> Option<&'a LoadedService> {
+    services.iter().find(|s| s.key.get_ref() == name)
+}
+
+fn container_names(ctx: &Ctx<'_>, services: &[LoadedService]) -> Result<(), ConfigError> {
+    let mut seen: BTreeMap<&str, &LoadedService> = BTreeMap::new();
+    for s in services {
+        let Some(c) = &s.service.container else {
+            continue;
+        };
+        if let Some(first) = seen.insert(c.name.as_str(), s) {
+            let span = s
+                .raw
+                .get_ref()
+                .container_name
+                .as_ref()
+                .map_or_else(|| s.key.span(), S::span);
+            return Err(ctx.err(
+                span,
+                format!(
+                    "services `{}` and `{}` both use container name `{}`",
+                    first.key.get_ref(),
+                    s.key.get_ref(),
+                    c.name
+                ),
+                "give one of them a different `container_name` (the default is the service name)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Check stage members; return each service's stage index.
+fn membership(
+    ctx: &Ctx<'_>,
+    services: &[LoadedService],
+    stages: &[LoadedStage],
+) -> Result<BTreeMap<String, usize>, ConfigError> {
+    let mut stage_of: BTreeMap<String, usize> = BTreeMap::new();
+    for (index, stage) in stages.iter().enumerate() {
+        let Some(list) = &stage.raw.get_ref().services else {
+            continue;
+        };
+        for member in list.get_ref() {
+            let name = member.get_ref();
+            let Some(service) = find(services, name) else {
+                return Err(ctx.err(
+                    member.span(),
+                    format!(
+                        "stage `{}` lists unknown service `{name}`",
+                        stage.stage.name
+                    ),
+                    format!(
+                        "{}define [services.{name}] or remove it from the stage",
+                        did_you_mean(name, names(services))
+                    ),
+                ));
+            };
+            if service.service.is_external() {
+                return Err(ctx.err(
+                    member.span(),
+                    format!("external service `{name}` cannot be a stage member"),
+                    "external services have no unit to start; remove it from the stage (its checks still run)",
+                ));
+            }
+            if let Some(&first) = stage_of.get(name.as_str()) {
+                let message = if first == index {
+                    format!(
+                        "service `{name}` is listed twice in stage `{}`",
+                        stage.stage.name
+                    )
+                } else {
+                    format!(
+                        "service `{name}` is in two stages: `{}` and `{}`",
+                        stages[first].stage.name, stage.stage.name
+                    )
+                };
+                return Err(ctx.err(
+                    member.span(),
+                    message,
+                    "a service belongs to exactly one stage; remove one entry",
+                ));
+            }
+            stage_of.insert(name.clone(), index);
+        }
+    }
+    for s in services {
+        if !s.service.is_external() && !stage_of.contains_key(s.key.get_ref().as_str()) {
+            return Err(ctx.err(
+                s.key.span(),
+                format!("service `{}` is not in any stage", s.key.get_ref()),
+                "add it to the `services` of a [[stages]] table, or set external = true if it runs elsewhere",
+            ));
+        }
+    }
+    Ok(stage_of)
+}
+
+/// An explicit ordering edge `from -> to` written in `key` at `span`.
+struct Edge<'a> {
+    from: &'a str,
+    to: &'a str,
+    key: &'static str,
+    span: Range<usize>,
+}
+
+fn explicit_edges(services: &[LoadedService]) -> Vec<Edge<'_>> {
+    let mut edges = Vec::new();
+    for s in services {
+        let raw = s.raw.get_ref();
+        for (key, list) in [("after", &raw.after), ("requires", &raw.requires)] {
+            for target in list.iter().flat_map(|l| l.get_ref()) {
+                edges.push(Edge {
+                    from: s.key.get_ref(),
+                    to: target.get_ref(),
+                    key,
+                    span: target.span(),
+                });
+            }
+        }
+    }
+    edges.sort_by_key(|e| e.span.start);
+    edges
+}
+
+fn dependency_targets(ctx: &Ctx<'_>, services: &[LoadedService]) -> Result<(), ConfigError> {
+    for edge in explicit_edges(services) {
+        let Some(target) = find(services, edge.to) else {
+            return Err(ctx.err(
+                edge.span,
+                format!(
+                    "`{}` of service `{}` names unknown service `{}`",
+                    edge.key, edge.from, edge.to
+                ),
+                format!(
+                    "{}define [services.{}] or remove it from `{}`",
+                    did_you_mean(edge.to, names(services)),
+                    edge.to,
+                    edge.key
+                ),
+            ));
+        };
+        if edge.from == edge.to {
+            return Err(ctx.err(
+                edge.span,
+                format!("service `{}` lists itself in `{}`", edge.from, edge.key),
+                "remove it: a service cannot wait for itself",
+            ));
+        }
+        if target.service.is_external() {
+            return Err(ctx.err(
+                edge.span,
+                format!(
+                    "`{}` of service `{}` names external service `{}`",
+                    edge.key, edge.from, edge.to
+                ),
+                "external services have no unit to order against; remove it (its checks still run)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn cycles(
+    ctx: &Ctx<'_>,
+    services: &[LoadedService],
+    stages: &[LoadedStage],
+    stage_of: &BTreeMap<String, usize>,
+) -> Result<(), ConfigError> {
+    let edges = explicit_edges(services);
+    // Successors of `x`: its explicit targets, then every service of an earlier stage.
+    let successors = |x: &str| -> Vec<(String, Option<&'static str>)> {
+        let mut out: Vec<(String, Option<&'static str>)> = edges
+            .iter()
+            .filter(|e| e.from == x)
+            .map(|e| (e.to.to_string(), Some(e.key)))
+            .collect();
+        if let Some(&sx) = stage_of.get(x) {
+            for (name, &sy) in stage_of {
+                if sy < sx && !out.iter().any(|(n, _)| n == name) {
+                    out.push((name.clone(), None));
+                }
+            }
+        }
+        out
+    };
+    for edge in &edges {
+        // Shortest path edge.to ->* edge.from closes a cycle through `edge`.
+        let mut prev: BTreeMap<String, (String, Option<&'static str>)> = BTreeMap::new();
+        let mut queue = VecDeque::from([edge.to.to_string()]);
+        let mut found = edge.to == edge.from;
+        while let Some(x) = queue.pop_front() {
+            if x == edge.from {
+                found = true;
+                break;
+            }
+            for (y, how) in successors(&x) {
+                if y != edge.to && !prev.contains_key(&y) {
+                    prev.insert(y.clone(), (x.clone(), how));
+                    queue.push_back(y);
+                }
+            }
+        }
+        if !found {
+            continue;
+        }
+        // Rebuild edge.to -> ... -> edge.from.
+        let mut path = vec![(edge.from.to_string(), None::<&'static str>)];
+        let mut cur = edge.from.to_string();
+        while cur != edge.to {
+            let Some((p, how)) = prev.get(&cur).cloned() else {
+                break;
+            };
+            if let Some(last) = path.last_mut() {
+                last.1 = how;
+            }
+            path.push((p.clone(), None));
+            cur = p;
+        }
+        path.reverse();
+        // path: [(edge.to, how to next), ..., (edge.from, None)]; prepend edge.from.
+        let mut chain = vec![edge.from.to_string()];
+        let mut reasons = vec![format!(
+            "`{}` lists `{}` in `{}`",
+            edge.from, edge.to, edge.key
+        )];
+        for window in path.windows(2) {
+            let (x, how) = &window[0];
+            let (y, _) = &window[1];
+            chain.push(x.clone());
+            reasons.push(match how {
+                Some(key) => format!("`{x}` lists `{y}` in `{key}`"),
+                None => format!(
+                    "`{x}` is in stage `{}`, which starts after stage `{}` of `{y}`",
+                    stage_name(stages, stage_of, x),
+                    stage_name(stages, stage_of, y)
+                ),
+            });
+        }
+        chain.push(edge.from.to_string());
+        return Err(ctx.err(
+            edge.span.clone(),
+            format!("dependency cycle: {}", chain.join(" -> ")),
+            format!(
+                "`a -> b` means a starts after b: {}; remove this `{}` entry or move the services so that dependencies point to the same or an earlier stage",
+                reasons.join(", "),
+                edge.key
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn stage_name<'a>(
+    stages: &'a [LoadedStage],
+    stage_of: &BTreeMap<String, usize>,
+    service: &str,
+) -> &'a str {
+    stage_of
+        .get(service)
+        .and_then(|&i| stages.get(i))
+        .map_or("?", |s| s.stage.name.as_str())
+}
+
+fn describe(p: &PortMapping) -> String {
+    let proto = match p.proto {
+        Proto::Tcp => "tcp",
+        Proto::Udp => "udp",
+    };
+    match p.host_ip {
+        None => format!("*:{}/{proto}", p.host_port),
+        Some(ip) if ip.is_ipv6() => format!("[{ip}]:{}/{proto}", p.host_port),
+        Some(ip) => format!("{ip}:{}/{proto}", p.host_port),
+    }
+}
+
+fn port_conflicts(ctx: &Ctx<'_>, services: &[LoadedService]) -> Result<(), ConfigError> {
+    let mut seen: Vec<(&str, &PortMapping, Range<usize>)> = Vec::new();
+    for s in services {
+        let (Some(c), Some(raw_ports)) = (&s.service.container, &s.raw.get_ref().ports) else {
+            continue;
+        };
+        for (port, raw) in c.ports.iter().zip(raw_ports.get_ref()) {
+            let wildcard = |p: &PortMapping| p.host_ip.is_none_or(|ip| ip.is_unspecified());
+            let clash = seen.iter().find(|(_, q, _)| {
+                q.host_port == port.host_port
+                    && q.proto == port.proto
+                    && (wildcard(q) || wildcard(port) || q.host_ip == port.host_ip)
+            });
+            if let Some((other, q, first)) = clash {
+                let whom = format!("service `{other}` already publishes it");
+                return Err(ctx.err(
+                    raw.span(),
+                    format!("host port {} conflicts with {} (`{}`): {whom}", describe(port), describe(q), q.raw),
+                    format!(
+                        "the other mapping is at line {}; use a different host port or IP (a mapping without an IP binds every address)",
+                        ctx.line_of(first.start)
+                    ),
+                ));
+            }
+            seen.push((s.key.get_ref(), port, raw.span()));
+        }
+    }
+    Ok(())
+}
