@@ -4,7 +4,7 @@
 //! struct per kind (so unknown keys and wrong types keep exact spans).
 //!
 //! Adding a kind: one `Raw*` struct implementing [`KindSpec`], one
-//! [`CheckKind`] variant, one arm in [`build_kind`] (and its name in [`KINDS`]).
+//! [`CheckKind`] variant, one row in [`KIND_TABLE`].
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -28,9 +28,6 @@ use super::model::{
 };
 use super::net::{parse_dns_server, parse_socket_addr};
 use super::raw::{OptList, OptStr, RawSchedule, S};
-
-/// Check kinds accepted in `kind = "..."`.
-pub(crate) const KINDS: &[&str] = &["dns", "http", "https", "tcp", "grpc", "exec"];
 
 /// Keys every check may have, whatever its kind.
 const COMMON_KEYS: &[&str] = &[
@@ -99,6 +96,62 @@ trait KindSpec: DeserializeOwned {
     ) -> Result<CheckKind, ConfigError>;
 }
 
+/// Builds a [`CheckKind`] from a kind's own keys.
+type Builder =
+    for<'a, 'i> fn(&Ctx<'a>, &S<String>, S<DeValue<'i>>) -> Result<CheckKind, ConfigError>;
+
+/// Returns the keys a kind accepts.
+type FieldList = fn() -> &'static [&'static str];
+
+/// The dispatch table: kind name as written, builder, and the keys it accepts.
+const KIND_TABLE: &[(&str, Builder, FieldList)] = &[
+    ("dns", build_as::<RawDns>, fields_of::<RawDns>),
+    ("http", build_as::<RawHttp>, fields_of::<RawHttp>),
+    ("https", build_as::<RawHttp>, fields_of::<RawHttp>),
+    ("tcp", build_as::<RawTcp>, fields_of::<RawTcp>),
+    ("grpc", build_as::<RawGrpc>, fields_of::<RawGrpc>),
+    ("exec", build_as::<RawExec>, fields_of::<RawExec>),
+];
+
+/// Names of all kinds, in table order.
+fn kind_names() -> impl Iterator<Item = &'static str> + Clone {
+    KIND_TABLE.iter().map(|(name, _, _)| *name)
+}
+
+/// The field names `K` deserializes (read from its derived `Deserialize`).
+fn fields_of<K: DeserializeOwned>() -> &'static [&'static str] {
+    let mut fields: &'static [&'static str] = &[];
+    let _ = K::deserialize(FieldNames(&mut fields));
+    fields
+}
+
+/// A deserializer that only records the field list of the struct asked for.
+struct FieldNames<'a>(&'a mut &'static [&'static str]);
+
+impl<'de> serde::Deserializer<'de> for FieldNames<'_> {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom("not a struct"))
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = fields;
+        Err(serde::de::Error::custom("fields recorded"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
+
 /// Deserialize `table` as `K` and validate it.
 fn build_as<K: KindSpec>(
     ctx: &Ctx<'_>,
@@ -106,32 +159,55 @@ fn build_as<K: KindSpec>(
     table: S<DeValue<'_>>,
 ) -> Result<CheckKind, ConfigError> {
     let span = table.span();
-    let raw = K::deserialize(ValueDeserializer::from(table))
-        .map_err(|e| toml_error(ctx, &e, COMMON_KEYS))?;
+    let raw = K::deserialize(ValueDeserializer::from(table)).map_err(|e| {
+        let mut err = toml_error(ctx, &e, COMMON_KEYS);
+        let unknown = e
+            .message()
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next());
+        if let Some(key) = unknown {
+            let owners: Vec<&str> = KIND_TABLE
+                .iter()
+                .filter(|(_, _, fields)| fields().contains(&key))
+                .map(|(name, _, _)| *name)
+                .collect();
+            if !owners.is_empty() {
+                err.help = Some(format!(
+                    "`{key}` is a key of {} checks, but this check has kind = \"{}\"; {}",
+                    one_of(&owners),
+                    kind.get_ref(),
+                    err.help.unwrap_or_default()
+                ));
+            }
+        }
+        err
+    })?;
     raw.build(ctx, kind, &span)
 }
 
-/// The dispatch: one arm per kind.
+/// Dispatch on the kind name.
 fn build_kind(
     ctx: &Ctx<'_>,
     kind: &S<String>,
     table: S<DeValue<'_>>,
 ) -> Result<CheckKind, ConfigError> {
-    match kind.get_ref().as_str() {
-        "dns" => build_as::<RawDns>(ctx, kind, table),
-        "http" | "https" => build_as::<RawHttp>(ctx, kind, table),
-        "tcp" => build_as::<RawTcp>(ctx, kind, table),
-        "grpc" => build_as::<RawGrpc>(ctx, kind, table),
-        "exec" => build_as::<RawExec>(ctx, kind, table),
-        other => Err(ctx.err(
-            kind.span(),
-            format!("unknown check kind `{other}`"),
-            format!(
-                "{}kind must be {}",
-                did_you_mean(other, KINDS.iter().copied()),
-                one_of(KINDS)
-            ),
-        )),
+    match KIND_TABLE
+        .iter()
+        .find(|(name, _, _)| *name == kind.get_ref())
+    {
+        Some((_, build, _)) => build(ctx, kind, table),
+        None => {
+            let names: Vec<&str> = kind_names().collect();
+            Err(ctx.err(
+                kind.span(),
+                format!("unknown check kind `{}`", kind.get_ref()),
+                format!(
+                    "{}kind must be {}",
+                    did_you_mean(kind.get_ref(), kind_names()),
+                    one_of(&names)
+                ),
+            ))
+        }
     }
 }
 
@@ -238,7 +314,10 @@ fn load_check(
         return Err(ctx.err(
             span.clone(),
             format!("a check of service `{service}` has no `kind`"),
-            format!("add `kind = ...`, one of {}", one_of(KINDS)),
+            format!(
+                "add `kind = ...`, one of {}",
+                one_of(&kind_names().collect::<Vec<_>>())
+            ),
         ));
     };
     let schedule = RawSchedule::deserialize(ValueDeserializer::from(S::new(

@@ -101,7 +101,15 @@ pub(crate) fn toml_error(ctx: &Ctx<'_>, err: &toml::de::Error, extra_keys: &[&st
         );
     }
     if msg.starts_with("invalid type:") || msg.starts_with("invalid value:") {
-        let help = if msg.ends_with("expected a string") {
+        let key = key_before(ctx, span.start);
+        let help = if msg.ends_with("expected a string")
+            && matches!(key, Some("interval" | "timeout" | "start_period"))
+        {
+            format!(
+                "durations are quoted strings with a unit, e.g. {} = \"2s\"",
+                key.unwrap_or_default()
+            )
+        } else if msg.ends_with("expected a string") {
             "quote the value, e.g. \"...\"".to_string()
         } else if msg.ends_with("expected u32") {
             "write a non-negative whole number without quotes".to_string()
@@ -121,6 +129,15 @@ pub(crate) fn toml_error(ctx: &Ctx<'_>, err: &toml::de::Error, extra_keys: &[&st
         msg.to_string(),
         "fix the TOML syntax (see https://toml.io/en/v1.0.0)",
     )
+}
+
+/// The `key` of a `key = value` line whose value starts at `offset`, if any.
+fn key_before<'s>(ctx: &Ctx<'s>, offset: usize) -> Option<&'s str> {
+    let before = ctx.src.get(..offset)?;
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let (key, _) = line.rsplit_once('=')?;
+    let key = key.trim().rsplit(['{', ',', '.']).next()?.trim();
+    (!key.is_empty()).then_some(key)
 }
 
 /// Take every `services.<name>.checks` value out of the document.

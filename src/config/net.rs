@@ -72,41 +72,46 @@ pub(crate) fn parse_port(raw: &str) -> Result<PortMapping, String> {
         None => (raw, Proto::Tcp),
     };
     let wrap = |msg: String| format!("invalid port `{raw}`: {msg}");
-    let (host_ip, ports) = if let Some(after_bracket) = spec.strip_prefix('[') {
-        let (ip, rest) = after_bracket
-            .split_once(']')
-            .ok_or_else(|| wrap("missing `]` after the IPv6 address".to_string()))?;
-        let ip: std::net::Ipv6Addr = ip
-            .parse()
-            .map_err(|_| wrap(format!("`{ip}` is not an IPv6 address")))?;
-        let rest = rest
-            .strip_prefix(':')
-            .ok_or_else(|| wrap("expected `:` after `]`".to_string()))?;
-        (Some(IpAddr::V6(ip)), rest)
-    } else {
-        let parts: Vec<&str> = spec.split(':').collect();
-        match parts.len() {
-            1 => {
-                return Err(wrap(
-                    "both a host port and a container port are required".to_string(),
-                ))
-            }
-            2 => (None, spec),
-            3 => {
-                let ip = parts[0];
-                let ip: std::net::Ipv4Addr = ip
-                    .parse()
-                    .map_err(|_| wrap(format!("`{ip}` is not an IPv4 address")))?;
-                (Some(IpAddr::V4(ip)), &spec[parts[0].len() + 1..])
-            }
-            _ => {
-                return Err(wrap(
-                    "too many `:` (write IPv6 addresses in brackets, e.g. \"[::1]:80:80\")"
+    let (host_ip, ports) =
+        if let Some(after_bracket) = spec.strip_prefix('[') {
+            let (ip, rest) = after_bracket
+                .split_once(']')
+                .ok_or_else(|| wrap("missing `]` after the IPv6 address".to_string()))?;
+            let ip: std::net::Ipv6Addr = ip
+                .parse()
+                .map_err(|_| wrap(format!("`{ip}` is not an IPv6 address")))?;
+            let rest = rest
+                .strip_prefix(':')
+                .ok_or_else(|| wrap("expected `:` after `]`".to_string()))?;
+            (Some(IpAddr::V6(ip)), rest)
+        } else {
+            let parts: Vec<&str> = spec.split(':').collect();
+            match parts.len() {
+                1 => {
+                    return Err(wrap(
+                        "both a host port and a container port are required".to_string(),
+                    ))
+                }
+                2 if parts[0].parse::<IpAddr>().is_ok() => return Err(wrap(
+                    "an address and one port: both a host port and a container port are required"
                         .to_string(),
-                ))
+                )),
+                2 => (None, spec),
+                3 => {
+                    let ip = parts[0];
+                    let ip: std::net::Ipv4Addr = ip
+                        .parse()
+                        .map_err(|_| wrap(format!("`{ip}` is not an IPv4 address")))?;
+                    (Some(IpAddr::V4(ip)), &spec[parts[0].len() + 1..])
+                }
+                _ => {
+                    return Err(wrap(
+                        "too many `:` (write IPv6 addresses in brackets, e.g. \"[::1]:80:80\")"
+                            .to_string(),
+                    ))
+                }
             }
-        }
-    };
+        };
     let (host, container) = ports
         .split_once(':')
         .ok_or_else(|| wrap("both a host port and a container port are required".to_string()))?;

@@ -241,10 +241,7 @@ fn cycles(
             let Some((p, how)) = prev.get(&cur).cloned() else {
                 break;
             };
-            if let Some(last) = path.last_mut() {
-                last.1 = how;
-            }
-            path.push((p.clone(), None));
+            path.push((p.clone(), how));
             cur = p;
         }
         path.reverse();
@@ -268,13 +265,21 @@ fn cycles(
             });
         }
         chain.push(edge.from.to_string());
+        let via_stage = path
+            .iter()
+            .take(path.len().saturating_sub(1))
+            .any(|(_, how)| how.is_none());
         return Err(ctx.err(
             edge.span.clone(),
             format!("dependency cycle: {}", chain.join(" -> ")),
             format!(
-                "`a -> b` means a starts after b: {}; remove this `{}` entry or move the services so that dependencies point to the same or an earlier stage",
+                "`a -> b` means a starts after b: {}; {}",
                 reasons.join(", "),
-                edge.key
+                if via_stage {
+                    format!("remove this `{}` entry or move the services so that dependencies point to the same or an earlier stage", edge.key)
+                } else {
+                    "remove one of these entries".to_string()
+                }
             ),
         ));
     }

@@ -1,0 +1,329 @@
+//! The configuration loader against the example runbook and a directory of
+//! broken configurations. Each file in `tests/bad-configs/` starts with
+//! `# expect: LINE:COL: MESSAGE` (and optionally `# help: TEXT` on the next
+//! line); loading it must fail with exactly that location and message (and
+//! a help text containing TEXT). Adding a case = adding a file.
+
+use std::path::{Path, PathBuf};
+
+use mcrecover::config::{self, CheckKind, FailurePolicy, Network};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn example_runbook_loads() {
+    let path = repo().join("examples/metacircular.toml");
+    let cfg = match config::load(&path) {
+        Ok(cfg) => cfg,
+        Err(e) => panic!("example does not load:\n{e}"),
+    };
+    assert_eq!(cfg.platform.name, "metacircular");
+    assert_eq!(cfg.platform.node.as_deref(), Some("rift"));
+    let user = cfg
+        .platform
+        .user
+        .as_ref()
+        .map(|u| (u.name.as_str(), u.uid, u.gid, u.home.clone()));
+    assert_eq!(user, Some(("mcp", 850, 850, PathBuf::from("/srv/mcp"))));
+    assert_eq!(
+        cfg.platform.quadlet_dir,
+        Path::new("/etc/containers/systemd/users/850")
+    );
+    assert_eq!(
+        cfg.platform.unit_dir,
+        Path::new("/srv/mcp/.config/systemd/user")
+    );
+    assert_eq!(cfg.platform.config_path, path);
+
+    let containers: Vec<&str> = cfg
+        .services
+        .values()
+        .filter_map(|s| s.container.as_ref().map(|c| c.name.as_str()))
+        .collect();
+    assert_eq!(containers.len(), 12, "{containers:?}");
+    assert!(cfg.services["mcias"].is_external());
+    assert_eq!(cfg.services.len(), 13);
+
+    let stages: Vec<(&str, usize, FailurePolicy)> = cfg
+        .stages
+        .iter()
+        .map(|s| (s.name.as_str(), s.services.len(), s.on_failure))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            ("foundation", 1, FailurePolicy::Block),
+            ("core", 5, FailurePolicy::Block),
+            ("management", 1, FailurePolicy::Block),
+            ("services", 5, FailurePolicy::Continue),
+        ]
+    );
+
+    let mcns = cfg.services["mcns"]
+        .container
+        .as_ref()
+        .map(|c| (c.image.as_str(), c.ports.len()));
+    assert_eq!(
+        mcns,
+        Some(("mcr.svc.mcp.metacircular.net:8443/mcns:v1.2.0", 5))
+    );
+    let names: Vec<&str> = cfg.services["mcns"]
+        .checks
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["dns", "dns-2", "https"]);
+    let web = cfg.services["mcr-web"]
+        .container
+        .as_ref()
+        .and_then(|c| c.user.as_deref());
+    assert_eq!(web, Some("0:0"));
+    let cmd = |s: &str| {
+        cfg.services[s]
+            .container
+            .as_ref()
+            .map(|c| c.command.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(cmd("metacrypt-web")[0], "--config");
+    assert_eq!(cmd("kls"), ["-f", "/srv/kls/kls.conf"]);
+    assert_eq!(cmd("sgardd")[0], "--repo");
+    let net = cfg.services["mc-proxy"]
+        .container
+        .as_ref()
+        .map(|c| c.network.clone());
+    assert_eq!(net, Some(Network::Host));
+    assert!(
+        matches!(cfg.services["mcp-master"].checks[0].kind, CheckKind::Grpc(ref g) if g.tls.is_some())
+    );
+}
+
+/// Parse the `# expect:` / `# help:` header of a bad config.
+fn expectation(src: &str, file: &Path) -> (String, Option<String>) {
+    let mut lines = src.lines();
+    let expect = lines
+        .next()
+        .and_then(|l| l.strip_prefix("# expect: "))
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: first line must be `# expect: LINE:COL: MESSAGE`",
+                file.display()
+            )
+        });
+    let help = lines
+        .next()
+        .and_then(|l| l.strip_prefix("# help: "))
+        .map(str::to_string);
+    (expect.to_string(), help)
+}
+
+#[test]
+fn bad_configs_fail_with_exact_locations() {
+    let dir = repo().join("tests/bad-configs");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 25, "only {} bad configs", files.len());
+    let mut failures = Vec::new();
+    for file in &files {
+        let src =
+            std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let (expect, help) = expectation(&src, file);
+        match config::parse(&src, file) {
+            Ok(_) => failures.push(format!("{}: loaded, expected `{expect}`", file.display())),
+            Err(err) => {
+                let got = match err.location {
+                    Some(l) => format!("{}:{}: {}", l.line, l.col, err.message),
+                    None => err.message.clone(),
+                };
+                if got != expect {
+                    failures.push(format!(
+                        "{}:\n  expected: {expect}\n  got:      {got}",
+                        file.display()
+                    ));
+                }
+                if let Some(help) = &help {
+                    let got_help = err.help.clone().unwrap_or_default();
+                    if !got_help.contains(help.as_str()) {
+                        failures.push(format!(
+                            "{}:\n  help should contain: {help}\n  got: {got_help}",
+                            file.display()
+                        ));
+                    }
+                }
+                if err.help.is_none() {
+                    failures.push(format!("{}: no help text", file.display()));
+                }
+                let shown = err.to_string();
+                assert!(
+                    shown.starts_with(&format!("{}:", file.display())),
+                    "{shown}"
+                );
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} bad configs wrong:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn missing_file_is_reported() {
+    let err = config::load(Path::new("/nonexistent/mcrecover.toml"))
+        .err()
+        .map(|e| e.to_string());
+    assert!(err
+        .is_some_and(|e| e.starts_with("/nonexistent/mcrecover.toml: cannot read configuration")));
+}
+
+#[test]
+fn docs_example_loads() {
+    let doc = std::fs::read_to_string(repo().join("docs/config.md")).unwrap_or_default();
+    let start = doc
+        .find("```toml\n[platform]")
+        .map(|i| i + "```toml\n".len());
+    let block = start.and_then(|s| doc[s..].find("```").map(|e| &doc[s..s + e]));
+    let Some(block) = block else {
+        panic!("docs/config.md has no ```toml example")
+    };
+    if let Err(e) = config::parse(block, Path::new("docs/config.md")) {
+        panic!("docs example does not load:\n{e}");
+    }
+}
+
+/// Every kind and most optional keys, with the values they produce.
+#[test]
+fn every_key_is_accepted() {
+    let src = r#"
+[platform]
+name = "lab"
+mode = "rootful"
+backend = "service"
+pull = "missing"
+image_prefix = "registry.example:5000"
+
+[check_defaults]
+interval = "1m30s"
+start_period = "500ms"
+
+[[stages]]
+name = "only"
+services = ["web", "db"]
+timeout = "5m"
+on_failure = "continue"
+
+[services.db]
+image = "postgres:16"
+container_name = "db-main"
+network = "labnet"
+volumes = ["pgdata:/var/lib/postgresql/data:Z", "/etc/tz:/etc/tz:ro"]
+env = { POSTGRES_PASSWORD = "x", TZ = "UTC" }
+restart = "on-failure"
+podman_args = ["--shm-size", "256m"]
+
+[[services.db.checks]]
+kind = "exec"
+argv = ["/usr/bin/pg_isready", "-h", "127.0.0.1"]
+user = "postgres"
+
+[services.web]
+image = "other.example/web:1"
+ports = ["8080:80", "[::1]:8443:443/tcp", "127.0.0.1:5353:53/udp"]
+user = "1000:1000"
+after = ["db"]
+requires = ["db"]
+
+[[services.web.checks]]
+kind = "http"
+url = "http://127.0.0.1:8080/"
+status = [200, 204]
+body_contains = "ok"
+timeout = "20s"
+failure_threshold = 5
+success_threshold = 2
+
+[[services.web.checks]]
+kind = "https"
+url = "https://web.example:8443/"
+insecure = true
+connect_to = "[::1]:8443"
+
+[[services.web.checks]]
+kind = "grpc"
+address = "127.0.0.1:9000"
+service = "web.Health"
+
+[[services.web.checks]]
+kind = "dns"
+server = "[::1]:5353"
+query = "web.example"
+record = "AAAA"
+transport = "tcp"
+expect_cidr = "fd00::/8"
+
+[[services.web.checks]]
+kind = "dns"
+server = "127.0.0.1"
+query = "web.example"
+expect_address = "10.0.0.1"
+"#;
+    let cfg = match config::parse(src, Path::new("/etc/lab.toml")) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(
+        cfg.platform.quadlet_dir,
+        Path::new("/etc/containers/systemd")
+    );
+    assert_eq!(cfg.platform.unit_dir, Path::new("/etc/systemd/system"));
+    assert!(cfg.platform.user.is_none());
+    assert_eq!(cfg.stages[0].timeout, std::time::Duration::from_secs(300));
+    let db = cfg.services["db"]
+        .container
+        .as_ref()
+        .map(|c| (c.name.clone(), c.image.clone(), c.network.clone()));
+    assert_eq!(
+        db,
+        Some((
+            "db-main".into(),
+            "registry.example:5000/postgres:16".into(),
+            Network::Named("labnet".into())
+        ))
+    );
+    let web = &cfg.services["web"];
+    assert_eq!(
+        web.container.as_ref().map(|c| c.image.as_str()),
+        Some("other.example/web:1")
+    );
+    let names: Vec<&str> = web.checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["http", "https", "grpc", "dns", "dns-2"]);
+    let http = &web.checks[0];
+    assert_eq!(http.interval, std::time::Duration::from_secs(90));
+    assert_eq!(http.start_period, std::time::Duration::from_millis(500));
+    assert_eq!((http.failure_threshold, http.success_threshold), (5, 2));
+    match &http.kind {
+        CheckKind::Http(h) => assert!(h.status.accepts(204) && !h.status.accepts(301)),
+        other => panic!("{other:?}"),
+    }
+    match &web.checks[1].kind {
+        CheckKind::Http(h) => assert!(h.tls.insecure && h.connect_to.is_some_and(|a| a.is_ipv6())),
+        other => panic!("{other:?}"),
+    }
+    match &web.checks[2].kind {
+        CheckKind::Grpc(g) => assert!(g.tls.is_none() && g.service == "web.Health"),
+        other => panic!("{other:?}"),
+    }
+    let db_checks = &cfg.services["db"].checks;
+    assert!(
+        matches!(&db_checks[0].kind, CheckKind::Exec(e) if e.argv.len() == 3 && e.user.as_deref() == Some("postgres"))
+    );
+}
