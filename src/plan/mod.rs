@@ -373,6 +373,9 @@ fn check_summary(kind: &CheckKind) -> String {
                 StatusExpect::Success => write!(s, " status 2xx/3xx"),
                 StatusExpect::Codes(codes) => write!(s, " status {codes:?}"),
             };
+            if let Some(n) = &h.tls.server_name {
+                let _ = write!(s, " server name {n}");
+            }
             if let Some(b) = &h.body_contains {
                 let _ = write!(s, " body contains {b:?}");
             }
@@ -386,7 +389,11 @@ fn check_summary(kind: &CheckKind) -> String {
             } else {
                 g.service.clone()
             };
-            format!("grpc health {} {tls} service {svc}", g.address)
+            let mut s = format!("grpc health {} {tls} service {svc}", g.address);
+            if let Some(n) = g.tls.as_ref().and_then(|t| t.server_name.as_ref()) {
+                let _ = write!(s, " server name {n}");
+            }
+            s
         }
         CheckKind::Exec(e) => format!("exec {:?}", e.argv),
     }
