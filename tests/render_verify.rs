@@ -193,10 +193,7 @@ fn check_argv(cfg: &Config, service: &str, argv: &[String]) {
             c.podman_args
         );
     }
-    assert!(
-        argv.contains(&c.name),
-        "{service}: container name missing"
-    );
+    assert!(argv.contains(&c.name), "{service}: container name missing");
 }
 
 fn run_verify(tools: &Tools, dir: &Path, mode: Mode) -> usize {
