@@ -1,0 +1,336 @@
+//! Pure-logic tests of plan building on hand-made configs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+use crate::config::{
+    BackendChoice, Check, Container, Network, Platform, PlatformUser, PortMapping, Proto,
+    PullPolicy, RestartPolicy, Service, Stage, TcpCheck,
+};
+
+pub(crate) fn container(name: &str, image: &str) -> Container {
+    Container {
+        image: format!("mcr.svc.mcp.metacircular.net:8443/{image}"),
+        name: name.to_string(),
+        network: Network::Bridge,
+        ports: vec![],
+        volumes: vec![],
+        user: None,
+        command: vec![
+            "server".into(),
+            "--config".into(),
+            format!("/srv/{name}/{name}.toml"),
+        ],
+        env: BTreeMap::new(),
+        restart: RestartPolicy::UnlessStopped,
+        podman_args: vec![],
+    }
+}
+
+pub(crate) fn tcp_check(port: u16) -> Check {
+    Check {
+        name: "tcp".into(),
+        kind: CheckKind::Tcp(TcpCheck {
+            address: format!("127.0.0.1:{port}")
+                .parse()
+                .unwrap_or_else(|_| unreachable!()),
+        }),
+        interval: Duration::from_secs(10),
+        timeout: Duration::from_secs(2),
+        failure_threshold: 3,
+        success_threshold: 1,
+        start_period: Duration::from_secs(0),
+    }
+}
+
+pub(crate) fn service(name: &str, port: u16) -> Service {
+    let mut c = container(name, &format!("{name}:v1"));
+    c.ports.push(PortMapping {
+        host_ip: Some([127, 0, 0, 1].into()),
+        host_port: port,
+        container_port: 8080,
+        proto: Proto::Tcp,
+        raw: format!("127.0.0.1:{port}:8080"),
+    });
+    Service {
+        name: name.to_string(),
+        description: None,
+        container: Some(c),
+        checks: vec![tcp_check(port)],
+        after: vec![],
+        requires: vec![],
+    }
+}
+
+pub(crate) fn stage(name: &str, members: &[&str], policy: FailurePolicy) -> Stage {
+    Stage {
+        name: name.to_string(),
+        services: members.iter().map(|s| s.to_string()).collect(),
+        timeout: Duration::from_secs(120),
+        on_failure: policy,
+    }
+}
+
+/// A small three-stage platform with one external service and extra edges.
+pub(crate) fn sample() -> Config {
+    let mut services = BTreeMap::new();
+    for (n, p) in [
+        ("dns", 53),
+        ("proxy", 443),
+        ("reg", 28443),
+        ("app", 48080),
+        ("web", 38080),
+    ] {
+        services.insert(n.to_string(), service(n, p));
+    }
+    services.insert(
+        "idp".into(),
+        Service {
+            name: "idp".into(),
+            description: Some("identity provider elsewhere".into()),
+            container: None,
+            checks: vec![tcp_check(8443)],
+            after: vec![],
+            requires: vec![],
+        },
+    );
+    if let Some(s) = services.get_mut("web") {
+        s.requires.push("app".into());
+    }
+    if let Some(s) = services.get_mut("reg") {
+        s.after.push("proxy".into());
+    }
+    Config {
+        source: PathBuf::from("examples/sample.toml"),
+        platform: Platform {
+            name: "metacircular".into(),
+            node: Some("rift".into()),
+            mode: Mode::Rootless,
+            user: Some(PlatformUser {
+                name: "mcp".into(),
+                uid: 850,
+                gid: 850,
+                home: "/srv/mcp".into(),
+            }),
+            backend: BackendChoice::Auto,
+            image_prefix: "mcr.svc.mcp.metacircular.net:8443/".into(),
+            image_archive: None,
+            pull: PullPolicy::Never,
+            quadlet_dir: "/srv/mcp/.config/containers/systemd".into(),
+            unit_dir: "/srv/mcp/.config/systemd/user".into(),
+            podman: "/usr/bin/podman".into(),
+            mcrecover: "/usr/local/bin/mcrecover".into(),
+            config_path: "/etc/mcrecover/mcrecover.toml".into(),
+        },
+        stages: vec![
+            stage("foundation", &["dns"], FailurePolicy::Block),
+            stage("core", &["proxy", "reg"], FailurePolicy::Block),
+            stage("services", &["web", "app"], FailurePolicy::Continue),
+        ],
+        services,
+    }
+}
+
+#[test]
+fn names_and_stages() {
+    let plan = build(&sample()).unwrap();
+    assert_eq!(plan.top_target, "metacircular.target");
+    assert_eq!(plan.stages.len(), 3);
+    assert_eq!(plan.stages[1].target, "metacircular-core.target");
+    assert_eq!(plan.stages[1].gate, "metacircular-core-gate.service");
+    let reg = &plan.services["reg"];
+    assert_eq!(reg.stage, Some(1));
+    assert_eq!(reg.unit.as_deref(), Some("reg.service"));
+    assert_eq!(reg.container_name.as_deref(), Some("reg"));
+    let idp = &plan.services["idp"];
+    assert_eq!(idp.stage, None);
+    assert_eq!(idp.unit, None);
+}
+
+#[test]
+fn edges_go_through_previous_gate() {
+    let plan = build(&sample()).unwrap();
+    let reg = &plan.services["reg"];
+    assert_eq!(
+        reg.edges,
+        vec![
+            Edge {
+                kind: EdgeKind::Stage,
+                upstream: "dns".into(),
+                via_unit: Some("metacircular-foundation-gate.service".into()),
+                policy: Some(FailurePolicy::Block),
+            },
+            Edge {
+                kind: EdgeKind::After,
+                upstream: "proxy".into(),
+                via_unit: Some("proxy.service".into()),
+                policy: None,
+            },
+        ]
+    );
+    assert!(plan.services["dns"].edges.is_empty());
+    let web = &plan.services["web"];
+    let kinds: Vec<_> = web
+        .edges
+        .iter()
+        .map(|e| (e.kind, e.upstream.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (EdgeKind::Stage, "proxy"),
+            (EdgeKind::Stage, "reg"),
+            (EdgeKind::Requires, "app")
+        ]
+    );
+}
+
+#[test]
+fn order_is_stage_then_name_respecting_edges() {
+    let plan = build(&sample()).unwrap();
+    // web requires app, so app comes first even though both are in stage 3.
+    assert_eq!(plan.order, vec!["idp", "dns", "proxy", "reg", "app", "web"]);
+}
+
+#[test]
+fn order_respects_edges_against_name_order() {
+    let mut cfg = sample();
+    // Within stage 2 "proxy" < "reg" by name; make proxy come after reg.
+    cfg.services.get_mut("reg").unwrap().after.clear();
+    cfg.services
+        .get_mut("proxy")
+        .unwrap()
+        .after
+        .push("reg".into());
+    let plan = build(&cfg).unwrap();
+    let pos = |n: &str| plan.order.iter().position(|x| x == n).unwrap();
+    assert!(pos("reg") < pos("proxy"));
+    assert!(pos("dns") < pos("reg"));
+}
+
+#[test]
+fn cycle_is_an_error_not_a_hang() {
+    let mut cfg = sample();
+    cfg.services
+        .get_mut("app")
+        .unwrap()
+        .requires
+        .push("web".into());
+    let err = build(&cfg).unwrap_err();
+    match err {
+        PlanError::Cycle { services } => {
+            assert_eq!(services, vec!["app".to_string(), "web".to_string()]);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn backwards_edge_across_stages_is_a_cycle() {
+    let mut cfg = sample();
+    cfg.services
+        .get_mut("dns")
+        .unwrap()
+        .after
+        .push("app".into());
+    assert!(matches!(build(&cfg), Err(PlanError::Cycle { .. })));
+}
+
+#[test]
+fn self_edge_is_a_cycle() {
+    let mut cfg = sample();
+    cfg.services
+        .get_mut("dns")
+        .unwrap()
+        .after
+        .push("dns".into());
+    assert!(matches!(build(&cfg), Err(PlanError::Cycle { .. })));
+}
+
+#[test]
+fn unknown_names_are_errors() {
+    let mut cfg = sample();
+    cfg.services
+        .get_mut("dns")
+        .unwrap()
+        .after
+        .push("nope".into());
+    assert_eq!(
+        build(&cfg).unwrap_err(),
+        PlanError::UnknownService {
+            from: "service dns".into(),
+            to: "nope".into()
+        }
+    );
+    let mut cfg = sample();
+    cfg.stages[0].services.push("ghost".into());
+    assert!(matches!(build(&cfg), Err(PlanError::UnknownService { .. })));
+    let mut cfg = sample();
+    cfg.stages[2].services.push("dns".into());
+    assert!(matches!(
+        build(&cfg),
+        Err(PlanError::DuplicateMember { .. })
+    ));
+}
+
+#[test]
+fn edge_to_external_has_no_unit() {
+    let mut cfg = sample();
+    cfg.services
+        .get_mut("app")
+        .unwrap()
+        .after
+        .push("idp".into());
+    let plan = build(&cfg).unwrap();
+    let e = plan.services["app"]
+        .edges
+        .iter()
+        .find(|e| e.upstream == "idp")
+        .unwrap();
+    assert_eq!(e.via_unit, None);
+}
+
+#[test]
+fn outputs_are_deterministic_and_mention_everything() {
+    let a = build(&sample()).unwrap();
+    let b = build(&sample()).unwrap();
+    assert_eq!(a.to_text(), b.to_text());
+    assert_eq!(a.to_dot(), b.to_dot());
+    assert_eq!(a.to_json().unwrap(), b.to_json().unwrap());
+    let text = a.to_text();
+    for needle in [
+        "metacircular-core-gate.service",
+        "reg.service",
+        "check tcp [tcp]: tcp connect 127.0.0.1:28443",
+        "<- app via app.service (requires)",
+        "<- proxy via metacircular-core-gate.service (stage, requires)",
+        "order: idp -> dns -> proxy -> reg -> app -> web",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    let dot = a.to_dot();
+    assert!(dot.contains("subgraph \"cluster_core\""));
+    assert!(dot.contains("\"metacircular-core-gate.service\" -> \"web\";"));
+    assert!(dot.contains("\"dns\" -> \"metacircular-foundation-gate.service\";"));
+    let json: serde_json::Value = serde_json::from_str(&a.to_json().unwrap()).unwrap();
+    assert_eq!(json["stages"][0]["timeout"], 120.0);
+    assert_eq!(json["services"]["web"]["edges"][2]["kind"], "requires");
+    assert_eq!(json["order"][0], "idp");
+}
+
+#[test]
+fn continue_policy_shows_as_wants_and_dashed() {
+    let mut cfg = sample();
+    cfg.stages[1].on_failure = FailurePolicy::Continue;
+    let plan = build(&cfg).unwrap();
+    assert!(plan
+        .to_text()
+        .contains("<- proxy via metacircular-core-gate.service (stage, wants)"));
+    assert!(plan
+        .to_dot()
+        .contains("\"metacircular-core-gate.service\" -> \"web\" [style=dashed];"));
+}
