@@ -23,7 +23,11 @@ const EXIT_CONFIG: u8 = 2;
 const EXIT_SYSTEM: u8 = 4;
 
 #[derive(Parser, Debug)]
-#[command(name = "mcrecover", version, about = "Bring a podman platform back from zero, in dependency order, health-gated")]
+#[command(
+    name = "mcrecover",
+    version,
+    about = "Bring a podman platform back from zero, in dependency order, health-gated"
+)]
 struct Cli {
     /// Configuration file.
     #[arg(long, short = 'c', global = true, env = "MCRECOVER_CONFIG", default_value = config::DEFAULT_PATH)]
@@ -141,9 +145,21 @@ fn init_tracing() {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("MCRECOVER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let journald = if std::env::var_os("JOURNAL_STREAM").is_some() { tracing_journald::layer().ok() } else { None };
-    let fmt = journald.is_none().then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false));
-    tracing_subscriber::registry().with(filter).with(journald).with(fmt).init();
+    let journald = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        tracing_journald::layer().ok()
+    } else {
+        None
+    };
+    let fmt = journald.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(journald)
+        .with(fmt)
+        .init();
 }
 
 fn load(path: &Path) -> Result<Config, Exit> {
@@ -176,7 +192,7 @@ fn run(cli: Cli) -> Result<u8, Exit> {
             let plan = plan::build(&cfg).map_err(|e| Exit(EXIT_CONFIG, e.into()))?;
             let out = match format {
                 PlanFormat::Text => plan.to_text(),
-                PlanFormat::Json => plan.to_json(),
+                PlanFormat::Json => plan.to_json().map_err(sys)? + "\n",
                 PlanFormat::Dot => plan.to_dot(),
             };
             print!("{out}");
@@ -185,11 +201,12 @@ fn run(cli: Cli) -> Result<u8, Exit> {
         Command::Render { out, backend } => {
             let backend = resolve_backend(&cfg, backend);
             let plan = plan::build(&cfg).map_err(|e| Exit(EXIT_CONFIG, e.into()))?;
-            let rendered = render::render(&cfg, &plan, backend).map_err(|e| Exit(EXIT_CONFIG, e.into()))?;
+            let rendered =
+                render::render(&cfg, &plan, backend).map_err(|e| Exit(EXIT_CONFIG, e.into()))?;
             let report = render::write(&rendered, &out, &out, false)
                 .with_context(|| format!("writing units to {}", out.display()))
                 .map_err(sys)?;
-            eprintln!("{} backend: {}", backend_name(backend), report.summary());
+            eprintln!("{} backend: {}", backend_name(backend), summary(&report));
             Ok(0)
         }
         Command::Install { dry_run, sys: s } => runtime()?.block_on(async {
@@ -199,7 +216,12 @@ fn run(cli: Cli) -> Result<u8, Exit> {
             }
             Ok(0)
         }),
-        Command::Recover { json, no_install, quiet, sys: s } => runtime()?.block_on(async {
+        Command::Recover {
+            json,
+            no_install,
+            quiet,
+            sys: s,
+        } => runtime()?.block_on(async {
             if !no_install {
                 install(&cfg, &s, false).await?;
             }
@@ -217,7 +239,10 @@ fn run(cli: Cli) -> Result<u8, Exit> {
         Command::Gate { stage } => runtime()?.block_on(async {
             let Some(st) = cfg.stages.iter().find(|s| s.name == stage) else {
                 let names: Vec<&str> = cfg.stages.iter().map(|s| s.name.as_str()).collect();
-                return Err(Exit(EXIT_CONFIG, anyhow::anyhow!("no stage `{stage}` (stages: {})", names.join(", "))));
+                return Err(Exit(
+                    EXIT_CONFIG,
+                    anyhow::anyhow!("no stage `{stage}` (stages: {})", names.join(", ")),
+                ));
             };
             let deadline = tokio::time::Instant::now() + st.timeout;
             let result = gate::wait_healthy(&cfg, &st.services, deadline, |_| {}).await;
@@ -225,7 +250,10 @@ fn run(cli: Cli) -> Result<u8, Exit> {
                 eprintln!("stage {stage}: all {} services healthy", st.services.len());
                 Ok(0)
             } else {
-                eprintln!("stage {stage}: not healthy after {}s:", st.timeout.as_secs());
+                eprintln!(
+                    "stage {stage}: not healthy after {}s:",
+                    st.timeout.as_secs()
+                );
                 for r in result.failing_reasons() {
                     eprintln!("  {r}");
                 }
@@ -237,7 +265,10 @@ fn run(cli: Cli) -> Result<u8, Exit> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(sys)
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(sys)
 }
 
 fn backend_name(b: render::Backend) -> &'static str {
@@ -272,7 +303,9 @@ fn quadlet_available(podman: &Path) -> bool {
     if !generators.iter().any(|g| Path::new(g).exists()) {
         return false;
     }
-    let Ok(out) = std::process::Command::new(podman).arg("--version").output() else { return false };
+    let Ok(out) = std::process::Command::new(podman).arg("--version").output() else {
+        return false;
+    };
     let text = String::from_utf8_lossy(&out.stdout);
     let version = text.split_whitespace().last().unwrap_or("");
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
@@ -290,8 +323,15 @@ fn bus_target(cfg: &Config, s: &SystemArgs) -> BusTarget {
 
 async fn connect(cfg: &Config, s: &SystemArgs) -> Result<Systemd, Exit> {
     let target = bus_target(cfg, s);
-    if cfg.platform.mode == Mode::Rootless && s.bus_address.is_none() && nix::unistd::geteuid().is_root() {
-        let user = cfg.platform.user.as_ref().map_or("the platform user".to_string(), |u| u.name.clone());
+    if cfg.platform.mode == Mode::Rootless
+        && s.bus_address.is_none()
+        && nix::unistd::geteuid().is_root()
+    {
+        let user = cfg
+            .platform
+            .user
+            .as_ref()
+            .map_or("the platform user".to_string(), |u| u.name.clone());
         return Err(Exit(
             EXIT_SYSTEM,
             anyhow::anyhow!(
@@ -309,15 +349,31 @@ async fn install(cfg: &Config, s: &SystemArgs, dry_run: bool) -> Result<bool, Ex
     let backend = resolve_backend(cfg, s.backend);
     let plan = plan::build(cfg).map_err(|e| Exit(EXIT_CONFIG, e.into()))?;
     let rendered = render::render(cfg, &plan, backend).map_err(|e| Exit(EXIT_CONFIG, e.into()))?;
-    let qdir = s.quadlet_dir.clone().unwrap_or_else(|| cfg.platform.quadlet_dir.clone());
-    let udir = s.unit_dir.clone().unwrap_or_else(|| cfg.platform.unit_dir.clone());
+    let qdir = s
+        .quadlet_dir
+        .clone()
+        .unwrap_or_else(|| cfg.platform.quadlet_dir.clone());
+    let udir = s
+        .unit_dir
+        .clone()
+        .unwrap_or_else(|| cfg.platform.unit_dir.clone());
     let report = render::write(&rendered, &qdir, &udir, dry_run)
-        .with_context(|| format!("installing units into {} and {}", qdir.display(), udir.display()))
+        .with_context(|| {
+            format!(
+                "installing units into {} and {}",
+                qdir.display(),
+                udir.display()
+            )
+        })
         .map_err(sys)?;
     let prefix = if dry_run { "would change" } else { "installed" };
-    eprintln!("{} backend, {prefix}: {}", backend_name(backend), report.summary());
-    if dry_run || !report.changed() {
-        return Ok(report.changed());
+    eprintln!(
+        "{} backend, {prefix}: {}",
+        backend_name(backend),
+        summary(&report)
+    );
+    if dry_run || !report.modified() {
+        return Ok(report.modified());
     }
     let sd = connect(cfg, s).await?;
     sd.reload().await.map_err(sys)?;
@@ -347,12 +403,50 @@ async fn verify(cfg: &Config, json: bool) -> Result<u8, Exit> {
         let doc = serde_json::json!({ "ok": failed == 0, "failed": failed, "checks": rows });
         println!("{}", serde_json::to_string_pretty(&doc).map_err(sys)?);
     } else {
-        println!("{:<16} {:<14} {:<6} {:>8}  DETAIL", "SERVICE", "CHECK", "RESULT", "TIME");
+        println!(
+            "{:<16} {:<14} {:<6} {:>8}  DETAIL",
+            "SERVICE", "CHECK", "RESULT", "TIME"
+        );
         for ((svc, c), o) in all.iter().zip(&outcomes) {
             let res = if o.ok { "ok" } else { "FAIL" };
-            println!("{svc:<16} {:<14} {res:<6} {:>7.0}ms  {}", c.name, o.elapsed.as_secs_f64() * 1000.0, o.detail);
+            println!(
+                "{svc:<16} {:<14} {res:<6} {:>7.0}ms  {}",
+                c.name,
+                o.elapsed.as_secs_f64() * 1000.0,
+                o.detail
+            );
         }
         println!("{} of {} checks passed", all.len() - failed, all.len());
     }
     Ok(u8::from(failed > 0))
+}
+
+/// One line describing a write report, listing what changed.
+fn summary(r: &render::WriteReport) -> String {
+    let names = |v: &[PathBuf]| {
+        v.iter()
+            .filter_map(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut s = format!(
+        "{} created, {} changed, {} unchanged",
+        r.created.len(),
+        r.changed.len(),
+        r.unchanged.len()
+    );
+    if !r.created.is_empty() {
+        s += &format!("\n  created: {}", names(&r.created));
+    }
+    if !r.changed.is_empty() {
+        s += &format!("\n  changed: {}", names(&r.changed));
+    }
+    if !r.stale.is_empty() {
+        s += &format!(
+            "\n  stale (ours, no longer rendered; not removed): {}",
+            names(&r.stale)
+        );
+    }
+    s
 }

@@ -413,3 +413,24 @@ mod tests {
         assert!(job_hint("a.service", JobOp::Start, "dependency", false).contains("--failed"));
     }
 }
+
+/// The job mode passed to `StartUnit` (see systemd's `org.freedesktop.systemd1(5)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobMode {
+    /// `replace`: the normal mode; dependencies are pulled in and ordered.
+    Replace,
+    /// `ignore-dependencies`: start the unit alone, ignoring its requirement
+    /// and ordering dependencies (used after a failed `continue` stage).
+    IgnoreDependencies,
+}
+
+impl JobMode {
+    /// The mode string systemd expects.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobMode::Replace => "replace",
+            JobMode::IgnoreDependencies => "ignore-dependencies",
+        }
+    }
+}

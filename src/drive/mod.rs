@@ -33,7 +33,7 @@ use zbus::proxy::CacheProperties;
 use zbus::{Connection, OwnedObjectPath, OwnedVariant};
 use zbus_systemd::systemd1::ManagerProxy;
 
-pub use error::{DriveError, JobOp};
+pub use error::{DriveError, JobMode, JobOp};
 pub use state::UnitState;
 
 use error::{connection_lost, job_hint, map_zbus, Ctx};
@@ -264,18 +264,25 @@ impl Systemd {
     /// other in systemd, and each caller's re-read state may show the other
     /// job's effect (e.g. `inactive` in the middle of a restart).
     pub async fn start(&self, unit: &str) -> Result<JobOutcome, DriveError> {
-        self.run_job(JobOp::Start, unit).await
+        self.run_job(JobOp::Start, unit, JobMode::Replace).await
+    }
+
+    /// [`Systemd::start`] with an explicit job mode (e.g.
+    /// [`JobMode::IgnoreDependencies`] to start a unit although a required
+    /// unit failed).
+    pub async fn start_mode(&self, unit: &str, mode: JobMode) -> Result<JobOutcome, DriveError> {
+        self.run_job(JobOp::Start, unit, mode).await
     }
 
     /// `StopUnit(unit, "replace")`, wait for the job, re-read the state.
     pub async fn stop(&self, unit: &str) -> Result<JobOutcome, DriveError> {
-        self.run_job(JobOp::Stop, unit).await
+        self.run_job(JobOp::Stop, unit, JobMode::Replace).await
     }
 
     /// `RestartUnit(unit, "replace")`, wait for the job, re-read the state.
     /// Same errors as [`Systemd::start`].
     pub async fn restart(&self, unit: &str) -> Result<JobOutcome, DriveError> {
-        self.run_job(JobOp::Restart, unit).await
+        self.run_job(JobOp::Restart, unit, JobMode::Replace).await
     }
 
     /// `ResetFailedUnit(unit)`: clear `failed` and the start-rate limit
@@ -404,12 +411,22 @@ impl Systemd {
         self.clone_weakly().read_state_at(unit, path, service).await
     }
 
-    async fn run_job(&self, op: JobOp, unit: &str) -> Result<JobOutcome, DriveError> {
+    async fn run_job(
+        &self,
+        op: JobOp,
+        unit: &str,
+        mode: JobMode,
+    ) -> Result<JobOutcome, DriveError> {
         let span = tracing::info_span!("job", unit = %unit, op = %op, job = tracing::field::Empty);
-        self.run_job_inner(op, unit).instrument(span).await
+        self.run_job_inner(op, unit, mode).instrument(span).await
     }
 
-    async fn run_job_inner(&self, op: JobOp, unit: &str) -> Result<JobOutcome, DriveError> {
+    async fn run_job_inner(
+        &self,
+        op: JobOp,
+        unit: &str,
+        mode: JobMode,
+    ) -> Result<JobOutcome, DriveError> {
         // When the unit last left inactive: if a failed start did not move
         // it, systemd never tried (start rate limit). Best effort only.
         let exited_before = match op {
@@ -421,7 +438,7 @@ impl Systemd {
                 .map(|s| s.inactive_exit_usec),
         };
         let manager = &self.inner.manager;
-        let mode = "replace".to_owned();
+        let mode = mode.as_str().to_owned();
         let name = unit.to_owned();
         let reply = match op {
             JobOp::Start => manager.start_unit(name, mode).await,

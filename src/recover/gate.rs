@@ -75,7 +75,12 @@ impl GateResult {
             .iter()
             .filter(|c| !c.passed())
             .map(|c| {
-                let why = c.last.as_ref().map_or("no attempt finished before the deadline".to_string(), |o| o.detail.clone());
+                let why = c
+                    .last
+                    .as_ref()
+                    .map_or("no attempt finished before the deadline".to_string(), |o| {
+                        o.detail.clone()
+                    });
                 format!("{}/{}: {}", c.service, c.check, why)
             })
             .collect()
@@ -98,10 +103,24 @@ pub async fn wait_healthy(
     let mut specs: Vec<Check> = Vec::new();
     let mut healthy_after: BTreeMap<String, Option<Duration>> = BTreeMap::new();
     for name in services {
-        let checks = cfg.services.get(name).map(|s| s.checks.as_slice()).unwrap_or_default();
-        healthy_after.insert(name.clone(), if checks.is_empty() { Some(Duration::ZERO) } else { None });
+        let checks = cfg
+            .services
+            .get(name)
+            .map(|s| s.checks.as_slice())
+            .unwrap_or_default();
+        healthy_after.insert(
+            name.clone(),
+            if checks.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                None
+            },
+        );
         if checks.is_empty() {
-            on_event(GateEvent::ServiceHealthy { service: name.clone(), after: Duration::ZERO });
+            on_event(GateEvent::ServiceHealthy {
+                service: name.clone(),
+                after: Duration::ZERO,
+            });
         }
         for c in checks {
             states.push(CheckState {
@@ -127,7 +146,9 @@ pub async fn wait_healthy(
             j = tasks.join_next() => j,
             () = tokio::time::sleep_until(deadline) => break,
         };
-        let Some(Ok((i, outcome))) = joined else { continue };
+        let Some(Ok((i, outcome))) = joined else {
+            continue;
+        };
         let st = &mut states[i];
         st.attempts += 1;
         if outcome.ok {
@@ -140,11 +161,17 @@ pub async fn wait_healthy(
         on_event(GateEvent::Attempt(st.clone()));
         if st.passed() {
             let svc = st.service.clone();
-            let done = states.iter().filter(|c| c.service == svc).all(CheckState::passed);
+            let done = states
+                .iter()
+                .filter(|c| c.service == svc)
+                .all(CheckState::passed);
             if done && healthy_after.get(&svc).is_some_and(Option::is_none) {
                 let after = start.elapsed();
                 healthy_after.insert(svc.clone(), Some(after));
-                on_event(GateEvent::ServiceHealthy { service: svc, after });
+                on_event(GateEvent::ServiceHealthy {
+                    service: svc,
+                    after,
+                });
             }
             continue;
         }
@@ -158,7 +185,10 @@ pub async fn wait_healthy(
         }
     }
     tasks.abort_all();
-    GateResult { healthy_after, checks: states }
+    GateResult {
+        healthy_after,
+        checks: states,
+    }
 }
 
 fn spawn_attempt(tasks: &mut JoinSet<(usize, Outcome)>, i: usize, spec: Check, pause: Duration) {

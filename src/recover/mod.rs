@@ -66,7 +66,12 @@ pub enum RecoverEvent {
 
 /// Run the whole recovery: every stage of `plan`, in order, against systemd `sd`.
 /// Units must already be installed (see `render::write` and `Systemd::reload`).
-pub async fn recover(cfg: &Config, plan: &Plan, sd: &Systemd, mut on_event: impl FnMut(&RecoverEvent)) -> Report {
+pub async fn recover(
+    cfg: &Config,
+    plan: &Plan,
+    sd: &Systemd,
+    mut on_event: impl FnMut(&RecoverEvent),
+) -> Report {
     let t0 = Instant::now();
     let mut report = Report::new(plan);
     let total = plan.stages.len();
@@ -91,11 +96,15 @@ pub async fn recover(cfg: &Config, plan: &Plan, sd: &Systemd, mut on_event: impl
         // Start every unit of the stage in parallel. After a failed `continue`
         // stage, start with dependencies ignored: the failed gate must not make
         // this stage wait out the earlier stage's timeout a second time.
-        let mode = if earlier_failed { JobMode::IgnoreDependencies } else { JobMode::Replace };
+        let mode = if earlier_failed {
+            JobMode::IgnoreDependencies
+        } else {
+            JobMode::Replace
+        };
         let units: Vec<(String, String)> = stage
             .services
             .iter()
-            .filter_map(|s| plan.unit_of(s).map(|u| (s.clone(), u.to_string())))
+            .filter_map(|s| unit_of(plan, s).map(|u| (s.clone(), u.to_string())))
             .collect();
         let starts = futures_util::future::join_all(units.iter().map(|(svc, unit)| {
             let sd = sd.clone();
@@ -106,7 +115,12 @@ pub async fn recover(cfg: &Config, plan: &Plan, sd: &Systemd, mut on_event: impl
             let result = match res {
                 Ok(job) => {
                     info!(service = %svc, unit = %unit, result = %job.result, active_state = %job.state.active_state, "unit start job finished");
-                    report.set_unit(&svc, Some(job.result.clone()), Some(job.state.active_state.clone()), None);
+                    report.set_unit(
+                        &svc,
+                        Some(job.result.clone()),
+                        Some(job.state.active_state.clone()),
+                        None,
+                    );
                     Ok((job.result, job.state.active_state))
                 }
                 Err(e) => {
@@ -115,7 +129,11 @@ pub async fn recover(cfg: &Config, plan: &Plan, sd: &Systemd, mut on_event: impl
                     Err(e.to_string())
                 }
             };
-            on_event(&RecoverEvent::UnitStarted { service: svc, unit, result });
+            on_event(&RecoverEvent::UnitStarted {
+                service: svc,
+                unit,
+                result,
+            });
         }
 
         // Gate on the stage's checks until healthy or timeout.
@@ -132,14 +150,18 @@ pub async fn recover(cfg: &Config, plan: &Plan, sd: &Systemd, mut on_event: impl
 
         let elapsed = stage_start.elapsed();
         let healthy = result.all_healthy();
-        let status = if healthy { StageStatus::Healthy } else { StageStatus::Failed };
+        let status = if healthy {
+            StageStatus::Healthy
+        } else {
+            StageStatus::Failed
+        };
         report.record_stage(&stage.name, status, started_at, elapsed, &result);
 
         if healthy {
             // Mark the stage as passed in systemd too: the gate unit runs the
             // same checks once more, which pass at once.
-            if let Err(e) = sd.start(&stage.gate_unit).await {
-                warn!(stage = %stage.name, unit = %stage.gate_unit, error = %e, "gate unit did not pass after the stage was healthy");
+            if let Err(e) = sd.start(&stage.gate).await {
+                warn!(stage = %stage.name, unit = %stage.gate, error = %e, "gate unit did not pass after the stage was healthy");
             }
         } else {
             for reason in result.failing_reasons() {
@@ -150,8 +172,17 @@ pub async fn recover(cfg: &Config, plan: &Plan, sd: &Systemd, mut on_event: impl
                 blocked_by = Some(stage.name.clone());
             }
         }
-        on_event(&RecoverEvent::StageDone { stage: stage.name.clone(), status, elapsed });
+        on_event(&RecoverEvent::StageDone {
+            stage: stage.name.clone(),
+            status,
+            elapsed,
+        });
     }
     report.finish(t0.elapsed());
     report
+}
+
+/// The unit of `service` in `plan` (None for external services).
+fn unit_of<'a>(plan: &'a Plan, service: &str) -> Option<&'a str> {
+    plan.services.get(service).and_then(|s| s.unit.as_deref())
 }

@@ -55,7 +55,12 @@ impl Progress {
 
     fn apply(&mut self, ev: &RecoverEvent) -> Option<String> {
         match ev {
-            RecoverEvent::StageStarted { stage, index, total, services } => {
+            RecoverEvent::StageStarted {
+                stage,
+                index,
+                total,
+                services,
+            } => {
                 for s in services {
                     self.order.push(s.clone());
                     self.rows.insert(
@@ -69,13 +74,26 @@ impl Progress {
                         },
                     );
                 }
-                Some(format!("stage {}/{} {stage}: starting {}", index + 1, total, services.join(", ")))
+                Some(format!(
+                    "stage {}/{} {stage}: starting {}",
+                    index + 1,
+                    total,
+                    services.join(", ")
+                ))
             }
-            RecoverEvent::UnitStarted { service, unit, result } => {
+            RecoverEvent::UnitStarted {
+                service,
+                unit,
+                result,
+            } => {
                 let row = self.rows.get_mut(service)?;
                 match result {
                     Ok((job, active)) => {
-                        row.state = if active == "active" { "checking".into() } else { active.clone() };
+                        row.state = if active == "active" {
+                            "checking".into()
+                        } else {
+                            active.clone()
+                        };
                         Some(format!("{unit}: start job {job}, unit {active}"))
                     }
                     Err(e) => {
@@ -87,7 +105,11 @@ impl Progress {
             }
             RecoverEvent::Check(st) => {
                 let row = self.rows.get_mut(&st.service)?;
-                let detail = st.last.as_ref().map(|o| o.detail.clone()).unwrap_or_default();
+                let detail = st
+                    .last
+                    .as_ref()
+                    .map(|o| o.detail.clone())
+                    .unwrap_or_default();
                 if row.done_after.is_none() {
                     row.detail = format!("{}: {detail}", st.check);
                 }
@@ -98,19 +120,33 @@ impl Progress {
                 row.state = "healthy".into();
                 row.detail.clear();
                 row.done_after = row.since.map(|s| s.elapsed().as_secs_f64());
-                Some(format!("{service}: healthy ({:.2}s after recovery start)", at.as_secs_f64()))
+                Some(format!(
+                    "{service}: healthy ({:.2}s after recovery start)",
+                    at.as_secs_f64()
+                ))
             }
-            RecoverEvent::StageDone { stage, status, elapsed } => {
+            RecoverEvent::StageDone {
+                stage,
+                status,
+                elapsed,
+            } => {
                 let verdict = match status {
                     StageStatus::Healthy => "healthy",
                     StageStatus::Failed => "FAILED",
                     StageStatus::Blocked => "blocked",
                     StageStatus::Pending => "pending",
                 };
-                for row in self.rows.values_mut().filter(|r| &r.stage == stage && r.done_after.is_none()) {
+                for row in self
+                    .rows
+                    .values_mut()
+                    .filter(|r| &r.stage == stage && r.done_after.is_none())
+                {
                     row.state = "unhealthy".into();
                 }
-                Some(format!("stage {stage}: {verdict} in {:.2}s", elapsed.as_secs_f64()))
+                Some(format!(
+                    "stage {stage}: {verdict} in {:.2}s",
+                    elapsed.as_secs_f64()
+                ))
             }
         }
     }
@@ -122,11 +158,20 @@ impl Progress {
         }
         let mut n = 0;
         for name in &self.order {
-            let Some(r) = self.rows.get(name) else { continue };
-            let t = r.done_after.or_else(|| r.since.map(|s| s.elapsed().as_secs_f64())).unwrap_or(0.0);
+            let Some(r) = self.rows.get(name) else {
+                continue;
+            };
+            let t = r
+                .done_after
+                .or_else(|| r.since.map(|s| s.elapsed().as_secs_f64()))
+                .unwrap_or(0.0);
             let mut detail = r.detail.clone();
             detail.truncate(60);
-            let _ = writeln!(err, "\x1b[2K  {:<12} {:<16} {:<12} {:>7.2}s  {detail}", r.stage, name, r.state, t);
+            let _ = writeln!(
+                err,
+                "\x1b[2K  {:<12} {:<16} {:<12} {:>7.2}s  {detail}",
+                r.stage, name, r.state, t
+            );
             n += 1;
         }
         self.drawn = n;

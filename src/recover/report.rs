@@ -143,7 +143,7 @@ impl Report {
                 services.push(ServiceReport {
                     name: svc.clone(),
                     stage: st.name.clone(),
-                    unit: plan.unit_of(svc).map(str::to_string),
+                    unit: super::unit_of(plan, svc).map(str::to_string),
                     status: ServiceStatus::Pending,
                     job_result: None,
                     active_state: None,
@@ -153,14 +153,27 @@ impl Report {
                 });
             }
         }
-        Report { outcome: Outcome::AllHealthy, exit_code: 0, total_s: 0.0, stages, services, critical_path: Vec::new() }
+        Report {
+            outcome: Outcome::AllHealthy,
+            exit_code: 0,
+            total_s: 0.0,
+            stages,
+            services,
+            critical_path: Vec::new(),
+        }
     }
 
     fn service_mut(&mut self, name: &str) -> Option<&mut ServiceReport> {
         self.services.iter_mut().find(|s| s.name == name)
     }
 
-    pub(super) fn set_unit(&mut self, svc: &str, job: Option<String>, active: Option<String>, err: Option<String>) {
+    pub(super) fn set_unit(
+        &mut self,
+        svc: &str,
+        job: Option<String>,
+        active: Option<String>,
+        err: Option<String>,
+    ) {
         if let Some(s) = self.service_mut(svc) {
             s.job_result = job;
             s.active_state = active;
@@ -195,9 +208,17 @@ impl Report {
         for (svc, after) in &result.healthy_after {
             if let Some(s) = self.service_mut(svc) {
                 s.time_to_healthy_s = after.map(|d| d.as_secs_f64());
-                s.status = if after.is_some() { ServiceStatus::Healthy } else { ServiceStatus::Unhealthy };
+                s.status = if after.is_some() {
+                    ServiceStatus::Healthy
+                } else {
+                    ServiceStatus::Unhealthy
+                };
                 let prefix = format!("{svc}/");
-                s.failing = reasons.iter().filter(|r| r.starts_with(&prefix)).cloned().collect();
+                s.failing = reasons
+                    .iter()
+                    .filter(|r| r.starts_with(&prefix))
+                    .cloned()
+                    .collect();
             }
         }
         if status == StageStatus::Healthy {
@@ -237,12 +258,20 @@ impl Report {
             let status = match st.status {
                 StageStatus::Healthy => "healthy".to_string(),
                 StageStatus::Failed => "FAILED".to_string(),
-                StageStatus::Blocked => format!("BLOCKED by {}", st.blocked_by.as_deref().unwrap_or("?")),
+                StageStatus::Blocked => {
+                    format!("BLOCKED by {}", st.blocked_by.as_deref().unwrap_or("?"))
+                }
                 StageStatus::Pending => "not reached".to_string(),
             };
-            let _ = writeln!(out, "  stage {:<12} {:<22} {:>7.2}s", st.name, status, st.elapsed_s);
+            let _ = writeln!(
+                out,
+                "  stage {:<12} {:<22} {:>7.2}s",
+                st.name, status, st.elapsed_s
+            );
             for s in self.services.iter().filter(|s| s.stage == st.name) {
-                let t = s.time_to_healthy_s.map_or_else(|| "-".to_string(), |t| format!("{t:.2}s"));
+                let t = s
+                    .time_to_healthy_s
+                    .map_or_else(|| "-".to_string(), |t| format!("{t:.2}s"));
                 let state = match s.status {
                     ServiceStatus::Healthy => "healthy",
                     ServiceStatus::Unhealthy => "UNHEALTHY",
