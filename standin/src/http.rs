@@ -7,7 +7,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
@@ -62,7 +62,9 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |req| answer(req, faults.clone()));
+    // The timer lets hyper enforce its header read timeout on stalled clients.
     let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
         .serve_connection(TokioIo::new(io), svc)
         .await;
 }

@@ -13,7 +13,6 @@ mod tls;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +30,7 @@ use crate::fault::Fault;
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn main() -> ExitCode {
+fn main() {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -40,13 +39,16 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             log::event("error", &format!("runtime={e}"));
-            return ExitCode::from(1);
+            std::process::exit(1);
         }
     };
-    rt.block_on(run())
+    // Exit without waiting for the runtime to wind down: parked (hung) connections and
+    // in-flight requests are simply dropped, so SIGTERM ends PID 1 at once.
+    let code = rt.block_on(run());
+    std::process::exit(code);
 }
 
-async fn run() -> ExitCode {
+async fn run() -> i32 {
     // PID 1 gets no default signal actions: install the handlers before anything else.
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
@@ -55,14 +57,14 @@ async fn run() -> ExitCode {
         (Ok(t), Ok(i)) => (t, i),
         (Err(e), _) | (_, Err(e)) => {
             log::event("error", &format!("signal_handlers={e}"));
-            return ExitCode::from(1);
+            return 1;
         }
     };
     let cfg = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
             log::event("error", &format!("config={:?}", format!("{e:#}")));
-            return ExitCode::from(2);
+            return 2;
         }
     };
     log::set_name(&cfg.name);
@@ -95,12 +97,12 @@ async fn run() -> ExitCode {
             Err(e) => {
                 log::event("error", &format!("fatal={:?}", format!("{e:#}")));
                 log::event("exit", "code=1 reason=error");
-                return ExitCode::from(1);
+                return 1;
             }
         },
     };
     log::event("exit", &format!("code=0 reason={stop}"));
-    ExitCode::SUCCESS
+    0
 }
 
 /// Creates `$STANDIN_DIR/.standin`, removes a stale `ready` and writes `started`.
@@ -147,7 +149,7 @@ async fn serve(cfg: Config, delay: Duration, faults: watch::Receiver<Fault>) -> 
         tokio::time::sleep(delay).await;
     }
     let tls = if cfg.listen.iter().any(|l| l.kind.needs_tls()) {
-        Some(tls::build(&cfg.state_dir()).context("tls")?)
+        Some(tls::build(&cfg.state_dir(), &cfg.name).context("tls")?)
     } else {
         None
     };

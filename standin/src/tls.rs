@@ -38,7 +38,7 @@ struct Ca {
     der: CertificateDer<'static>,
 }
 
-fn load_ca(state_dir: &Path) -> anyhow::Result<Ca> {
+fn load_ca(state_dir: &Path, name: &str) -> anyhow::Result<Ca> {
     let cert_path = state_dir.join("ca.pem");
     let key_path = state_dir.join("ca.key");
     let cert = std::fs::read_to_string(&cert_path).ok();
@@ -59,10 +59,9 @@ fn load_ca(state_dir: &Path) -> anyhow::Result<Ca> {
         }
         (None, None) => {
             let mut params = CertificateParams::default();
-            params.distinguished_name.push(
-                DnType::CommonName,
-                format!("standin {} in-memory CA", name()),
-            );
+            params
+                .distinguished_name
+                .push(DnType::CommonName, format!("standin {name} in-memory CA"));
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
             params.key_usages = vec![
                 KeyUsagePurpose::KeyCertSign,
@@ -101,13 +100,10 @@ fn load_ca(state_dir: &Path) -> anyhow::Result<Ca> {
     }
 }
 
-fn name() -> String {
-    std::env::var("STANDIN_NAME").unwrap_or_else(|_| "standin".to_owned())
-}
-
-/// Builds the TLS configurations, or fails with a message saying which file is wrong.
-pub fn build(state_dir: &Path) -> anyhow::Result<Tls> {
-    let ca = load_ca(state_dir)?;
+/// Builds the TLS configurations (`name` goes into the certificates' common names), or fails
+/// with a message saying which file is wrong.
+pub fn build(state_dir: &Path, name: &str) -> anyhow::Result<Tls> {
+    let ca = load_ca(state_dir, name)?;
     let mut params = CertificateParams::new(
         LEAF_DNS_NAMES
             .iter()
@@ -122,7 +118,7 @@ pub fn build(state_dir: &Path) -> anyhow::Result<Tls> {
         .push(SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)));
     params
         .distinguished_name
-        .push(DnType::CommonName, format!("standin {}", name()));
+        .push(DnType::CommonName, format!("standin {name}"));
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
