@@ -245,6 +245,14 @@ async fn grpc_check(
             .unwrap();
     }
     let channel = ep.connect().await.map_err(|e| format!("connect: {e:?}"))?;
+    grpc_check_on(channel, service).await
+}
+
+/// One gRPC health Check on an existing channel (an HTTP/2 connection kept open).
+async fn grpc_check_on(
+    channel: tonic::transport::Channel,
+    service: &str,
+) -> Result<ServingStatus, String> {
     let resp = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: service.to_owned(),
@@ -476,7 +484,24 @@ async fn faults_apply_live() {
         "tcp has no error semantics: still answers"
     );
 
+    // A connection opened before `hang` (HTTP/2 kept alive) gets no answer either.
+    let kept = Endpoint::from_shared(format!("http://127.0.0.1:{grpc}"))
+        .unwrap()
+        .timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        grpc_check_on(kept.clone(), "").await,
+        Ok(ServingStatus::NotServing)
+    );
+
     s.fault(Some("hang"));
+    let e = grpc_check_on(kept.clone(), "").await.unwrap_err();
+    assert!(
+        e.contains("Cancelled") || e.contains("DeadlineExceeded"),
+        "{e}"
+    );
     let (_, code, rc) = curl(&["-m", "1", &health]);
     assert_eq!((code.as_str(), rc), ("000", 28), "curl must time out");
     let (out, ok) = dig(dns, &["+time=1", "google.com", "A"]);
