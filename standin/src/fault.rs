@@ -1,0 +1,128 @@
+//! File-driven faults: `$STANDIN_DIR/fault` is polled every 100 ms and its state is published on
+//! a `watch` channel that every protocol handler reads; faults apply live, without a restart.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::log;
+
+/// How often the fault file is polled.
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// The fault currently in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// No fault file (or an empty one): behave.
+    Healthy,
+    /// `500`: HTTP 500, gRPC NOT_SERVING, DNS SERVFAIL.
+    Error500,
+    /// `hang`: accept connections and queries, never answer.
+    Hang,
+    /// `exit`: exit with status 1 at once.
+    Exit,
+    /// Anything else: logged once and treated as healthy.
+    Unknown(String),
+}
+
+impl Fault {
+    /// Parses the fault file's contents (`None` = file absent).
+    pub fn parse(contents: Option<&str>) -> Self {
+        match contents.map(|c| c.trim().to_ascii_lowercase()) {
+            None => Self::Healthy,
+            Some(c) => match c.as_str() {
+                "" | "none" | "ok" => Self::Healthy,
+                "500" => Self::Error500,
+                "hang" => Self::Hang,
+                "exit" => Self::Exit,
+                _ => Self::Unknown(c),
+            },
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Healthy => "fault=none".to_owned(),
+            Self::Error500 => "fault=500".to_owned(),
+            Self::Hang => "fault=hang".to_owned(),
+            Self::Exit => "fault=exit".to_owned(),
+            Self::Unknown(c) => format!("fault=unknown value={c:?} treated_as=none"),
+        }
+    }
+}
+
+/// Reads the fault file once.
+pub fn read(path: &std::path::Path) -> Fault {
+    Fault::parse(std::fs::read_to_string(path).ok().as_deref())
+}
+
+/// Applies a newly observed fault: logs it, exits on `exit`.
+fn apply(fault: &Fault) {
+    log::event("fault", &fault.describe());
+    if *fault == Fault::Exit {
+        log::event("exit", "code=1 reason=fault");
+        std::process::exit(1);
+    }
+}
+
+/// Reads the fault file now (exiting at once on `exit`) and returns the channel plus the
+/// poller to spawn.
+pub fn start(
+    path: PathBuf,
+) -> (
+    watch::Receiver<Fault>,
+    impl std::future::Future<Output = ()>,
+) {
+    let first = read(&path);
+    if first != Fault::Healthy {
+        apply(&first);
+    }
+    let (tx, rx) = watch::channel(first);
+    let poller = async move {
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = read(&path);
+            if *tx.borrow() != now {
+                // Publish first, then log: once the line is out, every handler sees the fault.
+                tx.send_replace(now.clone());
+                apply(&now);
+            }
+        }
+    };
+    (rx, poller)
+}
+
+/// Whether the current fault is `hang`.
+pub fn is_hang(rx: &watch::Receiver<Fault>) -> bool {
+    *rx.borrow() == Fault::Hang
+}
+
+/// Whether the current fault is `500`.
+pub fn is_500(rx: &watch::Receiver<Fault>) -> bool {
+    *rx.borrow() == Fault::Error500
+}
+
+/// Waits until the fault is no longer `hang` (used to release parked connections without
+/// answering them).
+pub async fn hang_released(rx: &watch::Receiver<Fault>) {
+    let mut rx = rx.clone();
+    let _ = rx.wait_for(|f| *f != Fault::Hang).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_fault_file() {
+        assert_eq!(Fault::parse(None), Fault::Healthy);
+        assert_eq!(Fault::parse(Some("")), Fault::Healthy);
+        assert_eq!(Fault::parse(Some("500\n")), Fault::Error500);
+        assert_eq!(Fault::parse(Some(" HANG ")), Fault::Hang);
+        assert_eq!(Fault::parse(Some("exit")), Fault::Exit);
+        assert_eq!(Fault::parse(Some("boom")), Fault::Unknown("boom".into()));
+    }
+}
