@@ -487,8 +487,11 @@ fn quadlet_body(u: &mut UnitFile, cfg: &Config, svc: &Service) -> Result<(), Ren
     Ok(())
 }
 
-/// The `podman run` argv of the service backend (without the executable).
-fn podman_run_argv(cfg: &Config, svc: &Service) -> Vec<String> {
+/// The `podman run` argv of the service backend, without the executable
+/// (`run --replace --rm --name NAME ... IMAGE COMMAND...`); empty for an
+/// external service. This is exactly what the rendered `ExecStart=` passes
+/// after `platform.podman`.
+pub fn podman_run_argv(cfg: &Config, svc: &Service) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let Some(c) = &svc.container else { return a };
     for s in ["run", "--replace", "--rm", "--name"] {
