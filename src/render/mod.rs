@@ -61,7 +61,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::{Config, FailurePolicy, Network, PullPolicy, Service};
+use crate::config::{BackendChoice, Config, FailurePolicy, Network, PullPolicy, Service};
 use crate::plan::{EdgeKind, Plan, PlanService};
 
 pub use escape::EscapeError;
@@ -87,6 +87,19 @@ pub enum Backend {
     Quadlet,
     /// Plain `.service` units running `podman run`.
     Service,
+}
+
+impl Backend {
+    /// Resolve the config's choice: `auto` is quadlet when the caller found a
+    /// usable quadlet generator (podman >= 4.4), else the service backend.
+    pub fn resolve(choice: BackendChoice, quadlet_available: bool) -> Backend {
+        match choice {
+            BackendChoice::Quadlet => Backend::Quadlet,
+            BackendChoice::Service => Backend::Service,
+            BackendChoice::Auto if quadlet_available => Backend::Quadlet,
+            BackendChoice::Auto => Backend::Service,
+        }
+    }
 }
 
 /// Where a rendered file goes.

@@ -405,3 +405,24 @@ fn foreign_files_are_never_overwritten() {
     let rep = write(&r, tmp.path(), tmp.path(), false).unwrap();
     assert_eq!(rep.unchanged, vec![tmp.path().join("dns.service")]);
 }
+
+#[test]
+fn backend_resolution() {
+    use crate::config::BackendChoice;
+    assert_eq!(
+        Backend::resolve(BackendChoice::Auto, true),
+        Backend::Quadlet
+    );
+    assert_eq!(
+        Backend::resolve(BackendChoice::Auto, false),
+        Backend::Service
+    );
+    assert_eq!(
+        Backend::resolve(BackendChoice::Quadlet, false),
+        Backend::Quadlet
+    );
+    assert_eq!(
+        Backend::resolve(BackendChoice::Service, true),
+        Backend::Service
+    );
+}
