@@ -153,7 +153,7 @@ fn example_matches_golden() {
 
 #[test]
 fn nasty_matches_golden() {
-    let path = Path::new("tests/render_verify_nasty.toml");
+    let path = Path::new("tests/golden/nasty/nasty.toml");
     let cfg = normalise(config::load(path).unwrap());
     check_config(&cfg, &manifest_dir().join("tests/golden/nasty"));
 }

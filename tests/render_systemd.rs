@@ -22,7 +22,7 @@ use mcrecover::config::{self, Config};
 use mcrecover::plan;
 use mcrecover::render::{self, Backend};
 
-const NASTY: &str = include_str!("render_verify_nasty.toml");
+const NASTY: &str = include_str!("golden/nasty/nasty.toml");
 
 fn require_e2e() -> bool {
     std::env::var("MCRECOVER_REQUIRE_E2E").is_ok_and(|v| v == "1")
@@ -228,7 +228,7 @@ fn start_all(sb: &Sandbox, units: &[String]) {
 }
 
 fn config(recorder: &Path) -> Config {
-    let mut cfg = config::parse(NASTY, Path::new("tests/render_verify_nasty.toml")).unwrap();
+    let mut cfg = config::parse(NASTY, Path::new("tests/golden/nasty/nasty.toml")).unwrap();
     cfg.platform.podman = recorder.to_path_buf();
     cfg.platform.mcrecover = recorder.to_path_buf();
     cfg.platform.mode = config::Mode::Rootful;
