@@ -23,7 +23,7 @@ use mcrecover::config::{self, Config, Mode};
 use mcrecover::plan;
 use mcrecover::render::{self, escape, Backend, Destination};
 
-const NASTY: &str = include_str!("render_verify_nasty.toml");
+const NASTY: &str = include_str!("golden/nasty/nasty.toml");
 
 fn require_e2e() -> bool {
     std::env::var("MCRECOVER_REQUIRE_E2E").is_ok_and(|v| v == "1")
@@ -105,7 +105,7 @@ fn localize(mut cfg: Config) -> Config {
 }
 
 fn nasty() -> Config {
-    localize(config::parse(NASTY, Path::new("tests/render_verify_nasty.toml")).unwrap())
+    localize(config::parse(NASTY, Path::new("tests/golden/nasty/nasty.toml")).unwrap())
 }
 
 fn example() -> Option<Config> {

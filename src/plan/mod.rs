@@ -509,7 +509,12 @@ impl Plan {
             for m in &st.services {
                 let _ = writeln!(s, "    {};", dot_id(m));
             }
-            let _ = writeln!(s, "    {} [shape=diamond];", dot_id(&st.gate));
+            let _ = writeln!(
+                s,
+                "    {} [shape=hexagon, label={}];",
+                dot_id(&st.gate),
+                dot_id(&format!("{} gate", st.name))
+            );
             let _ = writeln!(s, "  }}");
         }
         for svc in self.services.values().filter(|s| s.stage.is_none()) {
