@@ -1,0 +1,26 @@
+#!/bin/sh
+# mcrecover testbed: PID 1 of fresh pid+mount+net+uts namespaces until it execs systemd.
+# $1 = the sandbox's host-side state dir; everything to install is under $1/seed.
+set -eu
+state="$1"
+seed="$state/seed"
+mount --make-rprivate /
+ip link set lo up
+ip addr add 192.168.88.181/32 dev lo
+ip addr add 100.95.252.120/32 dev lo
+sysctl -q -w net.ipv4.ip_unprivileged_port_start=0
+hostname "$(cat "$seed/hostname")"
+if [ -e /etc/hostname ]; then mount --bind "$seed/hostname" /etc/hostname; fi
+mount -t tmpfs -o mode=0755 tmpfs /run
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+umount -l /sys/fs/cgroup
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mount -t tmpfs -o mode=0755 tmpfs /etc/containers
+mount -t tmpfs -o mode=0755 tmpfs /srv
+cp -a "$seed/run/." /run/
+cp -a "$seed/etc-containers/." /etc/containers/
+cp -a "$seed/srv/." /srv/
+mount --make-rshared /
+echo ok > "$state/init-ready"
+export container=mcrecover-testbed
+exec /lib/systemd/systemd --system --unit=sandbox.target </dev/null >>"$state/systemd.out" 2>&1

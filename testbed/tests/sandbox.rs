@@ -1,0 +1,185 @@
+//! End-to-end proof of the testbed: real systemd sandboxes, rootful podman under a system unit,
+//! the real quadlet generator, and rootless podman under `user@850`. Needs root and the packages
+//! of scripts/install-deps; with MCRECOVER_REQUIRE_E2E=1 a missing prerequisite fails the test.
+//! The four tests run in parallel, each in its own sandbox, on the same addresses and ports.
+
+use std::time::Duration;
+
+use mcrecover_testbed::{
+    e2e_gate, processes_in_namespace, quadlet_binary, ImageSet, ImageSpec, RootlessUser, Sandbox,
+    SandboxOptions, INDEX_HTML,
+};
+
+const IMAGE: &str = "mcr.svc.mcp.metacircular.net:8443/metacrypt-web:v1.4.1";
+const WAIT: Duration = Duration::from_secs(60);
+
+fn images() -> ImageSet {
+    ImageSet::busybox(vec![ImageSpec::busybox_httpd(IMAGE, 8080)])
+}
+
+/// Polls `url` from inside the sandbox (as `uid` or root) until it serves the images' index page.
+fn wait_http(sb: &Sandbox, uid: Option<u32>, url: &str) {
+    // (no `-T`: this busybox's wget segfaults with it)
+    let argv = ["busybox", "wget", "-q", "-O", "-", url];
+    let res = sb.wait_until(&format!("{url} to answer"), WAIT, || {
+        let out = match uid {
+            Some(uid) => sb.run_as(uid, &argv),
+            None => sb.run(&argv),
+        };
+        Ok(out.status.success() && out.stdout == INDEX_HTML.as_bytes())
+    });
+    if let Err(e) = res {
+        panic!("{e}\njournal:\n{}", sb.journal_all());
+    }
+}
+
+#[test]
+fn boots_real_systemd_and_tears_down_completely() {
+    if !e2e_gate("boots_real_systemd_and_tears_down_completely", &[]) {
+        return;
+    }
+    let sb = Sandbox::boot(SandboxOptions {
+        name: "boot".into(),
+        srv_dirs: vec!["mcns".into(), "mcr/web".into()],
+        ..SandboxOptions::default()
+    })
+    .unwrap();
+
+    // The system bus answers from the host, and systemd reports itself running.
+    let out = std::process::Command::new("busctl")
+        .arg(format!("--address={}", sb.bus_address()))
+        .args([
+            "get-property",
+            "org.freedesktop.systemd1",
+            "/org/freedesktop/systemd1",
+            "org.freedesktop.systemd1.Manager",
+            "SystemState",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "s \"running\"");
+
+    // Its own hostname, addresses and unprivileged low ports; its own /srv with the CA.
+    assert_eq!(sb.run_ok(&["hostname"]).unwrap().trim(), "rift");
+    let addrs = sb.run_ok(&["ip", "-4", "addr", "show", "dev", "lo"]).unwrap();
+    assert!(addrs.contains("192.168.88.181/32") && addrs.contains("100.95.252.120/32"), "{addrs}");
+    let port = sb
+        .run_ok(&["sysctl", "-n", "net.ipv4.ip_unprivileged_port_start"])
+        .unwrap();
+    assert_eq!(port.trim(), "0");
+    let ca = sb.run_ok(&["cat", "/srv/mcp/ca.pem"]).unwrap();
+    assert_eq!(ca, sb.ca().cert_pem);
+    let key = sb.run_ok(&["cat", "/srv/mcr/web/.standin/ca.key"]).unwrap();
+    assert_eq!(key, sb.ca().key_pem);
+    assert!(!std::path::Path::new("/srv/mcr/web/.standin").exists());
+
+    let ns = sb.info().pid_namespace.clone();
+    let state = sb.state_dir().to_path_buf();
+    assert!(!processes_in_namespace(&ns).is_empty());
+    drop(sb);
+    assert_eq!(processes_in_namespace(&ns), Vec::<u32>::new());
+    assert!(!state.exists());
+}
+
+#[test]
+fn rootful_podman_unit_publishes_a_port() {
+    if !e2e_gate("rootful_podman_unit_publishes_a_port", &[]) {
+        return;
+    }
+    let sb = Sandbox::boot(SandboxOptions {
+        name: "rootful".into(),
+        ..SandboxOptions::default()
+    })
+    .unwrap();
+    sb.load_images(&images(), None).unwrap();
+    sb.write_file(
+        "/run/systemd/system/tb-web.service",
+        format!(
+            "[Service]\nExecStart=/usr/bin/podman run --rm --name tb-web -p 127.0.0.1:18080:8080 {IMAGE}\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    sb.run_ok(&["systemctl", "daemon-reload"]).unwrap();
+    sb.run_ok(&["systemctl", "start", "tb-web.service"]).unwrap();
+    sb.wait_active("tb-web.service", WAIT).unwrap();
+    wait_http(&sb, None, "http://127.0.0.1:18080/");
+}
+
+#[test]
+fn quadlet_container_becomes_a_running_service() {
+    let quadlet = quadlet_binary();
+    let missing = match &quadlet {
+        Some(_) => vec![],
+        None => vec!["no quadlet binary (run scripts/fetch-quadlet or set MCRECOVER_QUADLET)".into()],
+    };
+    if !e2e_gate("quadlet_container_becomes_a_running_service", &missing) {
+        return;
+    }
+    let sb = Sandbox::boot(SandboxOptions {
+        name: "quadlet".into(),
+        quadlet_generator: quadlet,
+        ..SandboxOptions::default()
+    })
+    .unwrap();
+    sb.load_images(&images(), None).unwrap();
+    sb.write_file(
+        "/run/containers/systemd/tb-quadlet.container",
+        format!(
+            "[Container]\nImage={IMAGE}\nContainerName=tb-quadlet\nPublishPort=127.0.0.1:28080:8080\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    sb.run_ok(&["systemctl", "daemon-reload"]).unwrap();
+    let unit = sb
+        .run_ok(&["systemctl", "cat", "tb-quadlet.service"])
+        .unwrap();
+    assert!(unit.contains("podman-system-generator"), "{unit}");
+    sb.run_ok(&["systemctl", "start", "tb-quadlet.service"]).unwrap();
+    sb.wait_active("tb-quadlet.service", WAIT).unwrap();
+    wait_http(&sb, None, "http://127.0.0.1:28080/");
+}
+
+#[test]
+fn rootless_user_manager_runs_a_container_as_850() {
+    if !e2e_gate("rootless_user_manager_runs_a_container_as_850", &[]) {
+        return;
+    }
+    let user = RootlessUser::mcp();
+    let uid = user.uid;
+    let sb = Sandbox::boot(SandboxOptions {
+        name: "rootless".into(),
+        rootless_user: Some(user),
+        srv_dirs: vec!["mcq".into()],
+        ..SandboxOptions::default()
+    })
+    .unwrap();
+    sb.start_user_manager(uid).unwrap();
+    sb.load_images(&images(), Some(uid)).unwrap();
+    sb.write_file(
+        "/run/systemd/user/tb-rootless.service",
+        format!(
+            "[Service]\nExecStart=/usr/bin/podman run --rm --name tb-rootless -p 100.95.252.120:48080:8080 -v /srv/mcq:/srv/mcq {IMAGE}\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    sb.run_as_ok(uid, &["systemctl", "--user", "daemon-reload"]).unwrap();
+    sb.run_as_ok(uid, &["systemctl", "--user", "start", "tb-rootless.service"])
+        .unwrap();
+    sb.wait_user_active(uid, "tb-rootless.service", WAIT).unwrap();
+    wait_http(&sb, Some(uid), "http://100.95.252.120:48080/");
+
+    // The container sees its volume, and the CA key there is readable by the platform user.
+    let key = sb
+        .run_as_ok(uid, &["podman", "exec", "tb-rootless", "cat", "/srv/mcq/.standin/ca.key"])
+        .unwrap();
+    assert_eq!(key, sb.ca().key_pem);
+    // Its processes run as uid 850 on the host (rootless), not as root.
+    let owners = sb
+        .run_as_ok(uid, &["podman", "top", "tb-rootless", "huser"])
+        .unwrap();
+    assert!(owners.lines().skip(1).all(|l| l.trim() == "850"), "{owners}");
+}
