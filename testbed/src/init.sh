@@ -1,10 +1,23 @@
 #!/bin/sh
 # mcrecover testbed: PID 1 of fresh pid+mount+net+uts namespaces until it execs systemd.
-# $1 = the sandbox's host-side state dir; everything to install is under $1/seed.
+# $1 = the sandbox's host-side state dir (everything to install is under $1/seed); $2 = stage.
+# Stage 1 moves PID 1 into the sandbox's own cgroup (v2) and re-executes itself in a new cgroup
+# namespace rooted there, so each sandbox's systemd has a cgroup tree of its own.
 set -eu
 state="$1"
 seed="$state/seed"
-mount --make-rprivate /
+if [ "${2:-1}" = 1 ]; then
+    mount --make-rprivate /
+    umount -l /sys/fs/cgroup
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup
+    cg="/sys/fs/cgroup/$(cat "$seed/cgroup")"
+    mkdir -p "$cg"
+    echo 0 > "$cg/cgroup.procs"
+    umount /sys/fs/cgroup
+    exec unshare --cgroup /bin/sh "$0" "$state" 2
+fi
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mkdir -p /sys/fs/cgroup/testbed-exec   # where commands run from outside (Sandbox::run) live
 ip link set lo up
 ip addr add 192.168.88.181/32 dev lo
 ip addr add 100.95.252.120/32 dev lo
@@ -13,8 +26,6 @@ hostname "$(cat "$seed/hostname")"
 if [ -e /etc/hostname ]; then mount --bind "$seed/hostname" /etc/hostname; fi
 mount -t tmpfs -o mode=0755 tmpfs /run
 mount -t tmpfs -o mode=1777 tmpfs /tmp
-umount -l /sys/fs/cgroup
-mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t tmpfs -o mode=0755 tmpfs /etc/containers
 mount -t tmpfs -o mode=0755 tmpfs /srv
 cp -a "$seed/run/." /run/

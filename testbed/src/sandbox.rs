@@ -21,6 +21,11 @@ use crate::TestbedError;
 
 const INIT_SCRIPT: &str = include_str!("init.sh");
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Run by `nsenter` inside the sandbox before `argv`: joins the sandbox's `testbed-exec` cgroup
+/// (while still in the host's cgroup namespace, which can see both ends), then the sandbox's
+/// cgroup namespace, so commands see the same `/proc/self/cgroup` paths as the sandbox's systemd.
+const EXEC_WRAPPER: &str =
+    "echo 0 > /sys/fs/cgroup/testbed-exec/cgroup.procs 2>/dev/null; exec nsenter -t 1 -C -- \"$@\"";
 const POLL: Duration = Duration::from_millis(100);
 
 /// `containers.conf` for podman inside a sandbox (rootful and rootless): no pids controller in the
@@ -103,6 +108,9 @@ pub struct SandboxInfo {
     pub ca_pem: PathBuf,
     /// Owning process (PID, start time) of a sandbox that must die with it; `None` once detached.
     pub owner: Option<(u32, u64)>,
+    /// The sandbox's cgroup, relative to the host's cgroup v2 root (the root of its cgroup
+    /// namespace: its systemd's `/system.slice` etc. live below it).
+    pub cgroup: String,
 }
 
 /// A running sandbox. Dropping it tears it down (SIGKILL of its PID 1, state dir removed), also
@@ -219,6 +227,38 @@ pub fn reap_stale() -> usize {
     reaped
 }
 
+/// Where the host mounts the cgroup v2 hierarchy (`/sys/fs/cgroup` or `/sys/fs/cgroup/unified`).
+fn cgroup2_mount() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        if !right.starts_with("cgroup2 ") {
+            return None;
+        }
+        left.split_whitespace().nth(4).map(PathBuf::from)
+    })
+}
+
+/// Removes a dead sandbox's cgroup tree (depth first; cgroup directories go with `rmdir`).
+fn remove_cgroup(rel: &str) {
+    if rel.is_empty() || rel.contains("..") {
+        return;
+    }
+    fn rmdir_tree(dir: &Path) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.filter_map(Result::ok) {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    rmdir_tree(&e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    if let Some(root) = cgroup2_mount() {
+        rmdir_tree(&root.join(rel));
+    }
+}
+
 fn kill_info(info: &SandboxInfo) {
     if process_start(info.pid) == Some(info.pid_start) {
         if let Ok(pid) = i32::try_from(info.pid) {
@@ -229,6 +269,7 @@ fn kill_info(info: &SandboxInfo) {
     while process_start(info.pid) == Some(info.pid_start) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+    remove_cgroup(&info.cgroup);
 }
 
 impl Sandbox {
@@ -274,6 +315,13 @@ impl Sandbox {
                 srv_dirs: opts.srv_dirs.clone(),
                 ca_pem: state_dir.join("ca.pem"),
                 owner: Some((me, owner_start)),
+                cgroup: format!(
+                    "mcrecover-testbed/{}",
+                    state_dir
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                ),
             },
             unshare: None,
             ca,
@@ -288,6 +336,7 @@ impl Sandbox {
     fn write_seed(&self, opts: &SandboxOptions) -> Result<(), TestbedError> {
         let state = &self.info.state_dir;
         let seed = state.join("seed");
+        write_mode(&seed.join("cgroup"), self.info.cgroup.as_bytes(), 0o644)?;
         write_mode(&seed.join("hostname"), format!("{}\n", opts.hostname).as_bytes(), 0o644)?;
         let run = seed.join("run");
         write_mode(
@@ -622,7 +671,8 @@ impl Sandbox {
     fn command(&self, argv: &[&str]) -> Command {
         let pid = self.info.pid.to_string();
         let mut cmd = Command::new("nsenter");
-        cmd.args(["-t", &pid, "-m", "-p", "-n", "-u", "--"])
+        cmd.args(["-t", &pid, "-m", "-p", "-n", "-u", "--", "/bin/sh", "-c", EXEC_WRAPPER])
+            .arg("testbed-exec")
             .args(argv)
             .env_clear()
             .env("PATH", PATH)
@@ -645,7 +695,8 @@ impl Sandbox {
         })
     }
 
-    /// Runs `argv` inside the sandbox as root (`nsenter -t PID -m -p -n -u`), cwd `/`.
+    /// Runs `argv` inside the sandbox as root (`nsenter -t PID -m -p -n -u`, then the sandbox's
+    /// cgroup namespace and its `/testbed-exec` cgroup), cwd `/`.
     pub fn run(&self, argv: &[&str]) -> Output {
         let mut cmd = self.command(argv);
         cmd.env("HOME", "/root");

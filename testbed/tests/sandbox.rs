@@ -17,6 +17,11 @@ fn images() -> ImageSet {
     ImageSet::busybox(vec![ImageSpec::busybox_httpd(IMAGE, 8080)])
 }
 
+/// Unwraps `r`, or fails the test with the sandbox's whole journal.
+fn ok<T>(sb: &Sandbox, r: Result<T, mcrecover_testbed::TestbedError>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}\njournal:\n{}", sb.journal_all()))
+}
+
 /// Polls `url` from inside the sandbox (as `uid` or root) until it serves the images' index page.
 fn wait_http(sb: &Sandbox, uid: Option<u32>, url: &str) {
     // (no `-T`: this busybox's wget segfaults with it)
@@ -137,7 +142,7 @@ fn quadlet_container_becomes_a_running_service() {
         .run_ok(&["systemctl", "cat", "tb-quadlet.service"])
         .unwrap();
     assert!(unit.contains("podman-system-generator"), "{unit}");
-    sb.run_ok(&["systemctl", "start", "tb-quadlet.service"]).unwrap();
+    ok(&sb, sb.run_ok(&["systemctl", "start", "tb-quadlet.service"]));
     sb.wait_active("tb-quadlet.service", WAIT).unwrap();
     wait_http(&sb, None, "http://127.0.0.1:28080/");
 }
