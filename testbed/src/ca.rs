@@ -41,6 +41,7 @@ impl TestCa {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

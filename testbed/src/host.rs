@@ -157,7 +157,16 @@ pub fn ensure_host_user(user: &RootlessUser) -> Result<(), TestbedError> {
         _ => {
             let home = user.home.to_string_lossy();
             host_command(&[
-                "useradd", "-u", &uid, "-g", &uid, "-d", &home, "-M", "-s", "/usr/sbin/nologin",
+                "useradd",
+                "-u",
+                &uid,
+                "-g",
+                &uid,
+                "-d",
+                &home,
+                "-M",
+                "-s",
+                "/usr/sbin/nologin",
                 &user.name,
             ])?;
         }
@@ -214,7 +223,9 @@ pub(crate) fn check_output(command: String, out: &Output) -> Result<String, Test
     }
     let tail: String = if msg.len() > 4000 {
         let cut = msg.len() - 4000;
-        let cut = (cut..msg.len()).find(|i| msg.is_char_boundary(*i)).unwrap_or(cut);
+        let cut = (cut..msg.len())
+            .find(|i| msg.is_char_boundary(*i))
+            .unwrap_or(cut);
         format!("...{}", &msg[cut..])
     } else {
         msg

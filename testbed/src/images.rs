@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use crate::host::{check_output, host_command, host_output, testbed_dir, workspace_root, STANDIN_ENV};
+use crate::host::{
+    check_output, host_command, host_output, testbed_dir, workspace_root, STANDIN_ENV,
+};
 use crate::TestbedError;
 
 /// Registry prefix of every image of the example platform.
@@ -48,18 +50,78 @@ impl StandinService {
 
 /// The example platform's services (examples/metacircular.toml), as the stand-in plays them.
 pub const METACIRCULAR_SERVICES: &[StandinService] = &[
-    svc("mcns", "mcns:v1.2.0", "/srv/mcns", "/srv/mcns", "dns:53,https:8443"),
-    svc("mc-proxy", "mc-proxy:v1.2.2", "/srv/mc-proxy", "/srv/mc-proxy", "https:443"),
-    svc("mcr-api", "mcr:v1.2.1", "/srv/mcr", "/srv/mcr", "https:8443,tcp:9443"),
-    svc("mcr-web", "mcr-web:v1.3.2", "/srv/mcr", "/srv/mcr/web", "http:8080"),
-    svc("metacrypt-api", "metacrypt:v1.3.1", "/srv/metacrypt", "/srv/metacrypt", "https:8443,tcp:9443"),
-    svc("metacrypt-web", "metacrypt-web:v1.4.1", "/srv/metacrypt", "/srv/metacrypt/web", "http:8080"),
-    svc("mcp-master", "mcp-master:v0.10.3", "/srv/mcp-master", "/srv/mcp-master", "grpcs:9555"),
+    svc(
+        "mcns",
+        "mcns:v1.2.0",
+        "/srv/mcns",
+        "/srv/mcns",
+        "dns:53,https:8443",
+    ),
+    svc(
+        "mc-proxy",
+        "mc-proxy:v1.2.2",
+        "/srv/mc-proxy",
+        "/srv/mc-proxy",
+        "https:443",
+    ),
+    svc(
+        "mcr-api",
+        "mcr:v1.2.1",
+        "/srv/mcr",
+        "/srv/mcr",
+        "https:8443,tcp:9443",
+    ),
+    svc(
+        "mcr-web",
+        "mcr-web:v1.3.2",
+        "/srv/mcr",
+        "/srv/mcr/web",
+        "http:8080",
+    ),
+    svc(
+        "metacrypt-api",
+        "metacrypt:v1.3.1",
+        "/srv/metacrypt",
+        "/srv/metacrypt",
+        "https:8443,tcp:9443",
+    ),
+    svc(
+        "metacrypt-web",
+        "metacrypt-web:v1.4.1",
+        "/srv/metacrypt",
+        "/srv/metacrypt/web",
+        "http:8080",
+    ),
+    svc(
+        "mcp-master",
+        "mcp-master:v0.10.3",
+        "/srv/mcp-master",
+        "/srv/mcp-master",
+        "grpcs:9555",
+    ),
     svc("mcq", "mcq:v0.4.2", "/srv/mcq", "/srv/mcq", "https:8080"),
-    svc("mcdoc", "mcdoc:v0.1.0", "/srv/mcdoc", "/srv/mcdoc", "http:8080"),
-    svc("mcat", "mcat:v1.2.0", "/srv/mcat", "/srv/mcat", "https:8443"),
+    svc(
+        "mcdoc",
+        "mcdoc:v0.1.0",
+        "/srv/mcdoc",
+        "/srv/mcdoc",
+        "http:8080",
+    ),
+    svc(
+        "mcat",
+        "mcat:v1.2.0",
+        "/srv/mcat",
+        "/srv/mcat",
+        "https:8443",
+    ),
     svc("kls", "kls:v0.2.0", "/srv/kls", "/srv/kls", "http:8080"),
-    svc("sgardd", "sgardd:v3.2.0", "/srv/sgard", "/srv/sgard", "grpcs:9473"),
+    svc(
+        "sgardd",
+        "sgardd:v3.2.0",
+        "/srv/sgard",
+        "/srv/sgard",
+        "grpcs:9473",
+    ),
 ];
 
 const fn svc(
@@ -114,9 +176,17 @@ impl ImageSpec {
     pub fn busybox_httpd(reference: &str, port: u16) -> Self {
         Self {
             reference: reference.to_string(),
-            entrypoint: ["/bin/busybox", "httpd", "-f", "-p", &port.to_string(), "-h", "/www"]
-                .map(String::from)
-                .to_vec(),
+            entrypoint: [
+                "/bin/busybox",
+                "httpd",
+                "-f",
+                "-p",
+                &port.to_string(),
+                "-h",
+                "/www",
+            ]
+            .map(String::from)
+            .to_vec(),
             env: Vec::new(),
         }
     }
@@ -247,12 +317,11 @@ impl ImageSet {
         };
         let tar_s = tar.to_string_lossy().into_owned();
         for image in &self.images {
-            let entrypoint = serde_json::to_string(&image.entrypoint).map_err(|source| {
-                TestbedError::State {
+            let entrypoint =
+                serde_json::to_string(&image.entrypoint).map_err(|source| TestbedError::State {
                     path: tar.clone(),
                     source,
-                }
-            })?;
+                })?;
             let mut changes = vec![format!("ENTRYPOINT {entrypoint}")];
             changes.extend(image.env.iter().map(|(k, v)| format!("ENV {k}={v}")));
             let mut args = vec!["import", "-q"];
@@ -266,7 +335,15 @@ impl ImageSet {
         }
         let tmp = archive.with_extension(format!("tmp{}", std::process::id()));
         let tmp_s = tmp.to_string_lossy().into_owned();
-        let mut args = vec!["save", "-q", "-m", "--format", "docker-archive", "-o", &tmp_s];
+        let mut args = vec![
+            "save",
+            "-q",
+            "-m",
+            "--format",
+            "docker-archive",
+            "-o",
+            &tmp_s,
+        ];
         args.extend(self.references());
         let saved = podman(&args);
         let _ = std::fs::remove_dir_all(&runroot_dir);
@@ -294,7 +371,9 @@ fn copy_exec(from: &Path, to: &Path) -> Result<(), TestbedError> {
 
 fn make_rootfs(rootfs: &Path, standin: Option<&Path>) -> Result<(), TestbedError> {
     use std::os::unix::fs::PermissionsExt;
-    for d in ["bin", "etc", "root", "srv", "proc", "sys", "dev", "run", "tmp", "www"] {
+    for d in [
+        "bin", "etc", "root", "srv", "proc", "sys", "dev", "run", "tmp", "www",
+    ] {
         let p = rootfs.join(d);
         std::fs::create_dir_all(&p).map_err(|e| TestbedError::io("create dir", &p, e))?;
     }
@@ -311,7 +390,10 @@ fn make_rootfs(rootfs: &Path, standin: Option<&Path>) -> Result<(), TestbedError
         std::os::unix::fs::symlink("busybox", &link)
             .map_err(|e| TestbedError::io("symlink", &link, e))?;
     }
-    write(&rootfs.join("etc/passwd"), b"root:x:0:0:root:/root:/bin/sh\n")?;
+    write(
+        &rootfs.join("etc/passwd"),
+        b"root:x:0:0:root:/root:/bin/sh\n",
+    )?;
     write(&rootfs.join("etc/group"), b"root:x:0:\n")?;
     write(&rootfs.join("www/index.html"), INDEX_HTML.as_bytes())?;
     if let Some(bin) = standin {
@@ -373,7 +455,10 @@ pub fn standin_binary() -> Result<PathBuf, TestbedError> {
             program: cargo.clone(),
             source,
         })?;
-    check_output(format!("{cargo} build --release -p mcrecover-standin"), &out)?;
+    check_output(
+        format!("{cargo} build --release -p mcrecover-standin"),
+        &out,
+    )?;
     let bin = crate::host::target_dir().join("release/standin");
     if bin.is_file() {
         Ok(bin)
@@ -386,6 +471,7 @@ pub fn standin_binary() -> Result<PathBuf, TestbedError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -397,7 +483,14 @@ mod tests {
             .references()
             .contains(&"mcr.svc.mcp.metacircular.net:8443/mcr-web:v1.3.2"));
         let dirs = metacircular_srv_dirs();
-        for d in ["mcns", "mcr", "mcr/web", "metacrypt/web", "sgard", "mcp-master"] {
+        for d in [
+            "mcns",
+            "mcr",
+            "mcr/web",
+            "metacrypt/web",
+            "sgard",
+            "mcp-master",
+        ] {
             assert!(dirs.iter().any(|x| x == d), "{d} missing from {dirs:?}");
         }
         assert_eq!(metacircular_service("mcq").unwrap().listen, "https:8080");
@@ -406,7 +499,9 @@ mod tests {
     #[test]
     fn ldd_of_static_busybox_is_empty() {
         if Path::new("/bin/busybox").exists() {
-            assert!(shared_libraries(Path::new("/bin/busybox")).unwrap().is_empty());
+            assert!(shared_libraries(Path::new("/bin/busybox"))
+                .unwrap()
+                .is_empty());
         }
     }
 }

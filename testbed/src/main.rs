@@ -11,7 +11,10 @@ use clap::{Parser, Subcommand};
 use mcrecover_testbed::{ImageSet, RootlessUser, Sandbox, SandboxOptions, TestbedError};
 
 #[derive(Parser)]
-#[command(name = "testbed", about = "Throwaway real systemd + podman sandboxes for mcrecover")]
+#[command(
+    name = "testbed",
+    about = "Throwaway real systemd + podman sandboxes for mcrecover"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -91,9 +94,7 @@ fn run(cli: Cli) -> Result<ExitCode, TestbedError> {
                     name: "testbed-up".into(),
                     ..SandboxOptions::default()
                 },
-                other => {
-                    return Err(TestbedError::Sandbox(format!("unknown profile {other:?}")))
-                }
+                other => return Err(TestbedError::Sandbox(format!("unknown profile {other:?}"))),
             };
             let uid = opts.rootless_user.as_ref().map(|u: &RootlessUser| u.uid);
             let sb = Sandbox::boot(opts)?;

@@ -118,6 +118,7 @@ pub struct SandboxInfo {
 #[derive(Debug)]
 pub struct Sandbox {
     info: SandboxInfo,
+    opts: SandboxOptions,
     unshare: Option<Child>,
     ca: TestCa,
     detached: bool,
@@ -292,7 +293,13 @@ impl Sandbox {
         let label: String = opts
             .name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .take(40)
             .collect();
         let state_dir = sandboxes_dir().join(format!(
@@ -326,10 +333,12 @@ impl Sandbox {
             unshare: None,
             ca,
             detached: false,
+            opts: SandboxOptions::default(),
         };
         // From here on, Drop cleans up whatever was made.
         sandbox.write_seed(&opts)?;
-        sandbox.start(&opts)?;
+        sandbox.opts = opts;
+        sandbox.start()?;
         Ok(sandbox)
     }
 
@@ -337,7 +346,11 @@ impl Sandbox {
         let state = &self.info.state_dir;
         let seed = state.join("seed");
         write_mode(&seed.join("cgroup"), self.info.cgroup.as_bytes(), 0o644)?;
-        write_mode(&seed.join("hostname"), format!("{}\n", opts.hostname).as_bytes(), 0o644)?;
+        write_mode(
+            &seed.join("hostname"),
+            format!("{}\n", opts.hostname).as_bytes(),
+            0o644,
+        )?;
         let run = seed.join("run");
         write_mode(
             &run.join("systemd/system/sandbox.target"),
@@ -376,7 +389,11 @@ impl Sandbox {
             }
         }
         let etc = seed.join("etc-containers");
-        write_mode(&etc.join("containers.conf"), CONTAINERS_CONF.as_bytes(), 0o644)?;
+        write_mode(
+            &etc.join("containers.conf"),
+            CONTAINERS_CONF.as_bytes(),
+            0o644,
+        )?;
         let storage = state.join("storage");
         mkdir(&storage)?;
         write_mode(
@@ -465,7 +482,7 @@ impl Sandbox {
         write_mode(&state.join("init.sh"), INIT_SCRIPT.as_bytes(), 0o755)
     }
 
-    fn start(&mut self, opts: &SandboxOptions) -> Result<(), TestbedError> {
+    fn start(&mut self) -> Result<(), TestbedError> {
         let state = self.info.state_dir.clone();
         let log_path = state.join("unshare.log");
         let log = File::create(&log_path).map_err(io("create", &log_path))?;
@@ -498,7 +515,7 @@ impl Sandbox {
             })?;
         let unshare_pid = child.id();
         self.unshare = Some(child);
-        let deadline = Instant::now() + opts.boot_timeout;
+        let deadline = Instant::now() + self.opts.boot_timeout;
         // The namespace's PID 1 is unshare's only child.
         let pid = loop {
             if let Some(pid) = children_of(unshare_pid).first() {
@@ -506,7 +523,7 @@ impl Sandbox {
             }
             self.check_unshare(&log_path)?;
             if Instant::now() > deadline {
-                return Err(self.timeout("the namespace PID 1", opts, tail(&log_path)));
+                return Err(self.timeout("the namespace PID 1", &tail(&log_path)));
             }
             std::thread::sleep(Duration::from_millis(10));
         };
@@ -520,7 +537,7 @@ impl Sandbox {
         while !state.join("init-ready").exists() {
             self.check_unshare(&log_path)?;
             if Instant::now() > deadline {
-                return Err(self.timeout("the sandbox's init script", opts, tail(&log_path)));
+                return Err(self.timeout("the sandbox's init script", &tail(&log_path)));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -545,8 +562,7 @@ impl Sandbox {
                 let jobs = self.run(&["systemctl", "list-jobs", "--no-legend"]);
                 return Err(self.timeout(
                     "`systemctl is-system-running` = running",
-                    opts,
-                    format!(
+                    &format!(
                         "last state {last:?}; jobs: {}",
                         String::from_utf8_lossy(&jobs.stdout).trim()
                     ),
@@ -557,10 +573,10 @@ impl Sandbox {
         Ok(())
     }
 
-    fn timeout(&self, what: &str, opts: &SandboxOptions, detail: String) -> TestbedError {
+    fn timeout(&self, what: &str, detail: &str) -> TestbedError {
         TestbedError::Timeout {
             what: what.into(),
-            seconds: opts.boot_timeout.as_secs(),
+            seconds: self.opts.boot_timeout.as_secs(),
             detail: format!(" ({}): {detail}", self.info.state_dir.display()),
         }
     }
@@ -579,10 +595,11 @@ impl Sandbox {
 
     fn save_state(&self) -> Result<(), TestbedError> {
         let path = self.info.state_dir.join("state.json");
-        let text = serde_json::to_string_pretty(&self.info).map_err(|source| TestbedError::State {
-            path: path.clone(),
-            source,
-        })?;
+        let text =
+            serde_json::to_string_pretty(&self.info).map_err(|source| TestbedError::State {
+                path: path.clone(),
+                source,
+            })?;
         std::fs::write(&path, text).map_err(io("write", &path))
     }
 
@@ -617,6 +634,7 @@ impl Sandbox {
                 key_pem: String::new(),
             },
             detached: false,
+            opts: SandboxOptions::default(),
         })
     }
 
@@ -642,6 +660,11 @@ impl Sandbox {
     /// D-Bus address of the sandbox's system bus (`unix:path=/proc/PID/root/run/dbus/system_bus_socket`).
     pub fn bus_address(&self) -> String {
         self.info.bus_address.clone()
+    }
+
+    /// The options it was booted with (defaults after [`Sandbox::attach`]).
+    pub fn options(&self) -> &SandboxOptions {
+        &self.opts
     }
 
     /// Everything that identifies the sandbox.
@@ -671,16 +694,27 @@ impl Sandbox {
     fn command(&self, argv: &[&str]) -> Command {
         let pid = self.info.pid.to_string();
         let mut cmd = Command::new("nsenter");
-        cmd.args(["-t", &pid, "-m", "-p", "-n", "-u", "--", "/bin/sh", "-c", EXEC_WRAPPER])
-            .arg("testbed-exec")
-            .args(argv)
-            .env_clear()
-            .env("PATH", PATH)
-            .env("LANG", "C.UTF-8")
-            .env("SYSTEMD_PAGER", "")
-            .env("SYSTEMD_COLORS", "0")
-            .current_dir("/")
-            .stdin(Stdio::null());
+        cmd.args([
+            "-t",
+            &pid,
+            "-m",
+            "-p",
+            "-n",
+            "-u",
+            "--",
+            "/bin/sh",
+            "-c",
+            EXEC_WRAPPER,
+        ])
+        .arg("testbed-exec")
+        .args(argv)
+        .env_clear()
+        .env("PATH", PATH)
+        .env("LANG", "C.UTF-8")
+        .env("SYSTEMD_PAGER", "")
+        .env("SYSTEMD_COLORS", "0")
+        .current_dir("/")
+        .stdin(Stdio::null());
         cmd
     }
 
@@ -746,7 +780,10 @@ impl Sandbox {
 
     /// [`Sandbox::run_as`], returning stdout, or an error carrying stderr on a non-zero exit.
     pub fn run_as_ok(&self, uid: u32, argv: &[&str]) -> Result<String, TestbedError> {
-        check_output(format!("(uid {uid}) {}", render(argv)), &self.run_as(uid, argv))
+        check_output(
+            format!("(uid {uid}) {}", render(argv)),
+            &self.run_as(uid, argv),
+        )
     }
 
     /// `systemctl start user@UID.service`, then waits until the user's bus exists and its manager
@@ -755,18 +792,23 @@ impl Sandbox {
         let unit = format!("user@{uid}.service");
         self.run_ok(&["systemctl", "start", &unit])?;
         let bus = self.host_path(&format!("/run/user/{uid}/bus"));
-        self.wait_until(&format!("{unit} to be running"), Duration::from_secs(60), || {
-            if !bus.exists() {
-                return Ok(false);
-            }
-            let out = self.run_as(uid, &["systemctl", "--user", "is-system-running"]);
-            let state = String::from_utf8_lossy(&out.stdout);
-            Ok(matches!(state.trim(), "running" | "degraded"))
-        })
+        self.wait_until(
+            &format!("{unit} to be running"),
+            Duration::from_secs(60),
+            || {
+                if !bus.exists() {
+                    return Ok(false);
+                }
+                let out = self.run_as(uid, &["systemctl", "--user", "is-system-running"]);
+                let state = String::from_utf8_lossy(&out.stdout);
+                Ok(matches!(state.trim(), "running" | "degraded"))
+            },
+        )
     }
 
     /// Polls `cond` every 100 ms until it returns `Ok(true)` (done), an error (returned), or
     /// `timeout` passes ([`TestbedError::Timeout`]).
+    #[allow(clippy::needless_pass_by_value)] // closures are taken by value, idiomatically
     pub fn wait_until(
         &self,
         what: &str,
@@ -810,7 +852,12 @@ impl Sandbox {
         self.wait_unit(Some(uid), unit, timeout)
     }
 
-    fn wait_unit(&self, uid: Option<u32>, unit: &str, timeout: Duration) -> Result<(), TestbedError> {
+    fn wait_unit(
+        &self,
+        uid: Option<u32>,
+        unit: &str,
+        timeout: Duration,
+    ) -> Result<(), TestbedError> {
         let res = self.wait_until(&format!("{unit} to be active"), timeout, || {
             let out = match uid {
                 None => self.run(&["systemctl", "is-active", unit]),
@@ -861,7 +908,9 @@ impl Sandbox {
             std::fs::remove_file(&p)
         };
         match res {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(TestbedError::io("remove", &p, e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(TestbedError::io("remove", &p, e))
+            }
             _ => Ok(()),
         }
     }

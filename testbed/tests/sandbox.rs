@@ -3,6 +3,8 @@
 //! of scripts/install-deps; with MCRECOVER_REQUIRE_E2E=1 a missing prerequisite fails the test.
 //! The four tests run in parallel, each in its own sandbox, on the same addresses and ports.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use mcrecover_testbed::{
@@ -62,13 +64,22 @@ fn boots_real_systemd_and_tears_down_completely() {
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "s \"running\"");
 
     // Its own hostname, addresses and unprivileged low ports; its own /srv with the CA.
     assert_eq!(sb.run_ok(&["hostname"]).unwrap().trim(), "rift");
-    let addrs = sb.run_ok(&["ip", "-4", "addr", "show", "dev", "lo"]).unwrap();
-    assert!(addrs.contains("192.168.88.181/32") && addrs.contains("100.95.252.120/32"), "{addrs}");
+    let addrs = sb
+        .run_ok(&["ip", "-4", "addr", "show", "dev", "lo"])
+        .unwrap();
+    assert!(
+        addrs.contains("192.168.88.181/32") && addrs.contains("100.95.252.120/32"),
+        "{addrs}"
+    );
     let port = sb
         .run_ok(&["sysctl", "-n", "net.ipv4.ip_unprivileged_port_start"])
         .unwrap();
@@ -107,7 +118,8 @@ fn rootful_podman_unit_publishes_a_port() {
     )
     .unwrap();
     sb.run_ok(&["systemctl", "daemon-reload"]).unwrap();
-    sb.run_ok(&["systemctl", "start", "tb-web.service"]).unwrap();
+    sb.run_ok(&["systemctl", "start", "tb-web.service"])
+        .unwrap();
     sb.wait_active("tb-web.service", WAIT).unwrap();
     wait_http(&sb, None, "http://127.0.0.1:18080/");
 }
@@ -117,7 +129,9 @@ fn quadlet_container_becomes_a_running_service() {
     let quadlet = quadlet_binary();
     let missing = match &quadlet {
         Some(_) => vec![],
-        None => vec!["no quadlet binary (run scripts/fetch-quadlet or set MCRECOVER_QUADLET)".into()],
+        None => {
+            vec!["no quadlet binary (run scripts/fetch-quadlet or set MCRECOVER_QUADLET)".into()]
+        }
     };
     if !e2e_gate("quadlet_container_becomes_a_running_service", &missing) {
         return;
@@ -142,7 +156,10 @@ fn quadlet_container_becomes_a_running_service() {
         .run_ok(&["systemctl", "cat", "tb-quadlet.service"])
         .unwrap();
     assert!(unit.contains("podman-system-generator"), "{unit}");
-    ok(&sb, sb.run_ok(&["systemctl", "start", "tb-quadlet.service"]));
+    ok(
+        &sb,
+        sb.run_ok(&["systemctl", "start", "tb-quadlet.service"]),
+    );
     sb.wait_active("tb-quadlet.service", WAIT).unwrap();
     wait_http(&sb, None, "http://127.0.0.1:28080/");
 }
@@ -171,20 +188,37 @@ fn rootless_user_manager_runs_a_container_as_850() {
         .as_bytes(),
     )
     .unwrap();
-    sb.run_as_ok(uid, &["systemctl", "--user", "daemon-reload"]).unwrap();
-    sb.run_as_ok(uid, &["systemctl", "--user", "start", "tb-rootless.service"])
+    sb.run_as_ok(uid, &["systemctl", "--user", "daemon-reload"])
         .unwrap();
-    sb.wait_user_active(uid, "tb-rootless.service", WAIT).unwrap();
+    sb.run_as_ok(
+        uid,
+        &["systemctl", "--user", "start", "tb-rootless.service"],
+    )
+    .unwrap();
+    sb.wait_user_active(uid, "tb-rootless.service", WAIT)
+        .unwrap();
     wait_http(&sb, Some(uid), "http://100.95.252.120:48080/");
 
     // The container sees its volume, and the CA key there is readable by the platform user.
     let key = sb
-        .run_as_ok(uid, &["podman", "exec", "tb-rootless", "cat", "/srv/mcq/.standin/ca.key"])
+        .run_as_ok(
+            uid,
+            &[
+                "podman",
+                "exec",
+                "tb-rootless",
+                "cat",
+                "/srv/mcq/.standin/ca.key",
+            ],
+        )
         .unwrap();
     assert_eq!(key, sb.ca().key_pem);
     // Its processes run as uid 850 on the host (rootless), not as root.
     let owners = sb
         .run_as_ok(uid, &["podman", "top", "tb-rootless", "huser"])
         .unwrap();
-    assert!(owners.lines().skip(1).all(|l| l.trim() == "850"), "{owners}");
+    assert!(
+        owners.lines().skip(1).all(|l| l.trim() == "850"),
+        "{owners}"
+    );
 }
