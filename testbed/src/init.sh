@@ -18,6 +18,11 @@ if [ "${2:-1}" = 1 ]; then
 fi
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mkdir -p /sys/fs/cgroup/testbed-exec   # where commands run from outside (Sandbox::run) live
+# Rootless podman 4.3 treats every line of /proc/self/cgroup as a v2 path; on this hybrid kernel
+# the v1 lines ("N:ctrl:/") resolve to the cgroup root, which must then belong to the user or
+# podman escapes into a scope of its own (and a Type=notify quadlet unit loses its conmon).
+# On a pure-v2 production host that check sees only the unit's own (delegated) cgroup.
+if [ -s "$seed/cgroup-owner" ]; then chown "$(cat "$seed/cgroup-owner")" /sys/fs/cgroup; fi
 ip link set lo up
 ip addr add 192.168.88.181/32 dev lo
 ip addr add 100.95.252.120/32 dev lo

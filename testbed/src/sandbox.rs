@@ -370,7 +370,7 @@ impl Sandbox {
         // A journal of its own, in RAM: never the host's /var/log/journal.
         write_mode(
             &run.join("systemd/journald.conf.d/10-testbed.conf"),
-            b"[Journal]\nStorage=volatile\nRuntimeMaxUse=64M\n",
+            b"[Journal]\nStorage=volatile\nRuntimeMaxUse=64M\nReadKMsg=no\n",
             0o644,
         )?;
         mkdir(&run.join("containers/systemd"))?;
@@ -472,6 +472,11 @@ impl Sandbox {
             ] {
                 chown(&p, user.uid)?;
             }
+            write_mode(
+                &seed.join("cgroup-owner"),
+                user.uid.to_string().as_bytes(),
+                0o644,
+            )?;
             // Quadlet's rootless directory for this uid.
             mkdir(&etc.join(format!("systemd/users/{}", user.uid)))?;
         }

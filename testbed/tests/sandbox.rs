@@ -222,3 +222,127 @@ fn rootless_user_manager_runs_a_container_as_850() {
         "{owners}"
     );
 }
+
+#[test]
+fn rootless_quadlet_container_runs_under_user_manager() {
+    let quadlet = quadlet_binary();
+    let missing = match &quadlet {
+        Some(_) => vec![],
+        None => {
+            vec!["no quadlet binary (run scripts/fetch-quadlet or set MCRECOVER_QUADLET)".into()]
+        }
+    };
+    if !e2e_gate(
+        "rootless_quadlet_container_runs_under_user_manager",
+        &missing,
+    ) {
+        return;
+    }
+    let user = RootlessUser::mcp();
+    let uid = user.uid;
+    let sb = Sandbox::boot(SandboxOptions {
+        name: "rootless-quadlet".into(),
+        rootless_user: Some(user),
+        quadlet_generator: quadlet,
+        srv_dirs: vec!["mcq".into()],
+        ..SandboxOptions::default()
+    })
+    .unwrap();
+    ok(&sb, sb.start_user_manager(uid));
+    ok(&sb, sb.load_images(&images(), Some(uid)));
+    sb.write_file(
+        &format!("/etc/containers/systemd/users/{uid}/tb-uq.container"),
+        format!(
+            "[Container]\nImage={IMAGE}\nContainerName=tb-uq\nPublishPort=100.95.252.120:48080:8080\nVolume=/srv/mcq:/srv/mcq\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    ok(
+        &sb,
+        sb.run_as_ok(uid, &["systemctl", "--user", "daemon-reload"]),
+    );
+    ok(
+        &sb,
+        sb.run_as_ok(uid, &["systemctl", "--user", "start", "tb-uq.service"]),
+    );
+    ok(&sb, sb.wait_user_active(uid, "tb-uq.service", WAIT));
+    wait_http(&sb, Some(uid), "http://100.95.252.120:48080/");
+    // Stop/start again: the harness's cidfile drop-in applies to user units too.
+    ok(
+        &sb,
+        sb.run_as_ok(uid, &["systemctl", "--user", "restart", "tb-uq.service"]),
+    );
+    ok(&sb, sb.wait_user_active(uid, "tb-uq.service", WAIT));
+}
+
+#[test]
+fn metacircular_images_load_into_rootless_storage() {
+    if !e2e_gate("metacircular_images_load_into_rootless_storage", &[]) {
+        return;
+    }
+    let set = mcrecover_testbed::ImageSet::metacircular().unwrap();
+    let user = RootlessUser::mcp();
+    let uid = user.uid;
+    let sb = Sandbox::boot(SandboxOptions {
+        name: "metacircular-images".into(),
+        rootless_user: Some(user),
+        srv_dirs: mcrecover_testbed::metacircular_srv_dirs(),
+        ..SandboxOptions::default()
+    })
+    .unwrap();
+    ok(&sb, sb.start_user_manager(uid));
+    ok(&sb, sb.load_images(&set, Some(uid)));
+    let listed = ok(
+        &sb,
+        sb.run_as_ok(
+            uid,
+            &["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        ),
+    );
+    for svc in mcrecover_testbed::METACIRCULAR_SERVICES {
+        assert!(
+            listed.contains(&svc.reference()),
+            "{} missing:\n{listed}",
+            svc.reference()
+        );
+    }
+    let mcq = mcrecover_testbed::metacircular_service("mcq").unwrap();
+    let config = ok(
+        &sb,
+        sb.run_as_ok(
+            uid,
+            &[
+                "podman",
+                "image",
+                "inspect",
+                "--format",
+                "{{json .Config}}",
+                &mcq.reference(),
+            ],
+        ),
+    );
+    assert!(config.contains("STANDIN_DIR=/srv/mcq"), "{config}");
+    assert!(config.contains("STANDIN_LISTEN=https:8080"), "{config}");
+    assert!(config.contains("\"/standin\""), "{config}");
+    // The stand-in and its shared libraries are in the image: the dynamic loader can resolve it.
+    let out = sb.run_as(
+        uid,
+        &[
+            "podman",
+            "run",
+            "--rm",
+            "--entrypoint",
+            "/bin/busybox",
+            &mcq.reference(),
+            "test",
+            "-x",
+            "/standin",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
