@@ -942,6 +942,30 @@ impl Sandbox {
         result.map(|_| ())
     }
 
+    /// Copies the multi-image docker-archive of `images` (what `podman save -m` writes; `podman
+    /// load -i` restores every image in it) to `dir_inside/testbed-images.tar`, owned by `uid`
+    /// when given: the cold-start material for a platform's `image_archive` directory. Returns the
+    /// path inside the sandbox.
+    pub fn install_image_archive(
+        &self,
+        images: &ImageSet,
+        dir_inside: &str,
+        uid: Option<u32>,
+    ) -> Result<String, TestbedError> {
+        let archive = images.archive()?;
+        let dir = dir_inside.trim_end_matches('/');
+        let inside = format!("{dir}/testbed-images.tar");
+        let host_dir = self.host_path(dir);
+        mkdir(&host_dir)?;
+        let host = self.host_path(&inside);
+        std::fs::copy(&archive, &host).map_err(io("copy", &archive))?;
+        if let Some(uid) = uid {
+            self.chown(dir, uid)?;
+            self.chown(&inside, uid)?;
+        }
+        Ok(inside)
+    }
+
     /// The sandbox journal's lines for system unit `unit` (`journalctl -u`; the sandbox's journal
     /// is its own, volatile under `/run/log/journal`). Errors are returned as text.
     pub fn journal(&self, unit: &str) -> String {

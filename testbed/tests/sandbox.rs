@@ -346,3 +346,29 @@ fn metacircular_images_load_into_rootless_storage() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_panicking_test_still_tears_its_sandbox_down() {
+    if !e2e_gate("a_panicking_test_still_tears_its_sandbox_down", &[]) {
+        return;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let joined = std::thread::spawn(move || {
+        let sb = Sandbox::boot(SandboxOptions {
+            name: "panic".into(),
+            ..SandboxOptions::default()
+        })
+        .unwrap();
+        tx.send((
+            sb.info().pid_namespace.clone(),
+            sb.state_dir().to_path_buf(),
+        ))
+        .unwrap();
+        panic!("deliberate panic with a live sandbox");
+    })
+    .join();
+    assert!(joined.is_err());
+    let (ns, state) = rx.recv().unwrap();
+    assert_eq!(processes_in_namespace(&ns), Vec::<u32>::new());
+    assert!(!state.exists());
+}
