@@ -109,13 +109,14 @@ fn run(cli: Cli) -> Result<ExitCode, TestbedError> {
             let _ = std::fs::remove_file(&state);
             std::os::unix::fs::symlink(sb.state_dir(), &state)
                 .map_err(|e| TestbedError::io("symlink", &state, e))?;
-            println!("{}", json(sb.info())?);
             if foreground {
+                println!("{}", json(sb.info())?);
                 wait_for_signal();
                 drop(sb);
                 let _ = std::fs::remove_file(&state);
             } else {
-                sb.detach()?;
+                let info = sb.detach()?;
+                println!("{}", json(&info)?);
             }
             Ok(ExitCode::SUCCESS)
         }
