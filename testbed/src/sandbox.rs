@@ -893,6 +893,28 @@ impl Sandbox {
         write_mode(&self.host_path(path_inside), contents, 0o644)
     }
 
+    /// Copies host file `host` to `path_inside` (creating parents) with `mode`, owned by `uid` when
+    /// given: e.g. the mcrecover binary, so any user inside can run it from a sandbox path.
+    pub fn copy_in(
+        &self,
+        host: &Path,
+        path_inside: &str,
+        mode: u32,
+        uid: Option<u32>,
+    ) -> Result<(), TestbedError> {
+        let to = self.host_path(path_inside);
+        if let Some(parent) = to.parent() {
+            mkdir(parent)?;
+        }
+        std::fs::copy(host, &to).map_err(io("copy", host))?;
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode))
+            .map_err(io("chmod", &to))?;
+        match uid {
+            Some(uid) => self.chown(path_inside, uid),
+            None => Ok(()),
+        }
+    }
+
     /// Changes `path_inside`'s owner to `uid` and that user's group (uid = gid is assumed for
     /// unknown users).
     pub fn chown(&self, path_inside: &str, uid: u32) -> Result<(), TestbedError> {
