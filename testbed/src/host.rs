@@ -131,7 +131,8 @@ impl RootlessUser {
 static HOST_SETUP: Mutex<()> = Mutex::new(());
 
 /// Makes the host ready for rootless podman as `user`: group and user with the fixed ids (no login,
-/// home not created on the host), `/etc/subuid` + `/etc/subgid` ranges, `/dev/net/tun` mode 0666.
+/// home not created on the host), member of `systemd-journal` (so `podman logs` can read the
+/// journal), `/etc/subuid` + `/etc/subgid` ranges, `/dev/net/tun` mode 0666.
 /// Idempotent; fails if a user of that name exists with another uid/gid.
 pub fn ensure_host_user(user: &RootlessUser) -> Result<(), TestbedError> {
     let _guard = HOST_SETUP.lock().unwrap_or_else(|p| p.into_inner());
@@ -169,6 +170,13 @@ pub fn ensure_host_user(user: &RootlessUser) -> Result<(), TestbedError> {
                 "/usr/sbin/nologin",
                 &user.name,
             ])?;
+        }
+    }
+    // uid < 1000 logs into the system journal: membership of systemd-journal lets the user read
+    // it, so rootless `podman logs` (journald log driver) works (harness-only convenience).
+    if let Ok(Some(g)) = nix::unistd::Group::from_name("systemd-journal") {
+        if !g.mem.iter().any(|m| m == &user.name) {
+            host_command(&["usermod", "-a", "-G", "systemd-journal", &user.name])?;
         }
     }
     // Ranges far above normal allocations, distinct per uid.

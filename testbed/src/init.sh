@@ -33,6 +33,10 @@ mount -t tmpfs -o mode=0755 tmpfs /run
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=0755 tmpfs /etc/containers
 mount -t tmpfs -o mode=0755 tmpfs /srv
+# A journal of its own (persistent storage kind, so per-user journal files exist and rootless
+# `podman logs` works), in RAM: never the host's /var/log/journal.
+mkdir -p /var/log/journal
+mount -t tmpfs -o mode=2755 tmpfs /var/log/journal
 cp -a "$seed/run/." /run/
 cp -a "$seed/etc-containers/." /etc/containers/
 cp -a "$seed/srv/." /srv/

@@ -367,10 +367,11 @@ impl Sandbox {
             CIDFILE_DROPIN.as_bytes(),
             0o644,
         )?;
-        // A journal of its own, in RAM: never the host's /var/log/journal.
+        // The sandbox's journal is on a tmpfs over /var/log/journal (see init.sh); kernel
+        // messages are the host's and stay out of it.
         write_mode(
             &run.join("systemd/journald.conf.d/10-testbed.conf"),
-            b"[Journal]\nStorage=volatile\nRuntimeMaxUse=64M\nReadKMsg=no\n",
+            b"[Journal]\nStorage=persistent\nSystemMaxUse=64M\nReadKMsg=no\n",
             0o644,
         )?;
         mkdir(&run.join("containers/systemd"))?;
@@ -989,7 +990,7 @@ impl Sandbox {
     }
 
     /// The sandbox journal's lines for system unit `unit` (`journalctl -u`; the sandbox's journal
-    /// is its own, volatile under `/run/log/journal`). Errors are returned as text.
+    /// is its own, on a tmpfs over `/var/log/journal`). Errors are returned as text.
     pub fn journal(&self, unit: &str) -> String {
         self.journal_args(&["-u", unit])
     }
@@ -1005,15 +1006,7 @@ impl Sandbox {
     }
 
     fn journal_args(&self, args: &[&str]) -> String {
-        let mut argv = vec![
-            "journalctl",
-            "-D",
-            "/run/log/journal",
-            "--no-pager",
-            "-q",
-            "-o",
-            "short-precise",
-        ];
+        let mut argv = vec!["journalctl", "--no-pager", "-q", "-o", "short-precise"];
         argv.extend_from_slice(args);
         let out = self.run(&argv);
         let mut text = String::from_utf8_lossy(&out.stdout).into_owned();

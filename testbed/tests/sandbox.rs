@@ -213,6 +213,8 @@ fn rootless_user_manager_runs_a_container_as_850() {
         )
         .unwrap();
     assert_eq!(key, sb.ca().key_pem);
+    // The user can read its containers' logs (journald log driver).
+    ok(&sb, sb.run_as_ok(uid, &["podman", "logs", "tb-rootless"]));
     // Its processes run as uid 850 on the host (rootless), not as root.
     let owners = sb
         .run_as_ok(uid, &["podman", "top", "tb-rootless", "huser"])
