@@ -24,7 +24,8 @@ struct Cli {
 enum Cmd {
     /// Boot a sandbox, print its info as JSON, and return leaving it running.
     Up {
-        /// Where to link the sandbox's state directory (a symlink is created here).
+        /// A path to make a symlink to the sandbox's state directory (replacing a symlink, file or
+        /// empty directory there); later commands take the same path.
         #[arg(long)]
         state: PathBuf,
         /// Shape: `metacircular` (rootless mcp, all /srv dirs, quadlet if found) or `bare`.
@@ -106,7 +107,10 @@ fn run(cli: Cli) -> Result<ExitCode, TestbedError> {
             if images {
                 sb.load_images(&ImageSet::metacircular()?, uid)?;
             }
-            let _ = std::fs::remove_file(&state);
+            // PATH becomes a symlink to the state dir; an existing symlink/file or EMPTY dir goes.
+            if std::fs::remove_file(&state).is_err() {
+                let _ = std::fs::remove_dir(&state);
+            }
             std::os::unix::fs::symlink(sb.state_dir(), &state)
                 .map_err(|e| TestbedError::io("symlink", &state, e))?;
             if foreground {
