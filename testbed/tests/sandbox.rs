@@ -374,3 +374,33 @@ fn a_panicking_test_still_tears_its_sandbox_down() {
     assert_eq!(processes_in_namespace(&ns), Vec::<u32>::new());
     assert!(!state.exists());
 }
+
+#[test]
+fn sandboxes_of_dead_owners_are_reaped() {
+    if !e2e_gate("sandboxes_of_dead_owners_are_reaped", &[]) {
+        return;
+    }
+    let sb = Sandbox::boot(SandboxOptions {
+        name: "reap".into(),
+        ..SandboxOptions::default()
+    })
+    .unwrap();
+    let mut info = sb.detach().unwrap();
+    // Pretend its owner was a test process that has since died (PID 0 never matches).
+    info.owner = Some((0, 0));
+    let state_file = info.state_dir.join("state.json");
+    std::fs::write(&state_file, serde_json::to_string(&info).unwrap()).unwrap();
+    // (Another test's boot may reap it first: check the outcome, not the count.)
+    mcrecover_testbed::reap_stale();
+    for _ in 0..100 {
+        if !info.state_dir.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        processes_in_namespace(&info.pid_namespace),
+        Vec::<u32>::new()
+    );
+    assert!(!info.state_dir.exists());
+}
