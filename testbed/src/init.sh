@@ -1,0 +1,46 @@
+#!/bin/sh
+# mcrecover testbed: PID 1 of fresh pid+mount+net+uts namespaces until it execs systemd.
+# $1 = the sandbox's host-side state dir (everything to install is under $1/seed); $2 = stage.
+# Stage 1 moves PID 1 into the sandbox's own cgroup (v2) and re-executes itself in a new cgroup
+# namespace rooted there, so each sandbox's systemd has a cgroup tree of its own.
+set -eu
+state="$1"
+seed="$state/seed"
+if [ "${2:-1}" = 1 ]; then
+    mount --make-rprivate /
+    umount -l /sys/fs/cgroup
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup
+    cg="/sys/fs/cgroup/$(cat "$seed/cgroup")"
+    mkdir -p "$cg"
+    echo 0 > "$cg/cgroup.procs"
+    umount /sys/fs/cgroup
+    exec unshare --cgroup /bin/sh "$0" "$state" 2
+fi
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mkdir -p /sys/fs/cgroup/testbed-exec   # where commands run from outside (Sandbox::run) live
+# Rootless podman 4.3 treats every line of /proc/self/cgroup as a v2 path; on this hybrid kernel
+# the v1 lines ("N:ctrl:/") resolve to the cgroup root, which must then belong to the user or
+# podman escapes into a scope of its own (and a Type=notify quadlet unit loses its conmon).
+# On a pure-v2 production host that check sees only the unit's own (delegated) cgroup.
+if [ -s "$seed/cgroup-owner" ]; then chown "$(cat "$seed/cgroup-owner")" /sys/fs/cgroup; fi
+ip link set lo up
+ip addr add 192.168.88.181/32 dev lo
+ip addr add 100.95.252.120/32 dev lo
+sysctl -q -w net.ipv4.ip_unprivileged_port_start=0
+hostname "$(cat "$seed/hostname")"
+if [ -e /etc/hostname ]; then mount --bind "$seed/hostname" /etc/hostname; fi
+mount -t tmpfs -o mode=0755 tmpfs /run
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t tmpfs -o mode=0755 tmpfs /etc/containers
+mount -t tmpfs -o mode=0755 tmpfs /srv
+# A journal of its own (persistent storage kind, so per-user journal files exist and rootless
+# `podman logs` works), in RAM: never the host's /var/log/journal.
+mkdir -p /var/log/journal
+mount -t tmpfs -o mode=2755 tmpfs /var/log/journal
+cp -a "$seed/run/." /run/
+cp -a "$seed/etc-containers/." /etc/containers/
+cp -a "$seed/srv/." /srv/
+mount --make-rshared /
+echo ok > "$state/init-ready"
+export container=mcrecover-testbed
+exec /lib/systemd/systemd --system --unit=sandbox.target </dev/null >>"$state/systemd.out" 2>&1

@@ -1,0 +1,179 @@
+//! `testbed`: boots and drives mcrecover testbed sandboxes from scripts (the demo).
+//!
+//! `testbed up --state DIR` boots one, prints its JSON info and returns, leaving it running;
+//! `testbed exec --state DIR [--uid N] -- CMD...` runs a command inside; `testbed down --state DIR`
+//! tears it down.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mcrecover_testbed::{ImageSet, RootlessUser, Sandbox, SandboxOptions, TestbedError};
+
+#[derive(Parser)]
+#[command(
+    name = "testbed",
+    about = "Throwaway real systemd + podman sandboxes for mcrecover"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Boot a sandbox, print its info as JSON, and return leaving it running.
+    Up {
+        /// A path to make a symlink to the sandbox's state directory (replacing a symlink, file or
+        /// empty directory there); later commands take the same path.
+        #[arg(long)]
+        state: PathBuf,
+        /// Shape: `metacircular` (rootless mcp, all /srv dirs, quadlet if found) or `bare`.
+        #[arg(long, default_value = "metacircular")]
+        profile: String,
+        /// Load the example's stand-in images into the rootless user's storage (metacircular).
+        #[arg(long)]
+        images: bool,
+        /// Also start the rootless user's manager (user@UID.service).
+        #[arg(long)]
+        user_manager: bool,
+        /// Keep the command in the foreground until SIGINT/SIGTERM, then tear down.
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Run a command inside a sandbox (as root, or as --uid).
+    Exec {
+        /// The path given to `up --state`.
+        #[arg(long)]
+        state: PathBuf,
+        /// Run as this uid (with its XDG_RUNTIME_DIR and user bus).
+        #[arg(long)]
+        uid: Option<u32>,
+        /// The command.
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
+    /// Print a sandbox's info as JSON.
+    Info {
+        /// The path given to `up --state`.
+        #[arg(long)]
+        state: PathBuf,
+    },
+    /// Tear a sandbox down.
+    Down {
+        /// The path given to `up --state`.
+        #[arg(long)]
+        state: PathBuf,
+    },
+    /// Kill sandboxes left by test processes that died.
+    Reap,
+}
+
+fn json(info: &mcrecover_testbed::SandboxInfo) -> Result<String, TestbedError> {
+    serde_json::to_string_pretty(info).map_err(|source| TestbedError::State {
+        path: info.state_dir.clone(),
+        source,
+    })
+}
+
+fn real_state(state: &std::path::Path) -> PathBuf {
+    std::fs::canonicalize(state).unwrap_or_else(|_| state.to_path_buf())
+}
+
+fn run(cli: Cli) -> Result<ExitCode, TestbedError> {
+    match cli.cmd {
+        Cmd::Up {
+            state,
+            profile,
+            images,
+            user_manager,
+            foreground,
+        } => {
+            let opts = match profile.as_str() {
+                "metacircular" => SandboxOptions::metacircular("testbed-up"),
+                "bare" => SandboxOptions {
+                    name: "testbed-up".into(),
+                    ..SandboxOptions::default()
+                },
+                other => return Err(TestbedError::Sandbox(format!("unknown profile {other:?}"))),
+            };
+            let uid = opts.rootless_user.as_ref().map(|u: &RootlessUser| u.uid);
+            let sb = Sandbox::boot(opts)?;
+            if user_manager || images {
+                if let Some(uid) = uid {
+                    sb.start_user_manager(uid)?;
+                }
+            }
+            if images {
+                sb.load_images(&ImageSet::metacircular()?, uid)?;
+            }
+            // PATH becomes a symlink to the state dir; an existing symlink/file or EMPTY dir goes.
+            if std::fs::remove_file(&state).is_err() {
+                let _ = std::fs::remove_dir(&state);
+            }
+            std::os::unix::fs::symlink(sb.state_dir(), &state)
+                .map_err(|e| TestbedError::io("symlink", &state, e))?;
+            if foreground {
+                println!("{}", json(sb.info())?);
+                wait_for_signal();
+                drop(sb);
+                let _ = std::fs::remove_file(&state);
+            } else {
+                let info = sb.detach()?;
+                println!("{}", json(&info)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Exec { state, uid, argv } => {
+            let sb = Sandbox::attach(&real_state(&state))?;
+            let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let out = match uid {
+                Some(uid) => sb.run_as(uid, &args),
+                None => sb.run(&args),
+            };
+            sb.detach()?;
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&out.stdout);
+            let _ = std::io::stderr().write_all(&out.stderr);
+            Ok(ExitCode::from(
+                u8::try_from(out.status.code().unwrap_or(1)).unwrap_or(1),
+            ))
+        }
+        Cmd::Info { state } => {
+            let sb = Sandbox::attach(&real_state(&state))?;
+            println!("{}", json(sb.info())?);
+            sb.detach()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Down { state } => {
+            let sb = Sandbox::attach(&real_state(&state))?;
+            drop(sb);
+            let _ = std::fs::remove_file(&state);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Reap => {
+            println!("reaped {}", mcrecover_testbed::reap_stale());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn wait_for_signal() {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    if set.thread_block().is_ok() {
+        let _ = set.wait();
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("testbed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
