@@ -327,3 +327,27 @@ expect_address = "10.0.0.1"
         matches!(&db_checks[0].kind, CheckKind::Exec(e) if e.argv.len() == 3 && e.user.as_deref() == Some("postgres"))
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+    /// Mangled versions of the example (a line dropped, duplicated or
+    /// truncated) never panic, and every error points inside the file.
+    #[test]
+    fn mangled_example_never_panics(line in 0usize..400, op in 0u8..3, cut in 0usize..40) {
+        let src = std::fs::read_to_string(repo().join("examples/metacircular.toml")).unwrap_or_default();
+        let mut lines: Vec<String> = src.lines().map(str::to_string).collect();
+        let i = line % lines.len();
+        match op {
+            0 => { lines.remove(i); }
+            1 => { let l = lines[i].clone(); lines.insert(i, l); }
+            _ => { let keep: String = lines[i].chars().take(cut).collect(); lines[i] = keep; }
+        }
+        let text = lines.join("\n");
+        if let Err(e) = config::parse(&text, Path::new("m.toml")) {
+            let loc = e.location.map_or(1, |l| l.line);
+            proptest::prop_assert!(loc <= lines.len() + 1, "{e}");
+            proptest::prop_assert!(e.help.is_some(), "{e}");
+        }
+    }
+}

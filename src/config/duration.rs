@@ -115,4 +115,27 @@ mod tests {
             "invalid duration `30s1m`: unit `m` is repeated or out of order"
         );
     }
+
+    proptest::proptest! {
+        /// Any combination of units, largest first, parses to the sum.
+        #[test]
+        fn combinations_add_up(h in 0u64..48, m in 0u64..600, sec in 0u64..600, ms in 0u64..5000,
+                               mask in 1u8..16) {
+            let mut text = String::new();
+            let mut total = 0;
+            for (bit, value, unit, factor) in [(8, h, "h", 3_600_000), (4, m, "m", 60_000), (2, sec, "s", 1_000), (1, ms, "ms", 1)] {
+                if mask & bit != 0 {
+                    text.push_str(&format!("{value}{unit}"));
+                    total += value * factor;
+                }
+            }
+            proptest::prop_assert_eq!(parse_duration(&text), Ok(Duration::from_millis(total)));
+        }
+
+        /// Arbitrary text never panics.
+        #[test]
+        fn never_panics(text in "\\PC{0,12}") {
+            let _ = parse_duration(&text);
+        }
+    }
 }

@@ -12,7 +12,10 @@ mod fields;
 mod load;
 mod model;
 mod net;
+mod platform;
 mod raw;
+mod service;
+mod tomlerr;
 mod validate;
 
 pub use error::{ConfigError, Location};

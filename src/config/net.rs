@@ -309,4 +309,30 @@ mod tests {
         assert_eq!(parse_dns_server("127.0.0.1:5353").unwrap().port(), 5353);
         assert!(parse_dns_server("ns1.example").is_err());
     }
+
+    proptest::proptest! {
+        /// Every well-formed mapping parses back to its parts.
+        #[test]
+        fn well_formed_ports_roundtrip(ip in proptest::option::of(proptest::prelude::any::<IpAddr>()),
+                                       host in 1u16.., container in 1u16.., udp in proptest::prelude::any::<bool>()) {
+            let ip_part = match ip {
+                None => String::new(),
+                Some(IpAddr::V4(v4)) => format!("{v4}:"),
+                Some(IpAddr::V6(v6)) => format!("[{v6}]:"),
+            };
+            let raw = format!("{ip_part}{host}:{container}{}", if udp { "/udp" } else { "" });
+            let p = parse_port(&raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            proptest::prop_assert_eq!(p.host_ip, ip);
+            proptest::prop_assert_eq!((p.host_port, p.container_port), (host, container));
+            proptest::prop_assert_eq!(p.proto, if udp { Proto::Udp } else { Proto::Tcp });
+        }
+
+        /// Arbitrary text never panics.
+        #[test]
+        fn port_and_volume_never_panic(text in "\\PC{0,24}") {
+            let _ = parse_port(&text);
+            let _ = parse_volume(&text);
+            let _ = parse_dns_server(&text);
+        }
+    }
 }

@@ -1,0 +1,49 @@
+//! `kind = "exec"`: a command run on the host.
+
+use std::ops::Range;
+
+use serde::Deserialize;
+
+use super::{missing, KindSpec};
+use crate::config::error::{ConfigError, Ctx};
+use crate::config::fields::{argv, text};
+use crate::config::model::CheckKind;
+use crate::config::model::ExecCheck;
+use crate::config::raw::S;
+use crate::config::raw::{OptList, OptStr};
+
+/// `kind = "exec"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawExec {
+    argv: OptList,
+    user: OptStr,
+}
+
+impl KindSpec for RawExec {
+    fn build(
+        self,
+        ctx: &Ctx<'_>,
+        kind: &S<String>,
+        span: &Range<usize>,
+    ) -> Result<CheckKind, ConfigError> {
+        let list = self
+            .argv
+            .as_ref()
+            .ok_or_else(|| missing(ctx, span, kind, "argv", "[\"/usr/bin/true\"]"))?;
+        if list.get_ref().is_empty() || list.get_ref()[0].get_ref().is_empty() {
+            return Err(ctx.err(
+                list.span(),
+                "argv is empty",
+                "give the command to run, e.g. argv = [\"/usr/local/bin/probe\", \"--quick\"]",
+            ));
+        }
+        let argv = argv(ctx, list.get_ref(), "argv")?;
+        let user = self
+            .user
+            .as_ref()
+            .map(|v| text(ctx, v, "user"))
+            .transpose()?;
+        Ok(CheckKind::Exec(ExecCheck { argv, user }))
+    }
+}

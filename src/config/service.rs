@@ -1,0 +1,269 @@
+//! `[services.<name>]`: the service name, the external flag and the container
+//! (image, network, ports, volumes, command, env, restart).
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use super::error::{ConfigError, Ctx};
+use super::fields::{argv, choice, is_unit_safe, no_control, text};
+use super::model::{Check, Container, Network, Platform, RestartPolicy, Service};
+use super::net::{is_podman_name, parse_port, parse_volume, PORT_FORMS, VOLUME_FORMS};
+use super::raw::{RawService, S};
+
+/// Longest service name accepted (unit names are limited to 255 bytes).
+const MAX_SERVICE_NAME: usize = 200;
+
+/// The keys that describe a container (not allowed on external services).
+fn container_keys(raw: &RawService) -> [(&'static str, Option<Range<usize>>); 10] {
+    [
+        ("image", raw.image.as_ref().map(S::span)),
+        ("container_name", raw.container_name.as_ref().map(S::span)),
+        ("network", raw.network.as_ref().map(S::span)),
+        ("ports", raw.ports.as_ref().map(S::span)),
+        ("volumes", raw.volumes.as_ref().map(S::span)),
+        ("user", raw.user.as_ref().map(S::span)),
+        ("command", raw.command.as_ref().map(S::span)),
+        ("env", raw.env.as_ref().map(S::span)),
+        ("restart", raw.restart.as_ref().map(S::span)),
+        ("podman_args", raw.podman_args.as_ref().map(S::span)),
+    ]
+}
+
+/// Validate a service name as a unit name stem.
+fn service_name(ctx: &Ctx<'_>, key: &S<String>) -> Result<(), ConfigError> {
+    let name = key.get_ref();
+    let help = "service names become unit names: use letters, digits, `_`, `.` and `-`, starting with a letter or digit";
+    if name.contains('@') {
+        return Err(ctx.err(
+            key.span(),
+            format!("invalid service name `{name}`: `@` is reserved for unit templates"),
+            help,
+        ));
+    }
+    if name.len() > MAX_SERVICE_NAME {
+        return Err(ctx.err(
+            key.span(),
+            format!(
+                "service name is {} characters long (at most {MAX_SERVICE_NAME})",
+                name.len()
+            ),
+            "use a shorter name",
+        ));
+    }
+    if !is_unit_safe(name, true) {
+        return Err(ctx.err(key.span(), format!("invalid service name `{name}`"), help));
+    }
+    Ok(())
+}
+
+/// One `[services.<name>]` table with its checks.
+pub(crate) fn load_service(
+    ctx: &Ctx<'_>,
+    key: &S<String>,
+    raw: &RawService,
+    platform: &Platform,
+    checks: Vec<Check>,
+) -> Result<Service, ConfigError> {
+    service_name(ctx, key)?;
+    let name = key.get_ref().clone();
+    let description = raw
+        .description
+        .as_ref()
+        .map(|v| text(ctx, v, "description"))
+        .transpose()?;
+    let external = raw.external.as_ref().is_some_and(|v| *v.get_ref());
+    let after = raw
+        .after
+        .as_ref()
+        .map(|l| l.get_ref().iter().map(|s| s.get_ref().clone()).collect())
+        .unwrap_or_default();
+    let requires = raw
+        .requires
+        .as_ref()
+        .map(|l| l.get_ref().iter().map(|s| s.get_ref().clone()).collect())
+        .unwrap_or_default();
+    let container = if external {
+        if let Some((k, span)) = container_keys(raw)
+            .into_iter()
+            .find_map(|(k, s)| s.map(|s| (k, s)))
+        {
+            return Err(ctx.err(
+                span,
+                format!("`{k}` cannot be set on external service `{name}`"),
+                format!("external services run elsewhere and are only checked: remove `{k}`, or remove `external = true`"),
+            ));
+        }
+        if let Some(v) = raw.after.as_ref().or(raw.requires.as_ref()) {
+            return Err(ctx.err(
+                v.span(),
+                format!("external service `{name}` cannot have `after`/`requires`"),
+                "it has no unit to order; remove the key",
+            ));
+        }
+        if checks.is_empty() {
+            return Err(ctx.err(
+                key.span(),
+                format!("external service `{name}` has no checks"),
+                format!("an external entry exists only to be checked: add a [[services.{name}.checks]] table"),
+            ));
+        }
+        None
+    } else {
+        Some(load_container(ctx, key, raw, platform)?)
+    };
+    Ok(Service {
+        name,
+        description,
+        container,
+        checks,
+        after,
+        requires,
+    })
+}
+
+/// The container part of a service.
+fn load_container(
+    ctx: &Ctx<'_>,
+    key: &S<String>,
+    raw: &RawService,
+    platform: &Platform,
+) -> Result<Container, ConfigError> {
+    let name = key.get_ref();
+    let image_value = raw.image.as_ref().ok_or_else(|| {
+        ctx.err(
+            key.span(),
+            format!("service `{name}` has no `image`"),
+            "add image = \"name:tag\", or set external = true for a service that runs elsewhere",
+        )
+    })?;
+    let image = text(ctx, image_value, "image")?;
+    if image.contains(char::is_whitespace) {
+        return Err(ctx.err(
+            image_value.span(),
+            format!("image `{image}` contains whitespace"),
+            "write an image reference such as \"mcns:v1.2.0\"",
+        ));
+    }
+    let image = if image.contains('/') || platform.image_prefix.is_empty() {
+        image
+    } else if platform.image_prefix.ends_with('/') {
+        format!("{}{image}", platform.image_prefix)
+    } else {
+        format!("{}/{image}", platform.image_prefix)
+    };
+    let container_name = match &raw.container_name {
+        None => name.clone(),
+        Some(v) => {
+            if !is_podman_name(v.get_ref()) {
+                return Err(ctx.err(
+                    v.span(),
+                    format!("invalid container name `{}`", v.get_ref()),
+                    "use letters, digits, `_`, `.` and `-`, starting with a letter or digit",
+                ));
+            }
+            v.get_ref().clone()
+        }
+    };
+    let network = match raw.network.as_ref() {
+        None => Network::Bridge,
+        Some(v) => match v.get_ref().as_str() {
+            "bridge" => Network::Bridge,
+            "host" => Network::Host,
+            other if is_podman_name(other) => Network::Named(other.to_string()),
+            other => {
+                return Err(ctx.err(
+                    v.span(),
+                    format!("invalid network `{other}`"),
+                    "use \"bridge\", \"host\" or the name of a podman network",
+                ))
+            }
+        },
+    };
+    let mut ports = Vec::new();
+    if let Some(list) = &raw.ports {
+        if network == Network::Host && !list.get_ref().is_empty() {
+            return Err(ctx.err(
+                list.span(),
+                format!("service `{name}` uses network = \"host\", where podman ignores `ports`"),
+                "remove `ports` (the service binds host ports itself), or use network = \"bridge\"",
+            ));
+        }
+        for p in list.get_ref() {
+            no_control(ctx, p, "port")?;
+            ports.push(parse_port(p.get_ref()).map_err(|msg| ctx.err(p.span(), msg, PORT_FORMS))?);
+        }
+    }
+    let mut volumes = Vec::new();
+    for v in raw
+        .volumes
+        .as_ref()
+        .map(|l| l.get_ref().as_slice())
+        .unwrap_or_default()
+    {
+        no_control(ctx, v, "volume")?;
+        volumes
+            .push(parse_volume(v.get_ref()).map_err(|msg| ctx.err(v.span(), msg, VOLUME_FORMS))?);
+    }
+    let user = raw
+        .user
+        .as_ref()
+        .map(|v| text(ctx, v, "user"))
+        .transpose()?;
+    let command = raw
+        .command
+        .as_ref()
+        .map(|l| argv(ctx, l.get_ref(), "command"))
+        .transpose()?
+        .unwrap_or_default();
+    let podman_args = raw
+        .podman_args
+        .as_ref()
+        .map(|l| argv(ctx, l.get_ref(), "podman_args"))
+        .transpose()?
+        .unwrap_or_default();
+    let mut env = BTreeMap::new();
+    if let Some(table) = &raw.env {
+        for (k, v) in table.get_ref() {
+            let mut chars = k.get_ref().chars();
+            let ok = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                return Err(ctx.err(
+                    k.span(),
+                    format!("invalid environment variable name `{}`", k.get_ref()),
+                    "use letters, digits and `_`, not starting with a digit",
+                ));
+            }
+            no_control(ctx, v, &format!("env.{}", k.get_ref()))?;
+            env.insert(k.get_ref().clone(), v.get_ref().clone());
+        }
+    }
+    let restart = match &raw.restart {
+        None => RestartPolicy::UnlessStopped,
+        Some(v) => choice(
+            ctx,
+            v,
+            "restart",
+            &[
+                ("no", RestartPolicy::No),
+                ("on-failure", RestartPolicy::OnFailure),
+                ("always", RestartPolicy::Always),
+                ("unless-stopped", RestartPolicy::UnlessStopped),
+            ],
+        )?,
+    };
+    Ok(Container {
+        image,
+        name: container_name,
+        network,
+        ports,
+        volumes,
+        user,
+        command,
+        env,
+        restart,
+        podman_args,
+    })
+}
