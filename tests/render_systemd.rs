@@ -246,7 +246,66 @@ fn config(recorder: &Path) -> Config {
         "100%".into(),
         "$1".into(),
     ];
+    // Random services: argv, env values and podman args over the characters
+    // that matter for escaping.
+    let template = cfg.services["gamma"].clone();
+    for i in 0..RANDOM_SERVICES {
+        let name = format!("r{i:02}");
+        let mut svc = template.clone();
+        svc.name = name.clone();
+        svc.after.clear();
+        let c = svc.container.as_mut().unwrap();
+        c.name = name.clone();
+        c.command = random_words(i, 6);
+        c.env = random_words(1000 + i, 3)
+            .into_iter()
+            .enumerate()
+            .map(|(j, v)| (format!("V{j}"), v))
+            .collect();
+        c.podman_args = vec![
+            "--label".into(),
+            format!("k={}", random_words(2000 + i, 1)[0]),
+        ];
+        cfg.services.insert(name.clone(), svc);
+        cfg.stages[1].services.push(name);
+    }
     cfg
+}
+
+const RANDOM_SERVICES: u64 = 20;
+
+/// Deterministic pseudo-random words (no control characters).
+fn random_words(seed: u64, count: usize) -> Vec<String> {
+    const ALPHABET: &[char] = &[
+        'a', 'b', 'Z', '0', ' ', '"', '\'', '\\', '$', '%', ';', '{', '}', '=', 'é', '*', '#', '~',
+        '!', '&', '|', '<', '>', '(', ')', '`', ':', ',', '.', '/', '-', '\u{a0}',
+    ];
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as usize
+    };
+    (0..count)
+        .map(|_| {
+            let len = next() % 9;
+            (0..len)
+                .map(|_| ALPHABET[next() % ALPHABET.len()])
+                .collect()
+        })
+        .collect()
+}
+
+/// Names of the container services of `cfg`.
+fn containers(cfg: &Config) -> Vec<String> {
+    cfg.services
+        .values()
+        .filter(|s| !s.is_external())
+        .map(|s| s.name.clone())
+        .collect()
 }
 
 #[test]
@@ -266,13 +325,11 @@ fn systemd_executes_exactly_the_intended_argv() {
     // Service backend: our own ExecStart lines, gates included.
     let rendered = render::render(&cfg, &plan, Backend::Service).unwrap();
     render::write(&rendered, &sb.unit_dir(), &sb.unit_dir(), false).unwrap();
-    let mut units: Vec<String> = ["alpha", "beta", "gamma"]
-        .iter()
-        .map(|s| format!("{s}.service"))
-        .collect();
+    let names = containers(&cfg);
+    let mut units: Vec<String> = names.iter().map(|s| format!("{s}.service")).collect();
     units.extend(plan.stages.iter().map(|s| s.gate.clone()));
     start_all(&sb, &units);
-    for name in ["alpha", "beta", "gamma"] {
+    for name in &names {
         let mut want = vec![recorder.display().to_string()];
         want.extend(render::podman_run_argv(&cfg, &cfg.services[name]));
         assert_eq!(
@@ -298,13 +355,11 @@ fn systemd_executes_exactly_the_intended_argv() {
     // Quadlet backend (beta's `;` and empty word cannot pass quadlet: drop
     // them): quadlet generates the units, systemd runs them.
     let mut cfg = cfg;
-    cfg.services
-        .get_mut("beta")
-        .unwrap()
-        .container
-        .as_mut()
-        .unwrap()
-        .command = vec!["x".into(), "100%".into(), "$1".into()];
+    for svc in cfg.services.values_mut() {
+        if let Some(c) = svc.container.as_mut() {
+            c.command.retain(|w| !w.is_empty() && w != ";");
+        }
+    }
     let rendered = render::render(&cfg, &plan, Backend::Quadlet).unwrap();
     let qdir = work.path().join("quadlet");
     let gen = work.path().join("generated");
@@ -319,7 +374,7 @@ fn systemd_executes_exactly_the_intended_argv() {
         "quadlet: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for name in ["alpha", "beta", "gamma"] {
+    for name in &names {
         let unit = fs::read_to_string(gen.join(format!("{name}.service"))).unwrap();
         // Quadlet hard-codes /usr/bin/podman; record instead. Quadlet's own
         // cid-file specifier stays (systemd expands it).
@@ -329,12 +384,10 @@ fn systemd_executes_exactly_the_intended_argv() {
         );
         fs::write(sb.unit_dir().join(format!("q-{name}.service")), unit).unwrap();
     }
-    let qunits: Vec<String> = ["alpha", "beta", "gamma"]
-        .iter()
-        .map(|s| format!("q-{s}.service"))
-        .collect();
+    let qunits: Vec<String> = names.iter().map(|s| format!("q-{s}.service")).collect();
     start_all(&sb, &qunits);
-    for name in ["alpha", "beta", "gamma"] {
+    for name in &names {
+        let name = name.as_str();
         let got = recorded(work.path(), &format!("q-{name}.service"));
         let c = cfg.services[name].container.as_ref().unwrap();
         let mut tail = vec![c.image.clone()];

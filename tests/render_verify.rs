@@ -396,3 +396,76 @@ fn semicolon_and_empty_words_round_trip_in_service_backend() {
         verify(&tools, &cfg, Backend::Service, mode);
     }
 }
+
+/// Deterministic pseudo-random words over the characters that matter for
+/// escaping (no control characters: those are rejected by config and render).
+fn random_words(seed: u64, count: usize, quadlet_safe: bool) -> Vec<String> {
+    const ALPHABET: &[char] = &[
+        'a', 'b', 'Z', '0', ' ', '"', '\'', '\\', '$', '%', ';', '{', '}', '=', 'é', '*', '#', '~',
+        '!', '&', '|', '<', '>', '(', ')', '`', ':', ',', '.', '/', '-', '\u{a0}',
+    ];
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as usize
+    };
+    (0..count)
+        .map(|_| {
+            let len = next() % 9;
+            let w: String = (0..len)
+                .map(|_| ALPHABET[next() % ALPHABET.len()])
+                .collect();
+            if quadlet_safe && (w.is_empty() || w == ";") {
+                "x".to_string()
+            } else {
+                w
+            }
+        })
+        .collect()
+}
+
+/// Many containers with random argv, env values and podman args go through
+/// the real quadlet and come out exactly as meant.
+#[test]
+fn random_argv_survives_real_quadlet() {
+    let Some(tools) = tools() else { return };
+    let mut cfg = nasty();
+    let template = cfg.services["gamma"].clone();
+    for i in 0..40u64 {
+        let name = format!("r{i:02}");
+        let mut svc = template.clone();
+        svc.name = name.clone();
+        svc.after.clear();
+        let c = svc.container.as_mut().unwrap();
+        c.name = name.clone();
+        c.command = random_words(i, 6, true);
+        c.env = random_words(1000 + i, 3, false)
+            .into_iter()
+            .enumerate()
+            .map(|(j, v)| (format!("V{j}"), v))
+            .collect();
+        c.podman_args = vec![
+            "--label".into(),
+            format!("k={}", random_words(2000 + i, 1, false)[0]),
+        ];
+        cfg.services.insert(name.clone(), svc);
+        cfg.stages[1].services.push(name);
+    }
+    // The sample really exercises the escapes.
+    let all: String = cfg
+        .services
+        .values()
+        .filter_map(|s| s.container.as_ref())
+        .flat_map(|c| c.command.concat().chars().collect::<Vec<_>>())
+        .collect();
+    for ch in ['"', '\\', '$', '%', ' ', '\'', ';'] {
+        assert!(all.contains(ch), "random sample lacks {ch:?}");
+    }
+    for mode in [Mode::Rootless, Mode::Rootful] {
+        verify(&tools, &cfg, Backend::Quadlet, mode);
+    }
+}

@@ -8,7 +8,8 @@
 //! - **service**: one `<service>.service` running
 //!   `podman run --replace --rm --name NAME --cgroups=no-conmon --sdnotify=conmon -d ...`
 //!   with `Type=notify` (the shape of `podman generate systemd --new`, but
-//!   addressing the container by name instead of a cid file).
+//!   addressing the container by name instead of a cid file); in rootful
+//!   mode also `Wants=`/`After=network-online.target`, as quadlet adds.
 //!
 //! Container settings: `network = "bridge"` writes no network option (podman's
 //! default network, as the runbook's `podman run` without `--network`;
@@ -61,7 +62,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::{BackendChoice, Config, FailurePolicy, Network, PullPolicy, Service};
+use crate::config::{BackendChoice, Config, FailurePolicy, Mode, Network, PullPolicy, Service};
 use crate::plan::{EdgeKind, Plan, PlanService};
 
 pub use escape::EscapeError;
@@ -570,6 +571,13 @@ fn service_body(u: &mut UnitFile, cfg: &Config, svc: &Service) -> Result<(), Ren
     let Some(c) = &svc.container else {
         return Ok(());
     };
+    if cfg.platform.mode == Mode::Rootful {
+        // As quadlet does for rootful units: published host addresses must
+        // exist before podman binds them. (The user manager has no such target.)
+        u.section("Unit")
+            .add("Wants", "network-online.target")
+            .add("After", "network-online.target");
+    }
     let podman = path_str(&cfg.platform.podman);
     let mut run = vec![podman.clone()];
     run.extend(podman_run_argv(cfg, svc));

@@ -426,3 +426,14 @@ fn backend_resolution() {
         Backend::Service
     );
 }
+
+#[test]
+fn rootful_service_units_wait_for_the_network() {
+    let mut cfg = sample();
+    let r = rendered(&cfg, Backend::Service);
+    assert!(!file(&r, "dns.service").contains("network-online.target"));
+    cfg.platform.mode = crate::config::Mode::Rootful;
+    let r = rendered(&cfg, Backend::Service);
+    assert!(file(&r, "dns.service")
+        .contains("Wants=network-online.target\nAfter=network-online.target\n"));
+}

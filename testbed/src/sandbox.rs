@@ -162,7 +162,9 @@ fn parent_pid(pid: &str) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Host PIDs of every process whose PID namespace is `ns` (`pid:[inode]`).
+/// Host PIDs of every process whose PID namespace is `ns` (`pid:[inode]`). Namespace inode
+/// numbers are reused once a namespace is gone: after a teardown, check the exact processes
+/// (PID + [`process_start`]) seen before it rather than the namespace.
 pub fn processes_in_namespace(ns: &str) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();

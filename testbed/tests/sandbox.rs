@@ -19,6 +19,24 @@ fn images() -> ImageSet {
     ImageSet::busybox(vec![ImageSpec::busybox_httpd(IMAGE, 8080)])
 }
 
+/// The processes of a PID namespace, with start times (namespace inode numbers are recycled
+/// once a namespace is gone, so "the namespace is empty" is checked on these exact processes).
+fn members(ns: &str) -> Vec<(u32, u64)> {
+    processes_in_namespace(ns)
+        .into_iter()
+        .filter_map(|pid| Some((pid, mcrecover_testbed::process_start(pid)?)))
+        .collect()
+}
+
+/// Which of `procs` still run.
+fn still_running(procs: &[(u32, u64)]) -> Vec<u32> {
+    procs
+        .iter()
+        .filter(|(pid, start)| mcrecover_testbed::process_start(*pid) == Some(*start))
+        .map(|(pid, _)| *pid)
+        .collect()
+}
+
 /// Unwraps `r`, or fails the test with the sandbox's whole journal.
 fn ok<T>(sb: &Sandbox, r: Result<T, mcrecover_testbed::TestbedError>) -> T {
     r.unwrap_or_else(|e| panic!("{e}\njournal:\n{}", sb.journal_all()))
@@ -90,11 +108,11 @@ fn boots_real_systemd_and_tears_down_completely() {
     assert_eq!(key, sb.ca().key_pem);
     assert!(!std::path::Path::new("/srv/mcr/web/.standin").exists());
 
-    let ns = sb.info().pid_namespace.clone();
+    let procs = members(&sb.info().pid_namespace);
     let state = sb.state_dir().to_path_buf();
-    assert!(!processes_in_namespace(&ns).is_empty());
+    assert!(procs.len() > 2, "{procs:?}"); // systemd, journald, dbus at least
     drop(sb);
-    assert_eq!(processes_in_namespace(&ns), Vec::<u32>::new());
+    assert_eq!(still_running(&procs), Vec::<u32>::new());
     assert!(!state.exists());
 }
 
@@ -362,7 +380,7 @@ fn a_panicking_test_still_tears_its_sandbox_down() {
         })
         .unwrap();
         tx.send((
-            sb.info().pid_namespace.clone(),
+            members(&sb.info().pid_namespace),
             sb.state_dir().to_path_buf(),
         ))
         .unwrap();
@@ -370,8 +388,9 @@ fn a_panicking_test_still_tears_its_sandbox_down() {
     })
     .join();
     assert!(joined.is_err());
-    let (ns, state) = rx.recv().unwrap();
-    assert_eq!(processes_in_namespace(&ns), Vec::<u32>::new());
+    let (procs, state) = rx.recv().unwrap();
+    assert!(!procs.is_empty());
+    assert_eq!(still_running(&procs), Vec::<u32>::new());
     assert!(!state.exists());
 }
 
@@ -385,6 +404,7 @@ fn sandboxes_of_dead_owners_are_reaped() {
         ..SandboxOptions::default()
     })
     .unwrap();
+    let procs = members(&sb.info().pid_namespace);
     let mut info = sb.detach().unwrap();
     // Pretend its owner was a test process that has since died (PID 0 never matches).
     info.owner = Some((0, 0));
@@ -398,9 +418,6 @@ fn sandboxes_of_dead_owners_are_reaped() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(
-        processes_in_namespace(&info.pid_namespace),
-        Vec::<u32>::new()
-    );
+    assert_eq!(still_running(&procs), Vec::<u32>::new());
     assert!(!info.state_dir.exists());
 }
