@@ -78,7 +78,10 @@ fn ok<T>(sb: &Sandbox, r: Result<T, mcrecover_testbed::TestbedError>) -> T {
 /// inside the sandbox; `edit` may change it further.
 fn rootful_config(sb: &Sandbox, edit: impl FnOnce(String) -> String) -> String {
     let text = EXAMPLE.replacen("mode = \"rootless\"", "mode = \"rootful\"", 1);
-    assert_ne!(text, EXAMPLE, "the example no longer says mode = \"rootless\"");
+    assert_ne!(
+        text, EXAMPLE,
+        "the example no longer says mode = \"rootless\""
+    );
     let path = "/srv/mcrecover-test.toml";
     ok(sb, sb.write_file(path, edit(text).as_bytes()));
     path.to_string()
@@ -102,8 +105,12 @@ fn mcrecover(sb: &Sandbox, uid: Option<u32>, args: &[&str]) -> Output {
 }
 
 fn report(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("no JSON report ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// A unit's property as an integer (`systemctl show -P`), system or user manager.
@@ -112,7 +119,10 @@ fn prop_u64(sb: &Sandbox, uid: Option<u32>, unit: &str, prop: &str) -> u64 {
         Some(uid) => sb.run_as(uid, &["systemctl", "--user", "show", "-P", prop, unit]),
         None => sb.run(&["systemctl", "show", "-P", prop, unit]),
     };
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 fn prop(sb: &Sandbox, uid: Option<u32>, unit: &str, prop: &str) -> String {
@@ -168,12 +178,23 @@ fn assert_stage_order(sb: &Sandbox, uid: Option<u32>, rep: &Value) {
 
 #[test]
 fn rootful_quadlet_recovers_all_stages_in_order() {
-    let Some(sb) = platform("e2e-rootful-quadlet", false, true) else { return };
+    let Some(sb) = platform("e2e-rootful-quadlet", false, true) else {
+        return;
+    };
     let cfg = rootful_config(&sb, |t| t);
     let out = mcrecover(
         &sb,
         None,
-        &["recover", "--json", "--config", &cfg, "--backend", "quadlet", "--unit-dir", "/run/systemd/system"],
+        &[
+            "recover",
+            "--json",
+            "--config",
+            &cfg,
+            "--backend",
+            "quadlet",
+            "--unit-dir",
+            "/run/systemd/system",
+        ],
     );
     let rep = report(&out);
     if out.status.code() != Some(0) {
@@ -182,18 +203,30 @@ fn rootful_quadlet_recovers_all_stages_in_order() {
     assert_eq!(out.status.code(), Some(0));
     assert_all_healthy(&rep);
     // The units really came from the quadlet generator.
-    assert_eq!(prop(&sb, None, "mcns.service", "SourcePath"), "/etc/containers/systemd/mcns.container");
+    assert_eq!(
+        prop(&sb, None, "mcns.service", "SourcePath"),
+        "/etc/containers/systemd/mcns.container"
+    );
     assert_stage_order(&sb, None, &rep);
 }
 
 #[test]
 fn rootless_service_backend_recovers_as_mcp() {
-    let Some(sb) = platform("e2e-rootless-service", true, false) else { return };
+    let Some(sb) = platform("e2e-rootless-service", true, false) else {
+        return;
+    };
     let config = example_path();
     let out = mcrecover(
         &sb,
         Some(UID),
-        &["recover", "--json", "--config", config.to_str().unwrap(), "--backend", "service"],
+        &[
+            "recover",
+            "--json",
+            "--config",
+            config.to_str().unwrap(),
+            "--backend",
+            "service",
+        ],
     );
     let rep = report(&out);
     if out.status.code() != Some(0) {
@@ -202,36 +235,65 @@ fn rootless_service_backend_recovers_as_mcp() {
     assert_eq!(out.status.code(), Some(0));
     assert_all_healthy(&rep);
     // Containers run in mcp's rootless storage, under mcp's manager.
-    let ps = ok(&sb, sb.run_as_ok(UID, &["podman", "ps", "--format", "{{.Names}}"]));
+    let ps = ok(
+        &sb,
+        sb.run_as_ok(UID, &["podman", "ps", "--format", "{{.Names}}"]),
+    );
     for name in ["mcns", "mc-proxy", "mcr-api", "mcp-master", "sgardd"] {
-        assert!(ps.lines().any(|l| l == name), "{name} not in mcp's podman ps:\n{ps}");
+        assert!(
+            ps.lines().any(|l| l == name),
+            "{name} not in mcp's podman ps:\n{ps}"
+        );
     }
     let home = RootlessUser::mcp().home;
     let unit_file = prop(&sb, Some(UID), "mcns.service", "FragmentPath");
-    assert_eq!(PathBuf::from(unit_file), home.join(".config/systemd/user/mcns.service"));
+    assert_eq!(
+        PathBuf::from(unit_file),
+        home.join(".config/systemd/user/mcns.service")
+    );
     assert_stage_order(&sb, Some(UID), &rep);
 }
 
 #[test]
 fn systemctl_start_target_alone_recovers_in_stage_order() {
-    let Some(sb) = platform("e2e-target-alone", false, false) else { return };
+    let Some(sb) = platform("e2e-target-alone", false, false) else {
+        return;
+    };
     let cfg = rootful_config(&sb, |t| t);
     let out = mcrecover(
         &sb,
         None,
-        &["install", "--config", &cfg, "--backend", "service", "--unit-dir", "/run/systemd/system"],
+        &[
+            "install",
+            "--config",
+            &cfg,
+            "--backend",
+            "service",
+            "--unit-dir",
+            "/run/systemd/system",
+        ],
     );
     assert_eq!(out.status.code(), Some(0));
     // No mcrecover driving: systemd alone, through the gate units.
-    ok(&sb, sb.run_ok(&["systemctl", "start", "--no-block", "metacircular.target"]).map(|_| ()));
+    ok(
+        &sb,
+        sb.run_ok(&["systemctl", "start", "--no-block", "metacircular.target"])
+            .map(|_| ()),
+    );
     let last_gate = "metacircular-services-gate.service";
-    let res = sb.wait_until("the last stage's gate to pass", Duration::from_secs(180), || {
-        let state = prop(&sb, None, last_gate, "ActiveState");
-        if state == "failed" {
-            return Err(mcrecover_testbed::TestbedError::Sandbox(format!("{last_gate} failed")));
-        }
-        Ok(state == "active")
-    });
+    let res = sb.wait_until(
+        "the last stage's gate to pass",
+        Duration::from_secs(180),
+        || {
+            let state = prop(&sb, None, last_gate, "ActiveState");
+            if state == "failed" {
+                return Err(mcrecover_testbed::TestbedError::Sandbox(format!(
+                    "{last_gate} failed"
+                )));
+            }
+            Ok(state == "active")
+        },
+    );
     ok(&sb, res);
     // Every container active, every stage gate passed, in order.
     let mut rep = serde_json::json!({ "services": [] });
@@ -239,8 +301,15 @@ fn systemctl_start_target_alone_recovers_in_stage_order() {
     let parsed = mcrecover::config::parse(&cfg_text, std::path::Path::new(&cfg)).unwrap();
     for st in &parsed.stages {
         for s in &st.services {
-            rep["services"].as_array_mut().unwrap().push(serde_json::json!({ "name": s, "stage": st.name }));
-            assert_eq!(prop(&sb, None, &format!("{s}.service"), "ActiveState"), "active", "{s}");
+            rep["services"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({ "name": s, "stage": st.name }));
+            assert_eq!(
+                prop(&sb, None, &format!("{s}.service"), "ActiveState"),
+                "active",
+                "{s}"
+            );
         }
     }
     assert_stage_order(&sb, None, &rep);
@@ -252,7 +321,8 @@ fn systemctl_start_target_alone_recovers_in_stage_order() {
 
 /// Shortens the foundation stage's timeout and sets its failure policy.
 fn foundation(text: String, policy: &str) -> String {
-    let old = "name = \"foundation\"\nservices = [\"mcns\"]\ntimeout = \"120s\"\non_failure = \"block\"";
+    let old =
+        "name = \"foundation\"\nservices = [\"mcns\"]\ntimeout = \"120s\"\non_failure = \"block\"";
     assert!(text.contains(old), "the example's foundation stage changed");
     text.replacen(
         old,
@@ -263,14 +333,25 @@ fn foundation(text: String, policy: &str) -> String {
 
 #[test]
 fn never_healthy_stage_blocks_or_continues() {
-    let Some(sb) = platform("e2e-never-healthy", false, false) else { return };
+    let Some(sb) = platform("e2e-never-healthy", false, false) else {
+        return;
+    };
     // MCNS answers SERVFAIL / HTTP 500 from the start.
     ok(&sb, sb.write_file("/srv/mcns/fault", b"500"));
     let run = |cfg: &str| {
         mcrecover(
             &sb,
             None,
-            &["recover", "--json", "--config", cfg, "--backend", "service", "--unit-dir", "/run/systemd/system"],
+            &[
+                "recover",
+                "--json",
+                "--config",
+                cfg,
+                "--backend",
+                "service",
+                "--unit-dir",
+                "/run/systemd/system",
+            ],
         )
     };
 
@@ -285,16 +366,37 @@ fn never_healthy_stage_blocks_or_continues() {
         assert_eq!(rep["stages"][i]["status"], "blocked", "{rep:#}");
         assert_eq!(rep["stages"][i]["blocked_by"], "foundation");
     }
-    let mcns = rep["services"].as_array().unwrap().iter().find(|s| s["name"] == "mcns").unwrap();
-    let failing: Vec<&str> = mcns["failing"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let mcns = rep["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "mcns")
+        .unwrap();
+    let failing: Vec<&str> = mcns["failing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert!(
-        failing.iter().any(|r| r.starts_with("mcns/dns: ") && r.contains("SERVFAIL from 192.168.88.181:53")),
+        failing
+            .iter()
+            .any(|r| r.starts_with("mcns/dns: ") && r.contains("SERVFAIL from 192.168.88.181:53")),
         "{failing:?}"
     );
-    assert!(failing.iter().any(|r| r.starts_with("mcns/https: ") && r.contains("HTTP 500")), "{failing:?}");
+    assert!(
+        failing
+            .iter()
+            .any(|r| r.starts_with("mcns/https: ") && r.contains("HTTP 500")),
+        "{failing:?}"
+    );
     for svc in ["mc-proxy", "mcr-api", "mcp-master", "mcq"] {
         let unit = format!("{svc}.service");
-        assert_eq!(prop_u64(&sb, None, &unit, "InactiveExitTimestampMonotonic"), 0, "{unit} was started");
+        assert_eq!(
+            prop_u64(&sb, None, &unit, "InactiveExitTimestampMonotonic"),
+            0,
+            "{unit} was started"
+        );
     }
 
     // continue: later stages start anyway and become healthy; exit 1.
@@ -315,11 +417,28 @@ fn second_install_writes_nothing_and_does_not_reload() {
     if !e2e_gate("second_install_writes_nothing_and_does_not_reload", &[]) {
         return;
     }
-    let sb = Sandbox::boot(SandboxOptions { name: "e2e-install-twice".into(), ..SandboxOptions::default() }).unwrap();
+    let sb = Sandbox::boot(SandboxOptions {
+        name: "e2e-install-twice".into(),
+        ..SandboxOptions::default()
+    })
+    .unwrap();
     install_binary(&sb);
     let cfg = rootful_config(&sb, |t| t);
-    let args = ["install", "--config", &cfg, "--backend", "service", "--unit-dir", "/run/systemd/system"];
-    let reloads = || sb.journal_all().lines().filter(|l| l.contains("systemd[1]: Reloading")).count();
+    let args = [
+        "install",
+        "--config",
+        &cfg,
+        "--backend",
+        "service",
+        "--unit-dir",
+        "/run/systemd/system",
+    ];
+    let reloads = || {
+        sb.journal_all()
+            .lines()
+            .filter(|l| l.contains("systemd[1]: Reloading"))
+            .count()
+    };
 
     let before = reloads();
     let first = mcrecover(&sb, None, &args);
@@ -328,10 +447,19 @@ fn second_install_writes_nothing_and_does_not_reload() {
     assert!(err.contains("21 created, 0 changed, 0 unchanged"), "{err}");
     assert!(err.contains("systemd reloaded"), "{err}");
     let after_first = sb
-        .wait_until("the reload to reach the journal", Duration::from_secs(10), || Ok(reloads() > before))
+        .wait_until(
+            "the reload to reach the journal",
+            Duration::from_secs(10),
+            || Ok(reloads() > before),
+        )
         .map(|()| reloads());
     let after_first = ok(&sb, after_first);
-    let stamp = |name: &str| std::fs::metadata(sb.host_path(&format!("/run/systemd/system/{name}"))).unwrap().modified().unwrap();
+    let stamp = |name: &str| {
+        std::fs::metadata(sb.host_path(&format!("/run/systemd/system/{name}")))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
     let mtime = stamp("mcns.service");
 
     let second = mcrecover(&sb, None, &args);
@@ -339,12 +467,29 @@ fn second_install_writes_nothing_and_does_not_reload() {
     let err = String::from_utf8_lossy(&second.stderr).to_string();
     assert!(err.contains("0 created, 0 changed, 21 unchanged"), "{err}");
     assert!(!err.contains("systemd reloaded"), "{err}");
-    assert_eq!(stamp("mcns.service"), mtime, "an unchanged file was rewritten");
+    assert_eq!(
+        stamp("mcns.service"),
+        mtime,
+        "an unchanged file was rewritten"
+    );
     // The journal shows no further daemon-reload.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(reloads(), after_first, "a second reload happened");
 
     // --dry-run reports without writing.
-    let dry = mcrecover(&sb, None, &["install", "--dry-run", "--config", &cfg, "--backend", "service", "--unit-dir", "/run/systemd/system"]);
+    let dry = mcrecover(
+        &sb,
+        None,
+        &[
+            "install",
+            "--dry-run",
+            "--config",
+            &cfg,
+            "--backend",
+            "service",
+            "--unit-dir",
+            "/run/systemd/system",
+        ],
+    );
     assert_eq!(dry.status.code(), Some(0));
 }
