@@ -1,214 +1,94 @@
 //! End-to-end tests of `mcrecover::drive` against a REAL systemd: each test
-//! boots its own throwaway systemd as PID 1 of fresh pid/mount/net namespaces
-//! (notes/sandbox.md), talks to it over its system bus, and SIGKILLs it on
-//! drop (also on panic).
+//! boots its own throwaway systemd with the workspace's testbed
+//! (`mcrecover_testbed::Sandbox`), talks to it over its system bus, and tears
+//! it down on drop (also on panic).
 //!
-//! Needs root, `/lib/systemd/systemd`, `dbus-daemon`, `unshare`, `nsenter`.
-//! Missing: the tests FAIL when `MCRECOVER_REQUIRE_E2E=1`, else they skip
-//! with a message.
+//! Missing prerequisites (root, systemd, dbus, util-linux, ...; see
+//! `mcrecover_testbed::e2e_gate`): the tests FAIL when
+//! `MCRECOVER_REQUIRE_E2E=1`, else they skip with a message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use mcrecover::drive::{BusTarget, DriveError, Systemd, UnitChange, UnitWatch};
+use mcrecover_testbed::{e2e_gate, RootlessUser, Sandbox, SandboxOptions};
 
-/// The script run as the namespace's first process: private mounts, then
-/// exec systemd on a minimal target (never basic/multi-user: the sandbox
-/// shares the host's /etc and /var).
-const INIT: &str = r#"
-set -e
-mount --make-rprivate /
-mount -t tmpfs tmpfs /run
-mount -t tmpfs tmpfs /tmp
-mount -t tmpfs tmpfs /srv
-umount -l /sys/fs/cgroup
-mount -t cgroup2 cgroup2 /sys/fs/cgroup
-ip link set lo up || true
-mkdir -p /run/systemd/system
-cat > /run/systemd/system/sandbox.target <<EOT
-[Unit]
-Description=Sandbox
-Requires=dbus.socket dbus.service
-After=dbus.socket dbus.service
-EOT
-export container=mcrecover-test
-exec /lib/systemd/systemd --system --unit=sandbox.target
-"#;
-
-/// A systemd booted in its own namespaces. Dropping it SIGKILLs the
-/// namespace's PID 1, which takes everything in it down.
-struct Sandbox {
-    unshare: Child,
-    /// Host pid of the namespace's PID 1 (systemd).
-    pid: i32,
+/// Runs blocking `f` (the testbed's methods block) off the async runtime;
+/// a panic in it is the test's panic.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("blocking task: {e}"),
+    }
 }
 
-impl Sandbox {
-    /// Boot a sandbox, or return `None` (after printing why) when this
-    /// machine cannot run one and MCRECOVER_REQUIRE_E2E is not set.
-    fn boot_or_skip(test: &str) -> Option<Sandbox> {
-        if let Some(missing) = missing_prerequisite() {
-            if std::env::var("MCRECOVER_REQUIRE_E2E").as_deref() == Ok("1") {
-                panic!("{test}: MCRECOVER_REQUIRE_E2E=1 but {missing}");
+/// A testbed sandbox shared with blocking tasks.
+struct Sb(Arc<Sandbox>);
+
+impl Sb {
+    /// Boots a sandbox for `test`, or `None` (after `e2e_gate` printed why)
+    /// when this machine cannot run one and MCRECOVER_REQUIRE_E2E is unset.
+    async fn boot(test: &str, rootless_user: Option<RootlessUser>) -> Option<Sb> {
+        let name = test.to_owned();
+        blocking(move || {
+            if !e2e_gate(&name, &[]) {
+                return None;
             }
-            eprintln!("SKIP {test}: {missing} (set MCRECOVER_REQUIRE_E2E=1 to make this fail)");
-            return None;
-        }
-        Some(Sandbox::boot())
+            let opts = SandboxOptions {
+                name: name.clone(),
+                rootless_user,
+                ..SandboxOptions::default()
+            };
+            let sb = Sandbox::boot(opts).unwrap_or_else(|e| panic!("{name}: boot sandbox: {e}"));
+            Some(Sb(Arc::new(sb)))
+        })
+        .await
     }
 
-    fn boot() -> Sandbox {
-        let unshare = Command::new("setsid")
-            .args([
-                "unshare",
-                "--pid",
-                "--fork",
-                "--kill-child",
-                "--mount",
-                "--mount-proc",
-                "--net",
-                "sh",
-                "-c",
-                INIT,
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn setsid unshare");
-        let mut sb = Sandbox { unshare, pid: 0 };
-        let children = format!("/proc/{0}/task/{0}/children", sb.unshare.id());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(pid) = std::fs::read_to_string(&children)
-                .ok()
-                .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
-            {
-                sb.pid = pid;
-                // It is systemd once the script has exec'd.
-                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                if comm.trim() == "systemd" {
-                    break;
-                }
-            }
-            if let Ok(Some(status)) = sb.unshare.try_wait() {
-                panic!("sandbox init exited early: {status}");
-            }
-            assert!(Instant::now() < deadline, "sandbox systemd did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        sb
+    /// Runs `f` on the sandbox in a blocking task.
+    async fn with<T: Send + 'static>(&self, f: impl FnOnce(&Sandbox) -> T + Send + 'static) -> T {
+        let sb = Arc::clone(&self.0);
+        blocking(move || f(&sb)).await
     }
 
-    /// `/proc/PID/root`: the sandbox's filesystem seen from the host.
-    fn root(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/root", self.pid))
-    }
-
-    fn bus(&self) -> BusTarget {
-        BusTarget::Address(format!(
-            "unix:path={}/run/dbus/system_bus_socket",
-            self.root().display()
-        ))
-    }
-
-    /// Connect to the sandbox's systemd, retrying while it boots.
+    /// Connects to the sandbox's systemd over its system bus (booted: up).
     async fn connect(&self) -> Systemd {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match Systemd::connect(&self.bus()).await {
-                Ok(sd) => return sd,
-                Err(e) => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "sandbox systemd never answered on its bus: {e}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+        let bus = BusTarget::Address(self.0.bus_address());
+        Systemd::connect(&bus)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.0.bus_address()))
     }
 
-    /// Write a unit file into the sandbox's /run/systemd/system.
-    fn write_unit(&self, name: &str, text: &str) {
-        let dir = self.root().join("run/systemd/system");
-        std::fs::write(dir.join(name), text).expect("write unit");
+    /// Writes a unit file into the sandbox's /run/systemd/system.
+    async fn write_unit(&self, name: &str, text: &str) {
+        let (path, text) = (format!("/run/systemd/system/{name}"), text.to_owned());
+        self.with(move |sb| sb.write_file(&path, text.as_bytes()))
+            .await
+            .expect("write unit");
     }
 
-    fn mask(&self, name: &str) {
-        let link = self.root().join("run/systemd/system").join(name);
-        std::os::unix::fs::symlink("/dev/null", link).expect("mask unit");
+    /// Runs `argv` as root inside the sandbox; it must succeed.
+    async fn run_ok(&self, argv: &[&str]) -> String {
+        let argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
+        self.with(move |sb| {
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            sb.run_ok(&argv).unwrap_or_else(|e| panic!("{e}"))
+        })
+        .await
     }
 
-    /// Run `cmd` inside the sandbox's namespaces as uid/gid 850 (the
-    /// platform user) with a clean environment plus `env`.
-    fn run_as_mcp(&self, env: &[(&str, &str)], cmd: &[&str]) -> std::process::Output {
-        let mut c = Command::new("nsenter");
-        c.args(["-t", &self.pid.to_string(), "-m", "-p", "-n"])
-            .args(["setpriv", "--reuid=850", "--regid=850", "--init-groups"])
-            .args(["env", "-i", "PATH=/usr/bin:/bin"]);
-        for (k, v) in env {
-            c.arg(format!("{k}={v}"));
-        }
-        c.args(cmd)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run nsenter setpriv")
+    /// Sends `signal` to `pid` (a pid of the sandbox's pid namespace).
+    async fn kill(&self, signal: &str, pid: u32) {
+        self.run_ok(&["kill", "-s", signal, &pid.to_string()]).await;
     }
 
-    /// Send `signal` to `pid` (a pid of the sandbox's pid namespace).
-    fn kill(&self, signal: &str, pid: u32) {
-        let status = Command::new("nsenter")
-            .args([
-                "-t",
-                &self.pid.to_string(),
-                "-m",
-                "-p",
-                "kill",
-                "-s",
-                signal,
-            ])
-            .arg(pid.to_string())
-            .status()
-            .expect("run nsenter kill");
-        assert!(
-            status.success(),
-            "kill -s {signal} {pid} in the sandbox failed"
-        );
+    /// Tears the sandbox down (SIGKILL of its PID 1) off the runtime.
+    async fn teardown(self) {
+        let Sb(sb) = self;
+        blocking(move || drop(sb)).await;
     }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        if self.pid > 0 {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = self.unshare.kill();
-        let _ = self.unshare.wait();
-    }
-}
-
-fn missing_prerequisite() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("not running as root".into());
-    }
-    for bin in [
-        "/lib/systemd/systemd",
-        "/usr/bin/dbus-daemon",
-        "/usr/bin/unshare",
-        "/usr/bin/nsenter",
-        "/usr/bin/setsid",
-    ] {
-        if !Path::new(bin).exists() {
-            return Some(format!("{bin} is missing"));
-        }
-    }
-    None
 }
 
 const SLEEP_UNIT: &str = "[Service]\nExecStart=/bin/sleep infinity\n";
@@ -246,33 +126,42 @@ async fn next_matching(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_against_real_systemd() {
-    let Some(sb) = Sandbox::boot_or_skip("lifecycle_against_real_systemd") else {
+    let Some(sb) = Sb::boot("lifecycle_against_real_systemd", None).await else {
         return;
     };
     let sd = sb.connect().await;
 
-    sb.write_unit("mcr-sleep.service", SLEEP_UNIT);
+    sb.write_unit("mcr-sleep.service", SLEEP_UNIT).await;
     sb.write_unit(
         "mcr-oneshot.service",
         "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n",
-    );
+    )
+    .await;
     sb.write_unit(
         "mcr-fails.service",
         "[Service]\nType=oneshot\nExecStart=/bin/false\n",
-    );
+    )
+    .await;
     sb.write_unit(
         "mcr-noexec.service",
         "[Service]\nType=exec\nExecStart=/nonexistent/mcrecover/binary\n",
-    );
+    )
+    .await;
     sb.write_unit(
         "mcr-dep.service",
         "[Unit]\nRequires=mcr-fails.service\nAfter=mcr-fails.service\n[Service]\nExecStart=/bin/sleep infinity\n",
-    );
+    ).await;
     sb.write_unit(
         "mcr-limited.service",
         "[Unit]\nStartLimitBurst=2\nStartLimitIntervalSec=1h\n[Service]\nType=oneshot\nExecStart=/bin/false\n",
-    );
-    sb.mask("mcr-masked.service");
+    ).await;
+    sb.run_ok(&[
+        "ln",
+        "-s",
+        "/dev/null",
+        "/run/systemd/system/mcr-masked.service",
+    ])
+    .await;
     sd.reload().await.expect("daemon-reload");
 
     // Start a simple unit: active, with a main pid.
@@ -432,18 +321,20 @@ async fn lifecycle_against_real_systemd() {
         .expect("reset-failed");
     let reset = sd.unit_state("mcr-fails.service").await.expect("state");
     assert_eq!(reset.active_state, "inactive");
+    sb.teardown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_starts_share_one_connection() {
-    let Some(sb) = Sandbox::boot_or_skip("parallel_starts_share_one_connection") else {
+    let Some(sb) = Sb::boot("parallel_starts_share_one_connection", None).await else {
         return;
     };
     let sd = sb.connect().await;
     let units: Vec<String> = (1..=4).map(|i| format!("mcr-par{i}.service")).collect();
     for u in &units {
         // Many restarts below: no start rate limit.
-        sb.write_unit(u, &format!("[Unit]\nStartLimitIntervalSec=0\n{SLEEP_UNIT}"));
+        sb.write_unit(u, &format!("[Unit]\nStartLimitIntervalSec=0\n{SLEEP_UNIT}"))
+            .await;
     }
     sd.reload().await.expect("daemon-reload");
 
@@ -519,21 +410,23 @@ async fn parallel_starts_share_one_connection() {
         let o = h.await.expect("join").expect("parallel stop");
         assert_eq!(o.state.active_state, "inactive");
     }
+    sb.teardown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_reports_kills_and_restarts() {
-    let Some(sb) = Sandbox::boot_or_skip("watch_reports_kills_and_restarts") else {
+    let Some(sb) = Sb::boot("watch_reports_kills_and_restarts", None).await else {
         return;
     };
     let sd = sb.connect().await;
-    sb.write_unit("mcr-w-kill.service", SLEEP_UNIT);
-    sb.write_unit("mcr-w-term.service", SLEEP_UNIT);
+    sb.write_unit("mcr-w-kill.service", SLEEP_UNIT).await;
+    sb.write_unit("mcr-w-term.service", SLEEP_UNIT).await;
     sb.write_unit(
         "mcr-w-restart.service",
         "[Service]\nExecStart=/bin/sleep infinity\nRestart=on-failure\nRestartSec=200ms\n",
-    );
-    sb.write_unit("mcr-w-stop.service", SLEEP_UNIT);
+    )
+    .await;
+    sb.write_unit("mcr-w-stop.service", SLEEP_UNIT).await;
     sd.reload().await.expect("daemon-reload");
     let units: Vec<String> = [
         "mcr-w-kill.service",
@@ -568,7 +461,7 @@ async fn watch_reports_kills_and_restarts() {
     assert_eq!(c.state.active_state, "inactive");
 
     // SIGKILL: failed (Restart=no).
-    sb.kill("KILL", pids[0]);
+    sb.kill("KILL", pids[0]).await;
     let c = next_matching(&mut watch, "mcr-w-kill failed", |c| {
         c.unit == "mcr-w-kill.service" && c.state.active_state == "failed"
     })
@@ -576,14 +469,14 @@ async fn watch_reports_kills_and_restarts() {
     assert_eq!(c.state.main_pid, 0);
 
     // SIGTERM is a clean exit for a service: inactive.
-    sb.kill("TERM", pids[1]);
+    sb.kill("TERM", pids[1]).await;
     next_matching(&mut watch, "mcr-w-term inactive", |c| {
         c.unit == "mcr-w-term.service" && c.state.active_state == "inactive"
     })
     .await;
 
     // Restart=on-failure: systemd restarts it, NRestarts counts it.
-    sb.kill("KILL", pids[2]);
+    sb.kill("KILL", pids[2]).await;
     let c = next_matching(&mut watch, "mcr-w-restart back up", |c| {
         c.unit == "mcr-w-restart.service"
             && c.state.active_state == "active"
@@ -602,7 +495,8 @@ async fn watch_reports_kills_and_restarts() {
 
     // Its unit file removed + daemon-reload: the watch sees not-found (systemd
     // does not signal LoadState; the driver re-reads after each reload).
-    std::fs::remove_file(sb.root().join("run/systemd/system/mcr-w-stop.service"))
+    sb.with(|sb| sb.remove("/run/systemd/system/mcr-w-stop.service"))
+        .await
         .expect("remove unit file");
     sd.reload().await.expect("daemon-reload");
     next_matching(&mut watch, "mcr-w-stop not-found", |c| {
@@ -612,7 +506,7 @@ async fn watch_reports_kills_and_restarts() {
 
     // A unit that did not exist when the watch began: installed, reloaded,
     // started.
-    sb.write_unit(&later, SLEEP_UNIT);
+    sb.write_unit(&later, SLEEP_UNIT).await;
     sd.reload().await.expect("daemon-reload");
     sd.start(&later).await.expect("start later unit");
     let c = next_matching(&mut watch, "later unit active", |c| {
@@ -622,8 +516,10 @@ async fn watch_reports_kills_and_restarts() {
     assert_eq!(c.state.load_state, "loaded");
     assert!(c.state.main_pid > 0);
 
-    // When systemd goes away the watch ends and jobs report the bus.
-    drop(sb);
+    // When systemd goes away (SIGKILL of the sandbox's PID 1) the watch ends
+    // and jobs report the bus.
+    let pid1 = nix::unistd::Pid::from_raw(i32::try_from(sb.0.pid()).expect("pid"));
+    nix::sys::signal::kill(pid1, nix::sys::signal::Signal::SIGKILL).expect("kill systemd");
     let ended = tokio::time::timeout(Duration::from_secs(60), async {
         while watch.next().await.is_some() {}
     })
@@ -638,6 +534,7 @@ async fn watch_reports_kills_and_restarts() {
         }
         other => panic!("expected BusUnreachable, got {other:?}"),
     }
+    sb.teardown().await;
 }
 
 /// Set by `user_manager_over_user_bus` for the copy of this test binary it
@@ -649,52 +546,51 @@ const CHILD_ENV: &str = "MCRECOVER_DRIVE_E2E_CHILD";
 /// (`as_mcp_in_sandbox`) as uid 850 inside the sandbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_manager_over_user_bus() {
-    let Some(sb) = Sandbox::boot_or_skip("user_manager_over_user_bus") else {
+    // The testbed creates the platform user (mcp, 850) on the host and its
+    // home /srv/mcp inside the sandbox.
+    let Some(sb) = Sb::boot("user_manager_over_user_bus", Some(RootlessUser::mcp())).await else {
         return;
     };
-    if nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(850))
-        .ok()
-        .flatten()
-        .is_none()
-    {
-        if std::env::var("MCRECOVER_REQUIRE_E2E").as_deref() == Ok("1") {
-            panic!("MCRECOVER_REQUIRE_E2E=1 but there is no user with uid 850 (mcp)");
-        }
-        eprintln!("SKIP user_manager_over_user_bus: no user with uid 850 (mcp)");
-        return;
-    }
     let sd = sb.connect().await;
-    let home = sb.root().join("srv/mcp");
-    std::fs::create_dir_all(&home).expect("mkdir home");
-    nix::unistd::chown(
-        &home,
-        Some(nix::unistd::Uid::from_raw(850)),
-        Some(nix::unistd::Gid::from_raw(850)),
-    )
-    .expect("chown home");
     let user = sd.start("user@850.service").await.expect("start user@850");
     assert_eq!(user.state.active_state, "active");
 
-    let dir = sb.root().join("run/user/850/systemd/user");
-    std::fs::create_dir_all(&dir).expect("mkdir user unit dir");
-    std::fs::write(dir.join("mcr-user.service"), SLEEP_UNIT).expect("write unit");
-    std::fs::write(
-        dir.join("mcr-user-fails.service"),
-        "[Service]\nType=oneshot\nExecStart=/bin/false\n",
-    )
-    .expect("write unit");
+    let dir = "/run/user/850/systemd/user";
+    let (fails, sleep) = (
+        format!("{dir}/mcr-user-fails.service"),
+        format!("{dir}/mcr-user.service"),
+    );
+    sb.with(move |sb| {
+        sb.write_file(&sleep, SLEEP_UNIT.as_bytes())?;
+        sb.write_file(&fails, b"[Service]\nType=oneshot\nExecStart=/bin/false\n")
+    })
+    .await
+    .expect("write user units");
 
     let exe = std::env::current_exe().expect("current exe");
-    let out = sb.run_as_mcp(
-        &[(CHILD_ENV, "user"), ("RUST_BACKTRACE", "1")],
-        &[
-            exe.to_str().expect("utf-8 path"),
-            "--exact",
-            "as_mcp_in_sandbox",
-            "--nocapture",
-            "--test-threads=1",
-        ],
-    );
+    let exe = exe.to_str().expect("utf-8 path").to_owned();
+    let child = format!("{CHILD_ENV}=user");
+    // Without DBUS_SESSION_BUS_ADDRESS (run_as sets it): BusTarget::User must
+    // find the user bus by uid.
+    let out = sb
+        .with(move |sb| {
+            sb.run_as(
+                850,
+                &[
+                    "env",
+                    "-u",
+                    "DBUS_SESSION_BUS_ADDRESS",
+                    &child,
+                    "RUST_BACKTRACE=1",
+                    &exe,
+                    "--exact",
+                    "as_mcp_in_sandbox",
+                    "--nocapture",
+                    "--test-threads=1",
+                ],
+            )
+        })
+        .await;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -705,6 +601,7 @@ async fn user_manager_over_user_bus() {
         text.contains("USER-BUS-CHECKS-PASSED"),
         "uid-850 part did not run:\n{text}"
     );
+    sb.teardown().await;
 }
 
 /// Does nothing unless run by `user_manager_over_user_bus` (as uid 850 in a
