@@ -57,17 +57,16 @@ fn platform(name: &str, rootless: bool, quadlet: bool) -> Option<Sandbox> {
     Some(sb)
 }
 
-/// Puts this build's mcrecover at /usr/bin/mcrecover inside the sandbox (an
-/// overlay over /usr/bin in the sandbox's own mount namespace; the host's
-/// /usr/bin is untouched).
+/// Puts this build's mcrecover at /usr/bin/mcrecover inside the sandbox
+/// (where the generated gate units run it).
 fn install_binary(sb: &Sandbox) {
-    let bin = env!("CARGO_BIN_EXE_mcrecover");
-    let script = format!(
-        "set -e; mkdir -p /run/mcrecover-bin/upper /run/mcrecover-bin/work; \
-         cp {bin} /run/mcrecover-bin/upper/mcrecover; chmod 0755 /run/mcrecover-bin/upper/mcrecover; \
-         mount -t overlay overlay -o lowerdir=/usr/bin,upperdir=/run/mcrecover-bin/upper,workdir=/run/mcrecover-bin/work /usr/bin"
+    ok(
+        sb,
+        sb.install_bin(
+            std::path::Path::new(env!("CARGO_BIN_EXE_mcrecover")),
+            "mcrecover",
+        ),
     );
-    ok(sb, sb.run_ok(&["sh", "-c", &script]).map(|_| ()));
 }
 
 fn ok<T>(sb: &Sandbox, r: Result<T, mcrecover_testbed::TestbedError>) -> T {
@@ -320,7 +319,7 @@ fn systemctl_start_target_alone_recovers_in_stage_order() {
 }
 
 /// Shortens the foundation stage's timeout and sets its failure policy.
-fn foundation(text: String, policy: &str) -> String {
+fn foundation(text: &str, policy: &str) -> String {
     let old =
         "name = \"foundation\"\nservices = [\"mcns\"]\ntimeout = \"120s\"\non_failure = \"block\"";
     assert!(text.contains(old), "the example's foundation stage changed");
@@ -356,7 +355,7 @@ fn never_healthy_stage_blocks_or_continues() {
     };
 
     // block: later stages never start; exit 3; the report names the check and why.
-    let cfg = rootful_config(&sb, |t| foundation(t, "block"));
+    let cfg = rootful_config(&sb, |t| foundation(&t, "block"));
     let out = run(&cfg);
     let rep = report(&out);
     assert_eq!(out.status.code(), Some(3), "{rep:#}");
@@ -400,7 +399,7 @@ fn never_healthy_stage_blocks_or_continues() {
     }
 
     // continue: later stages start anyway and become healthy; exit 1.
-    let cfg = rootful_config(&sb, |t| foundation(t, "continue"));
+    let cfg = rootful_config(&sb, |t| foundation(&t, "continue"));
     let out = run(&cfg);
     let rep = report(&out);
     assert_eq!(out.status.code(), Some(1), "{rep:#}");

@@ -138,6 +138,7 @@ pub async fn recover(
 
         // Gate on the stage's checks until healthy or timeout.
         let deadline = stage_start + stage.timeout;
+        let gate_offset = stage_start.elapsed();
         let result = gate::wait_healthy(cfg, &stage.services, deadline, |ev| match ev {
             GateEvent::Attempt(st) => on_event(&RecoverEvent::Check(st)),
             GateEvent::ServiceHealthy { service, .. } => {
@@ -155,7 +156,12 @@ pub async fn recover(
         } else {
             StageStatus::Failed
         };
-        report.record_stage(&stage.name, status, started_at, elapsed, &result);
+        report.record_stage(
+            &stage.name,
+            status,
+            (started_at, gate_offset, elapsed),
+            &result,
+        );
 
         if healthy {
             // Mark the stage as passed in systemd too: the gate unit runs the

@@ -195,10 +195,11 @@ impl Report {
         &mut self,
         stage: &str,
         status: StageStatus,
-        started_at: Duration,
-        elapsed: Duration,
+        (started_at, gate_offset, elapsed): (Duration, Duration, Duration),
         result: &GateResult,
     ) {
+        // Gate times count from the end of the start jobs; report from stage start.
+        let since_stage = |d: &Option<Duration>| d.map(|d| gate_offset + d);
         if let Some(st) = self.stages.iter_mut().find(|s| s.name == stage) {
             st.status = status;
             st.started_at_s = started_at.as_secs_f64();
@@ -207,7 +208,7 @@ impl Report {
         let reasons = result.failing_reasons();
         for (svc, after) in &result.healthy_after {
             if let Some(s) = self.service_mut(svc) {
-                s.time_to_healthy_s = after.map(|d| d.as_secs_f64());
+                s.time_to_healthy_s = since_stage(after).map(|d| d.as_secs_f64());
                 s.status = if after.is_some() {
                     ServiceStatus::Healthy
                 } else {
@@ -225,7 +226,7 @@ impl Report {
             let slowest = result
                 .healthy_after
                 .iter()
-                .filter_map(|(n, d)| d.map(|d| (n, d)))
+                .filter_map(|(n, d)| since_stage(d).map(|d| (n, d)))
                 .max_by_key(|(_, d)| *d);
             if let Some((svc, d)) = slowest {
                 self.critical_path.push(CriticalStep {

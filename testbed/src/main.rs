@@ -40,6 +40,9 @@ enum Cmd {
         /// Keep the command in the foreground until SIGINT/SIGTERM, then tear down.
         #[arg(long)]
         foreground: bool,
+        /// Host executables to make available as /usr/bin/<file name> inside (repeatable).
+        #[arg(long = "bin")]
+        bins: Vec<PathBuf>,
     },
     /// Run a command inside a sandbox (as root, or as --uid).
     Exec {
@@ -88,6 +91,7 @@ fn run(cli: Cli) -> Result<ExitCode, TestbedError> {
             images,
             user_manager,
             foreground,
+            bins,
         } => {
             let opts = match profile.as_str() {
                 "metacircular" => SandboxOptions::metacircular("testbed-up"),
@@ -106,6 +110,13 @@ fn run(cli: Cli) -> Result<ExitCode, TestbedError> {
             }
             if images {
                 sb.load_images(&ImageSet::metacircular()?, uid)?;
+            }
+            for bin in &bins {
+                let name = bin.file_name().map(|n| n.to_string_lossy().into_owned());
+                let name = name.ok_or_else(|| {
+                    TestbedError::Sandbox(format!("--bin {}: not a file", bin.display()))
+                })?;
+                sb.install_bin(bin, &name)?;
             }
             // PATH becomes a symlink to the state dir; an existing symlink/file or EMPTY dir goes.
             if std::fs::remove_file(&state).is_err() {
@@ -127,17 +138,21 @@ fn run(cli: Cli) -> Result<ExitCode, TestbedError> {
         Cmd::Exec { state, uid, argv } => {
             let sb = Sandbox::attach(&real_state(&state))?;
             let args: Vec<&str> = argv.iter().map(String::as_str).collect();
-            let out = match uid {
-                Some(uid) => sb.run_as(uid, &args),
-                None => sb.run(&args),
+            // Live: the command's stdio is ours (the demo shows recovery progress as it happens).
+            let mut cmd = match uid {
+                Some(uid) => sb.command_as(uid, &args),
+                None => sb.command_root(&args),
             };
+            let status = cmd.status();
             sb.detach()?;
-            use std::io::Write;
-            let _ = std::io::stdout().write_all(&out.stdout);
-            let _ = std::io::stderr().write_all(&out.stderr);
-            Ok(ExitCode::from(
-                u8::try_from(out.status.code().unwrap_or(1)).unwrap_or(1),
-            ))
+            let code = match status {
+                Ok(st) => st.code().unwrap_or(1),
+                Err(e) => {
+                    eprintln!("testbed: cannot run nsenter: {e}");
+                    127
+                }
+            };
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
         Cmd::Info { state } => {
             let sb = Sandbox::attach(&real_state(&state))?;

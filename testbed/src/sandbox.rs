@@ -740,9 +740,35 @@ impl Sandbox {
     /// Runs `argv` inside the sandbox as root (`nsenter -t PID -m -p -n -u`, then the sandbox's
     /// cgroup namespace and its `/testbed-exec` cgroup), cwd `/`.
     pub fn run(&self, argv: &[&str]) -> Output {
+        Self::output(self.command_root(argv))
+    }
+
+    /// The command [`Sandbox::run`] runs, for callers that want its stdio (e.g. live output).
+    pub fn command_root(&self, argv: &[&str]) -> Command {
         let mut cmd = self.command(argv);
         cmd.env("HOME", "/root");
-        Self::output(cmd)
+        cmd
+    }
+
+    /// Makes the host executable `host` available as `/usr/bin/NAME` inside the sandbox only:
+    /// an overlay over `/usr/bin` in the sandbox's own mount namespace (the host's `/usr/bin`
+    /// is untouched). Used to put the mcrecover under test where generated gate units run it.
+    pub fn install_bin(&self, host: &Path, name: &str) -> Result<(), TestbedError> {
+        let mounted = self.run(&["mountpoint", "-q", "/usr/bin"]).status.success();
+        if !mounted {
+            self.run_ok(&[
+                "mkdir",
+                "-p",
+                "/run/testbed-bin/upper",
+                "/run/testbed-bin/work",
+            ])?;
+            let opts =
+                "lowerdir=/usr/bin,upperdir=/run/testbed-bin/upper,workdir=/run/testbed-bin/work";
+            self.run_ok(&["mount", "-t", "overlay", "overlay", "-o", opts, "/usr/bin"])?;
+        }
+        // Written through the overlay: lands in its upper dir.
+        self.copy_in(host, &format!("/usr/bin/{name}"), 0o755, None)?;
+        Ok(())
     }
 
     /// [`Sandbox::run`], returning stdout, or an error carrying stderr on a non-zero exit.
@@ -754,6 +780,11 @@ impl Sandbox {
     /// `HOME`, `USER`, `XDG_RUNTIME_DIR=/run/user/UID` and `DBUS_SESSION_BUS_ADDRESS` set, so
     /// `systemctl --user` and rootless podman work.
     pub fn run_as(&self, uid: u32, argv: &[&str]) -> Output {
+        Self::output(self.command_as(uid, argv))
+    }
+
+    /// The command [`Sandbox::run_as`] runs, for callers that want its stdio (e.g. live output).
+    pub fn command_as(&self, uid: u32, argv: &[&str]) -> Command {
         let (name, gid, home) = match &self.info.rootless_user {
             Some(u) if u.uid == uid => (u.name.clone(), uid, u.home.clone()),
             _ => match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
@@ -783,7 +814,7 @@ impl Sandbox {
                 format!("unix:path={runtime}/bus"),
             )
             .env("XDG_RUNTIME_DIR", runtime);
-        Self::output(cmd)
+        cmd
     }
 
     /// [`Sandbox::run_as`], returning stdout, or an error carrying stderr on a non-zero exit.
