@@ -414,8 +414,13 @@ impl Plan {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "plan for platform {} ({:?}, from {})",
-            self.platform, self.mode, self.source
+            "plan for platform {} ({}, from {})",
+            self.platform,
+            match self.mode {
+                Mode::Rootless => "rootless",
+                Mode::Rootful => "rootful",
+            },
+            self.source
         );
         let _ = writeln!(s, "top target: {}", self.top_target);
         for st in &self.stages {
