@@ -103,6 +103,28 @@ fn mcrecover(sb: &Sandbox, uid: Option<u32>, args: &[&str]) -> Output {
     out
 }
 
+/// `mcrecover recover --json` inside the sandbox: exit code and JSON report.
+/// Rootful runs put units in /run/systemd/system (the sandbox's own, not the
+/// host's /etc/systemd/system). On a non-zero exit the journal is printed.
+fn recover(sb: &Sandbox, uid: Option<u32>, config: &str, backend: &str) -> (Option<i32>, Value) {
+    let mut args = vec![
+        "recover",
+        "--json",
+        "--config",
+        config,
+        "--backend",
+        backend,
+    ];
+    if uid.is_none() {
+        args.extend(["--unit-dir", "/run/systemd/system"]);
+    }
+    let out = mcrecover(sb, uid, &args);
+    if out.status.code() != Some(0) {
+        eprintln!("journal:\n{}", sb.journal_all());
+    }
+    (out.status.code(), report(&out))
+}
+
 fn report(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -112,24 +134,18 @@ fn report(out: &Output) -> Value {
     })
 }
 
-/// A unit's property as an integer (`systemctl show -P`), system or user manager.
-fn prop_u64(sb: &Sandbox, uid: Option<u32>, unit: &str, prop: &str) -> u64 {
-    let out = match uid {
-        Some(uid) => sb.run_as(uid, &["systemctl", "--user", "show", "-P", prop, unit]),
-        None => sb.run(&["systemctl", "show", "-P", prop, unit]),
-    };
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
-
+/// A unit's property (`systemctl show -P`), system or user manager.
 fn prop(sb: &Sandbox, uid: Option<u32>, unit: &str, prop: &str) -> String {
     let out = match uid {
         Some(uid) => sb.run_as(uid, &["systemctl", "--user", "show", "-P", prop, unit]),
         None => sb.run(&["systemctl", "show", "-P", prop, unit]),
     };
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A unit's property as an integer (0 when unset).
+fn prop_u64(sb: &Sandbox, uid: Option<u32>, unit: &str, name: &str) -> u64 {
+    prop(sb, uid, unit, name).parse().unwrap_or(0)
 }
 
 fn services_of(rep: &Value, stage: &str) -> Vec<String> {
@@ -181,25 +197,8 @@ fn rootful_quadlet_recovers_all_stages_in_order() {
         return;
     };
     let cfg = rootful_config(&sb, |t| t);
-    let out = mcrecover(
-        &sb,
-        None,
-        &[
-            "recover",
-            "--json",
-            "--config",
-            &cfg,
-            "--backend",
-            "quadlet",
-            "--unit-dir",
-            "/run/systemd/system",
-        ],
-    );
-    let rep = report(&out);
-    if out.status.code() != Some(0) {
-        eprintln!("journal:\n{}", sb.journal_all());
-    }
-    assert_eq!(out.status.code(), Some(0));
+    let (code, rep) = recover(&sb, None, &cfg, "quadlet");
+    assert_eq!(code, Some(0));
     assert_all_healthy(&rep);
     // The units really came from the quadlet generator.
     assert_eq!(
@@ -215,23 +214,8 @@ fn rootless_service_backend_recovers_as_mcp() {
         return;
     };
     let config = example_path();
-    let out = mcrecover(
-        &sb,
-        Some(UID),
-        &[
-            "recover",
-            "--json",
-            "--config",
-            config.to_str().unwrap(),
-            "--backend",
-            "service",
-        ],
-    );
-    let rep = report(&out);
-    if out.status.code() != Some(0) {
-        eprintln!("journal:\n{}", sb.journal_all());
-    }
-    assert_eq!(out.status.code(), Some(0));
+    let (code, rep) = recover(&sb, Some(UID), config.to_str().unwrap(), "service");
+    assert_eq!(code, Some(0));
     assert_all_healthy(&rep);
     // Containers run in mcp's rootless storage, under mcp's manager.
     let ps = ok(
@@ -337,28 +321,11 @@ fn never_healthy_stage_blocks_or_continues() {
     };
     // MCNS answers SERVFAIL / HTTP 500 from the start.
     ok(&sb, sb.write_file("/srv/mcns/fault", b"500"));
-    let run = |cfg: &str| {
-        mcrecover(
-            &sb,
-            None,
-            &[
-                "recover",
-                "--json",
-                "--config",
-                cfg,
-                "--backend",
-                "service",
-                "--unit-dir",
-                "/run/systemd/system",
-            ],
-        )
-    };
 
     // block: later stages never start; exit 3; the report names the check and why.
     let cfg = rootful_config(&sb, |t| foundation(&t, "block"));
-    let out = run(&cfg);
-    let rep = report(&out);
-    assert_eq!(out.status.code(), Some(3), "{rep:#}");
+    let (code, rep) = recover(&sb, None, &cfg, "service");
+    assert_eq!(code, Some(3), "{rep:#}");
     assert_eq!(rep["outcome"], "blocked");
     assert_eq!(rep["stages"][0]["status"], "failed");
     for i in 1..4 {
@@ -400,9 +367,8 @@ fn never_healthy_stage_blocks_or_continues() {
 
     // continue: later stages start anyway and become healthy; exit 1.
     let cfg = rootful_config(&sb, |t| foundation(&t, "continue"));
-    let out = run(&cfg);
-    let rep = report(&out);
-    assert_eq!(out.status.code(), Some(1), "{rep:#}");
+    let (code, rep) = recover(&sb, None, &cfg, "service");
+    assert_eq!(code, Some(1), "{rep:#}");
     assert_eq!(rep["outcome"], "some_failed");
     assert_eq!(rep["stages"][0]["status"], "failed");
     for i in 1..4 {
