@@ -26,13 +26,17 @@ use mcrecover::config::{self, Config};
 use mcrecover::plan;
 use mcrecover::render::escape::{self, EscapeError};
 use mcrecover::render::{self, Backend, Destination, RenderError};
-use mcrecover_testbed::{e2e_gate, quadlet_binary, Sandbox, SandboxOptions};
+use mcrecover_testbed::{Sandbox, SandboxOptions};
 use proptest::strategy::{Just, Strategy, ValueTree};
 use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner};
 use zbus::proxy::CacheProperties;
 use zbus_systemd::systemd1::{ManagerProxy, ServiceProxy, UnitProxy};
 
-const NASTY: &str = include_str!("golden/nasty/nasty.toml");
+mod render_support;
+use render_support::{
+    add_random_services, container_mut, gate_argv, has_podman_args, image_and_command,
+    quadlet_gate, NASTY,
+};
 
 /// Inside the sandbox: the argv recorder and where it writes.
 const RECORDER: &str = "/run/render-test/record-argv";
@@ -46,18 +50,7 @@ static SANDBOXES: Mutex<()> = Mutex::new(());
 
 /// The e2e gate of the testbed, plus the quadlet binary.
 fn gate(test: &str) -> Option<PathBuf> {
-    let quadlet = quadlet_binary();
-    let extra: Vec<String> = match &quadlet {
-        Some(_) => Vec::new(),
-        None => vec![
-            "the quadlet binary is missing (set MCRECOVER_QUADLET or run scripts/fetch-quadlet)"
-                .into(),
-        ],
-    };
-    if !e2e_gate(test, &extra) {
-        return None;
-    }
-    quadlet
+    quadlet_gate(test, &[])
 }
 
 fn boot(name: &str, quadlet_generator: Option<PathBuf>) -> Sandbox {
@@ -181,18 +174,19 @@ fn with_recorder(unit: &str) -> String {
     )
 }
 
-fn config() -> Config {
-    let mut cfg = config::parse(NASTY, Path::new("tests/golden/nasty/nasty.toml")).unwrap();
+/// The nasty platform, rootful, its podman and mcrecover replaced by the
+/// recorder.
+fn recorder_nasty() -> Config {
+    let mut cfg = render_support::nasty();
     cfg.platform.podman = PathBuf::from(RECORDER);
     cfg.platform.mcrecover = PathBuf::from(RECORDER);
     cfg.platform.mode = config::Mode::Rootful;
-    let beta = cfg
-        .services
-        .get_mut("beta")
-        .unwrap()
-        .container
-        .as_mut()
-        .unwrap();
+    cfg
+}
+
+fn config() -> Config {
+    let mut cfg = recorder_nasty();
+    let beta = container_mut(&mut cfg, "beta");
     beta.command = vec![
         "x".into(),
         ";".into(),
@@ -202,56 +196,11 @@ fn config() -> Config {
     ];
     // Random services: argv, env values and podman args over the characters
     // that matter for escaping.
-    let template = cfg.services["gamma"].clone();
-    for i in 0..RANDOM_SERVICES {
-        let name = format!("r{i:02}");
-        let mut svc = template.clone();
-        svc.name = name.clone();
-        svc.after.clear();
-        let c = svc.container.as_mut().unwrap();
-        c.name = name.clone();
-        c.command = random_words(i, 6);
-        c.env = random_words(1000 + i, 3)
-            .into_iter()
-            .enumerate()
-            .map(|(j, v)| (format!("V{j}"), v))
-            .collect();
-        c.podman_args = vec![
-            "--label".into(),
-            format!("k={}", random_words(2000 + i, 1)[0]),
-        ];
-        cfg.services.insert(name.clone(), svc);
-        cfg.stages[1].services.push(name);
-    }
+    add_random_services(&mut cfg, RANDOM_SERVICES, false);
     cfg
 }
 
 const RANDOM_SERVICES: u64 = 20;
-
-/// Deterministic pseudo-random words (no control characters).
-fn random_words(seed: u64, count: usize) -> Vec<String> {
-    const ALPHABET: &[char] = &[
-        'a', 'b', 'Z', '0', ' ', '"', '\'', '\\', '$', '%', ';', '{', '}', '=', 'é', '*', '#', '~',
-        '!', '&', '|', '<', '>', '(', ')', '`', ':', ',', '.', '/', '-', '\u{a0}',
-    ];
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let mut next = move || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 33) as usize
-    };
-    (0..count)
-        .map(|_| {
-            let len = next() % 9;
-            (0..len)
-                .map(|_| ALPHABET[next() % ALPHABET.len()])
-                .collect()
-        })
-        .collect()
-}
 
 /// Names of the container services of `cfg`.
 fn containers(cfg: &Config) -> Vec<String> {
@@ -318,24 +267,13 @@ fn systemd_executes_exactly_the_intended_argv() {
         assert_eq!(recorded(&sb, &format!("{name}.service")), want, "{name}");
     }
     for st in &plan.stages {
-        assert_eq!(
-            recorded(&sb, &st.gate),
-            vec![
-                RECORDER.to_string(),
-                "gate".into(),
-                "--stage".into(),
-                st.name.clone(),
-                "--config".into(),
-                cfg.platform.config_path.display().to_string(),
-            ]
-        );
+        assert_eq!(recorded(&sb, &st.gate), gate_argv(&cfg, &st.name));
     }
     for name in &names {
         let name = name.as_str();
         let got = recorded(&sb, &format!("q-{name}.service"));
         let c = qcfg.services[name].container.as_ref().unwrap();
-        let mut tail = vec![c.image.clone()];
-        tail.extend(c.command.iter().cloned());
+        let tail = image_and_command(c);
         assert!(
             got.ends_with(&tail),
             "{name}: {got:?} does not end with {tail:?}"
@@ -347,13 +285,10 @@ fn systemd_executes_exactly_the_intended_argv() {
                 "{name}: --env {kv} missing in {got:?}"
             );
         }
-        if !c.podman_args.is_empty() {
-            assert!(
-                got.windows(c.podman_args.len())
-                    .any(|w| w == c.podman_args.as_slice()),
-                "{name}: podman_args missing in {got:?}"
-            );
-        }
+        assert!(
+            has_podman_args(&got, c),
+            "{name}: podman_args missing in {got:?}"
+        );
         let cid = format!("--cidfile=/run/q-{name}.cid");
         assert!(got.contains(&cid), "{cid} missing in {got:?}");
     }
@@ -416,10 +351,7 @@ fn quadlet_can_carry(argv: &[String]) -> bool {
 /// recorder with `argvs` as their commands (a template without ports,
 /// volumes, env or podman args: the argv is what is under test).
 fn property_config(argvs: &[Vec<String>]) -> Config {
-    let mut cfg = config::parse(NASTY, Path::new("tests/golden/nasty/nasty.toml")).unwrap();
-    cfg.platform.podman = PathBuf::from(RECORDER);
-    cfg.platform.mcrecover = PathBuf::from(RECORDER);
-    cfg.platform.mode = config::Mode::Rootful;
+    let mut cfg = recorder_nasty();
     let template = cfg.services["gamma"].clone();
     cfg.services.retain(|_, s| s.is_external());
     cfg.stages.truncate(1);
@@ -633,8 +565,7 @@ fn random_argv_round_trips_through_systemd() {
     // exactly the argv.
     for name in &qnames {
         let c = qcfg.services[name].container.as_ref().unwrap();
-        let mut tail = vec![c.image.clone()];
-        tail.extend(c.command.iter().cloned());
+        let tail = image_and_command(c);
         for (unit, exe) in [
             (format!("q-{name}.service"), "/usr/bin/podman"),
             (format!("qr-{name}.service"), RECORDER),
@@ -661,8 +592,7 @@ fn random_argv_round_trips_through_systemd() {
     for name in &qnames {
         let unit = format!("qr-{name}.service");
         let c = qcfg.services[name].container.as_ref().unwrap();
-        let mut tail = vec![c.image.clone()];
-        tail.extend(c.command.iter().cloned());
+        let tail = image_and_command(c);
         let got = recorded(&sb, &unit);
         assert!(
             got.ends_with(&tail),
@@ -710,13 +640,7 @@ fn control_characters_are_rejected() {
             (vec![], BTreeMap::new(), vec![format!("--label=x{ch}")]),
         ];
         for (command, env, podman_args) in variants {
-            let c = cfg
-                .services
-                .get_mut("p00")
-                .unwrap()
-                .container
-                .as_mut()
-                .unwrap();
+            let c = container_mut(&mut cfg, "p00");
             c.command = command;
             c.env = env;
             c.podman_args = podman_args;

@@ -8,7 +8,8 @@
 //! Tools: quadlet from `$MCRECOVER_QUADLET` or `.cache/quadlet/quadlet`
 //! (made by `scripts/fetch-quadlet`, which this test runs itself when
 //! `MCRECOVER_REQUIRE_E2E=1` and the binary is missing), `systemd-analyze`,
-//! and `/usr/bin/podman` (quadlet hard-codes it into `ExecStart=`). When one
+//! and what the testbed's e2e gate asks for (root, the sandbox programs,
+//! `/usr/bin/podman`, which quadlet hard-codes into `ExecStart=`). When one
 //! is missing the test fails if `MCRECOVER_REQUIRE_E2E=1`, else it prints why
 //! and returns.
 
@@ -23,57 +24,20 @@ use mcrecover::config::{self, Config, Mode};
 use mcrecover::plan;
 use mcrecover::render::{self, escape, Backend, Destination};
 
-const NASTY: &str = include_str!("golden/nasty/nasty.toml");
-
-fn require_e2e() -> bool {
-    std::env::var("MCRECOVER_REQUIRE_E2E").is_ok_and(|v| v == "1")
-}
-
-/// Fail (MCRECOVER_REQUIRE_E2E=1) or print a skip message.
-fn missing(what: &str) {
-    if require_e2e() {
-        panic!("MCRECOVER_REQUIRE_E2E=1 but {what}");
-    }
-    eprintln!("SKIP render_verify: {what} (set MCRECOVER_REQUIRE_E2E=1 to make this a failure)");
-}
+mod render_support;
+use render_support::{
+    add_random_services, container_mut, gate_argv, has_podman_args, image_and_command, quadlet_gate,
+};
 
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt as _;
-    fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-fn quadlet_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("MCRECOVER_QUADLET") {
-        let p = PathBuf::from(p);
-        return is_executable(&p).then_some(p);
-    }
-    let cached = manifest_dir().join(".cache/quadlet/quadlet");
-    if is_executable(&cached) {
-        return Some(cached);
-    }
-    if require_e2e() {
-        let out = Command::new(manifest_dir().join("scripts/fetch-quadlet"))
-            .output()
-            .expect("run scripts/fetch-quadlet");
-        assert!(
-            out.status.success(),
-            "scripts/fetch-quadlet failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return is_executable(&cached).then_some(cached);
-    }
-    None
 }
 
 fn systemd_analyze() -> Option<PathBuf> {
     ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
         .iter()
         .map(PathBuf::from)
-        .find(|p| is_executable(p))
+        .find(|p| p.is_file())
 }
 
 struct Tools {
@@ -81,20 +45,19 @@ struct Tools {
     analyze: PathBuf,
 }
 
-fn tools() -> Option<Tools> {
-    let Some(quadlet) = quadlet_bin() else {
-        missing("the quadlet generator is not available (run scripts/fetch-quadlet or set MCRECOVER_QUADLET)");
-        return None;
+/// The tools, or `None` (skip) / a panic (`MCRECOVER_REQUIRE_E2E`) when one
+/// is missing.
+fn tools(test: &str) -> Option<Tools> {
+    let analyze = systemd_analyze();
+    let extra: Vec<String> = match analyze {
+        Some(_) => Vec::new(),
+        None => vec!["systemd-analyze is not installed".into()],
     };
-    let Some(analyze) = systemd_analyze() else {
-        missing("systemd-analyze is not installed");
-        return None;
-    };
-    if !is_executable(Path::new("/usr/bin/podman")) {
-        missing("/usr/bin/podman is not installed (quadlet's units execute it)");
-        return None;
-    }
-    Some(Tools { quadlet, analyze })
+    let quadlet = quadlet_gate(test, &extra)?;
+    Some(Tools {
+        quadlet,
+        analyze: analyze?,
+    })
 }
 
 /// Point the platform's executables at files that exist here.
@@ -105,7 +68,7 @@ fn localize(mut cfg: Config) -> Config {
 }
 
 fn nasty() -> Config {
-    localize(config::parse(NASTY, Path::new("tests/golden/nasty/nasty.toml")).unwrap())
+    localize(render_support::nasty())
 }
 
 fn example() -> Option<Config> {
@@ -152,8 +115,7 @@ fn exec_start(unit: &str) -> Vec<String> {
 /// every published port and volume, and the podman_args in sequence.
 fn check_argv(cfg: &Config, service: &str, argv: &[String]) {
     let c = cfg.services[service].container.as_ref().unwrap();
-    let mut tail = vec![c.image.clone()];
-    tail.extend(c.command.iter().cloned());
+    let tail = image_and_command(c);
     assert!(
         argv.ends_with(&tail),
         "{service}: argv does not end with image + command\n  got  {argv:?}\n  want ...{tail:?}"
@@ -185,14 +147,11 @@ fn check_argv(cfg: &Config, service: &str, argv: &[String]) {
             v.raw
         );
     }
-    if !c.podman_args.is_empty() {
-        assert!(
-            argv.windows(c.podman_args.len())
-                .any(|w| w == c.podman_args.as_slice()),
-            "{service}: podman_args {:?} missing in {argv:?}",
-            c.podman_args
-        );
-    }
+    assert!(
+        has_podman_args(argv, c),
+        "{service}: podman_args {:?} missing in {argv:?}",
+        c.podman_args
+    );
     assert!(argv.contains(&c.name), "{service}: container name missing");
 }
 
@@ -300,25 +259,15 @@ fn verify(tools: &Tools, cfg: &Config, backend: Backend, mode: Mode) {
     // Gates run exactly the intended mcrecover command.
     for st in &plan.stages {
         let gate = rendered.get(&st.gate).unwrap();
-        assert_eq!(
-            exec_start(&gate.contents),
-            vec![
-                cfg.platform.mcrecover.display().to_string(),
-                "gate".into(),
-                "--stage".into(),
-                st.name.clone(),
-                "--config".into(),
-                cfg.platform.config_path.display().to_string(),
-            ]
-        );
+        assert_eq!(exec_start(&gate.contents), gate_argv(&cfg, &st.name));
     }
     let verified = run_verify(tools, &udir, mode);
     // Every container unit, every gate and stage target, and the top target.
     assert_eq!(verified, containers.len() + 2 * plan.stages.len() + 1);
 }
 
-fn verify_all(cfg: &Config) {
-    let Some(tools) = tools() else { return };
+fn verify_all(test: &str, cfg: &Config) {
+    let Some(tools) = tools(test) else { return };
     for backend in [Backend::Quadlet, Backend::Service] {
         for mode in [Mode::Rootless, Mode::Rootful] {
             verify(&tools, cfg, backend, mode);
@@ -328,7 +277,10 @@ fn verify_all(cfg: &Config) {
 
 #[test]
 fn nasty_config_passes_quadlet_and_systemd_analyze() {
-    verify_all(&nasty());
+    verify_all(
+        "render_verify::nasty_config_passes_quadlet_and_systemd_analyze",
+        &nasty(),
+    );
 }
 
 #[test]
@@ -339,14 +291,19 @@ fn example_passes_quadlet_and_systemd_analyze() {
         eprintln!("SKIP: examples/metacircular.toml not present yet");
         return;
     };
-    verify_all(&cfg);
+    verify_all(
+        "render_verify::example_passes_quadlet_and_systemd_analyze",
+        &cfg,
+    );
 }
 
 /// The verifier itself catches bad units (guards against a test that can
 /// never fail): an unknown key makes systemd-analyze warn on stderr.
 #[test]
 fn verifier_rejects_a_bad_unit() {
-    let Some(tools) = tools() else { return };
+    let Some(tools) = tools("render_verify::verifier_rejects_a_bad_unit") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     fs::write(
         tmp.path().join("bad.service"),
@@ -368,13 +325,7 @@ fn verifier_rejects_a_bad_unit() {
 #[test]
 fn semicolon_and_empty_words_round_trip_in_service_backend() {
     let mut cfg = nasty();
-    let beta = cfg
-        .services
-        .get_mut("beta")
-        .unwrap()
-        .container
-        .as_mut()
-        .unwrap();
+    let beta = container_mut(&mut cfg, "beta");
     beta.command = vec![
         "sh".into(),
         "-c".into(),
@@ -391,70 +342,25 @@ fn semicolon_and_empty_words_round_trip_in_service_backend() {
         err.contains("service beta") && err.contains("argument 4 of command"),
         "{err}"
     );
-    let Some(tools) = tools() else { return };
+    let Some(tools) =
+        tools("render_verify::semicolon_and_empty_words_round_trip_in_service_backend")
+    else {
+        return;
+    };
     for mode in [Mode::Rootless, Mode::Rootful] {
         verify(&tools, &cfg, Backend::Service, mode);
     }
-}
-
-/// Deterministic pseudo-random words over the characters that matter for
-/// escaping (no control characters: those are rejected by config and render).
-fn random_words(seed: u64, count: usize, quadlet_safe: bool) -> Vec<String> {
-    const ALPHABET: &[char] = &[
-        'a', 'b', 'Z', '0', ' ', '"', '\'', '\\', '$', '%', ';', '{', '}', '=', 'é', '*', '#', '~',
-        '!', '&', '|', '<', '>', '(', ')', '`', ':', ',', '.', '/', '-', '\u{a0}',
-    ];
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let mut next = move || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 33) as usize
-    };
-    (0..count)
-        .map(|_| {
-            let len = next() % 9;
-            let w: String = (0..len)
-                .map(|_| ALPHABET[next() % ALPHABET.len()])
-                .collect();
-            if quadlet_safe && (w.is_empty() || w == ";") {
-                "x".to_string()
-            } else {
-                w
-            }
-        })
-        .collect()
 }
 
 /// Many containers with random argv, env values and podman args go through
 /// the real quadlet and come out exactly as meant.
 #[test]
 fn random_argv_survives_real_quadlet() {
-    let Some(tools) = tools() else { return };
+    let Some(tools) = tools("render_verify::random_argv_survives_real_quadlet") else {
+        return;
+    };
     let mut cfg = nasty();
-    let template = cfg.services["gamma"].clone();
-    for i in 0..40u64 {
-        let name = format!("r{i:02}");
-        let mut svc = template.clone();
-        svc.name = name.clone();
-        svc.after.clear();
-        let c = svc.container.as_mut().unwrap();
-        c.name = name.clone();
-        c.command = random_words(i, 6, true);
-        c.env = random_words(1000 + i, 3, false)
-            .into_iter()
-            .enumerate()
-            .map(|(j, v)| (format!("V{j}"), v))
-            .collect();
-        c.podman_args = vec![
-            "--label".into(),
-            format!("k={}", random_words(2000 + i, 1, false)[0]),
-        ];
-        cfg.services.insert(name.clone(), svc);
-        cfg.stages[1].services.push(name);
-    }
+    add_random_services(&mut cfg, 40, true);
     // The sample really exercises the escapes.
     let all: String = cfg
         .services
