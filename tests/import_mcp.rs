@@ -383,3 +383,18 @@ fn binary_writes_a_valid_config() {
     assert_eq!(run.status.code(), Some(2));
     assert!(!bad.exists());
 }
+
+/// A definition skipped on merge leaves the config's entry alone, and says so.
+#[test]
+fn merge_keeps_entries_of_skipped_definitions() {
+    let base = Base::load(&example()).unwrap();
+    let defs = import::read_definitions(&[fixtures()]).unwrap();
+    let out = import::convert(&defs, Some(&base), None, Path::new("/tmp/m.toml")).unwrap();
+    // mcias (node svc) is external in the example: kept, with a note.
+    assert!(warned(
+        &out,
+        "mcias.toml",
+        "the merged config's `mcias` left as is"
+    ));
+    assert!(reparse(&out).services["mcias"].is_external());
+}

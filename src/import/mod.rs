@@ -70,7 +70,7 @@ const RESTART_POLICIES: &[&str] = &["no", "on-failure", "always", "unless-stoppe
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     /// A file or directory could not be read.
-    #[error("{}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Io {
         /// The path.
         path: PathBuf,
@@ -248,7 +248,10 @@ pub fn convert(
         .map(|b| normalized_prefix(&b.config.platform.image_prefix))
         .unwrap_or_default();
     let mut warnings = Vec::new();
-    let converted = convert_all(defs, &node, &prefix, &mut warnings);
+    let existing: Vec<String> = base
+        .map(|b| b.config.services.keys().cloned().collect())
+        .unwrap_or_default();
+    let converted = convert_all(defs, &node, &prefix, &existing, &mut warnings);
     if converted.is_empty() {
         return Err(ImportError::Nothing { node });
     }
@@ -293,6 +296,7 @@ fn convert_all(
     defs: &[McpService],
     node: &str,
     prefix: &str,
+    existing: &[String],
     warnings: &mut Vec<Warning>,
 ) -> Vec<Converted> {
     let mut out: Vec<Converted> = Vec::new();
@@ -313,9 +317,25 @@ fn convert_all(
                 def.name
             ));
         }
+        // Entries of the merged config that a skipped definition would have replaced.
+        let kept: Vec<String> = def
+            .components
+            .iter()
+            .map(|c| container_name(&def.name, &c.name))
+            .filter(|k| existing.contains(k))
+            .map(|k| format!("`{k}`"))
+            .collect();
+        let kept = if kept.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; the merged config's {} left as is (remove by hand if it must not run)",
+                kept.join(", ")
+            )
+        };
         if !def.active {
             warn(format!(
-                "service `{}` is inactive (active = false): skipped",
+                "service `{}` is inactive (active = false): skipped{kept}",
                 def.name
             ));
             continue;
@@ -323,7 +343,7 @@ fn convert_all(
         match &def.node {
             Some(n) if n != node => {
                 warn(format!(
-                    "service `{}` runs on node `{n}`, not `{node}`: skipped (use --node {n} to import it)",
+                    "service `{}` runs on node `{n}`, not `{node}`: skipped (use --node {n} to import it){kept}",
                     def.name
                 ));
                 continue;
