@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mcrecover::config::{self, BackendChoice, Config, Mode};
 use mcrecover::drive::{BusTarget, Systemd};
 use mcrecover::recover::{self, gate, Progress};
-use mcrecover::{check, plan, render};
+use mcrecover::{check, import, plan, render};
 
 /// Exit code for a configuration or usage error.
 const EXIT_CONFIG: u8 = 2;
@@ -93,6 +93,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Convert MCP service definitions (~/.config/mcp/services/*.toml) into a configuration.
+    ImportMcp(ImportMcpArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct ImportMcpArgs {
+    /// Directories of MCP service definitions (their *.toml files), or single files.
+    #[arg(required = true, value_name = "DIR")]
+    dirs: Vec<PathBuf>,
+    /// Merge into this configuration (keeps its platform, check defaults, stages and checks).
+    #[arg(long, value_name = "CONFIG")]
+    merge: Option<PathBuf>,
+    /// Import the services of this node (default: the merged config's platform.node, else rift).
+    #[arg(long)]
+    node: Option<String>,
+    /// Write the configuration here instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -171,6 +189,10 @@ fn sys<E: Into<anyhow::Error>>(e: E) -> Exit {
 }
 
 fn run(cli: Cli) -> Result<u8, Exit> {
+    // import-mcp produces a configuration: it must not need one.
+    if let Command::ImportMcp(args) = &cli.command {
+        return import_mcp(args);
+    }
     let cfg = load(&cli.config)?;
     match cli.command {
         Command::CheckConfig { json } => {
@@ -261,7 +283,37 @@ fn run(cli: Cli) -> Result<u8, Exit> {
             }
         }),
         Command::Verify { json } => runtime()?.block_on(verify(&cfg, json)),
+        Command::ImportMcp(args) => import_mcp(&args),
     }
+}
+
+/// `import-mcp`: convert, print the warnings, write the validated text.
+fn import_mcp(args: &ImportMcpArgs) -> Result<u8, Exit> {
+    let imported = import::import_paths(
+        &args.dirs,
+        args.merge.as_deref(),
+        args.node.as_deref(),
+        args.out.as_deref(),
+    )
+    .map_err(|e| Exit(EXIT_CONFIG, e.into()))?;
+    for w in &imported.warnings {
+        eprintln!("mcrecover: warning: {w}");
+    }
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, &imported.text)
+                .with_context(|| format!("writing {}", path.display()))
+                .map_err(sys)?;
+            eprintln!(
+                "{}: {} containers imported, {} warnings",
+                path.display(),
+                imported.converted.len(),
+                imported.warnings.len()
+            );
+        }
+        None => print!("{}", imported.text),
+    }
+    Ok(0)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
