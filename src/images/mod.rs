@@ -490,8 +490,8 @@ pub async fn save(cfg: &Config, dir: &Path) -> Result<SaveReport, ImagesError> {
         };
         let path = dir.join(&file);
         let tmp = dir.join(format!(".{file}.tmp{}", std::process::id()));
-        let out = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        if let Err(e) = pm.save(&image, out).await {
+        drop(std::fs::File::create(&tmp).map_err(io(&tmp))?);
+        if let Err(e) = pm.save(&image, &tmp).await {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
@@ -505,6 +505,14 @@ pub async fn save(cfg: &Config, dir: &Path) -> Result<SaveReport, ImagesError> {
         .map_err(|e| std::io::Error::other(e.to_string()))
         .and_then(|r| r);
         let (sha256, size) = hashed.map_err(io(&tmp))?;
+        if size == 0 {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(ImagesError::Podman {
+                action: "save",
+                image,
+                detail: "it wrote an empty archive".into(),
+            });
+        }
         archive::set_mode_0644(&tmp)?;
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
         let entry = IndexEntry {

@@ -5,7 +5,7 @@
 //! platform user never needs access to the archive directory.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use tokio::process::Command;
@@ -155,15 +155,31 @@ impl Podman {
         }
     }
 
-    /// `podman save --format docker-archive IMAGE` into `out`.
-    pub(crate) async fn save(&self, image: &str, out: File) -> Result<(), ImagesError> {
+    /// `podman save --format docker-archive -o PATH IMAGE`. `path` must be an
+    /// empty file we created: it is handed to the platform user for the save
+    /// (podman writes it as that user) and back to root afterwards. (Writing
+    /// to a stdout we opened gives an empty archive under rootless podman.)
+    pub(crate) async fn save(&self, image: &str, path: &Path) -> Result<(), ImagesError> {
+        let chown = |uid: u32, gid: u32| {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|source| ImagesError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        if let Some(u) = &self.run_as {
+            chown(u.uid, u.gid)?;
+        }
+        let p = path.to_string_lossy();
         let res = self
             .run(
-                &["save", "-q", "--format", "docker-archive", image],
+                &["save", "-q", "--format", "docker-archive", "-o", &p, image],
                 Stdio::null(),
-                Stdio::from(out),
+                Stdio::piped(),
             )
             .await?;
+        if self.run_as.is_some() {
+            chown(0, 0)?;
+        }
         if res.status.success() {
             Ok(())
         } else {
