@@ -169,6 +169,42 @@ fn save_then_cold_start_from_archives() {
     let out = mcrecover(&sb, Some(UID), &["images", "status"]);
     assert_eq!(out.status.code(), Some(1));
 
+    // pull = "missing", but MCR (stage core) serves the registry: no pull before it is healthy.
+    let example = std::fs::read_to_string(config()).unwrap();
+    let pulling = example.replacen(
+        "pull = \"never\"",
+        "pull = \"missing\"\nregistry_service = \"mcr-api\"",
+        1,
+    );
+    assert_ne!(
+        pulling, example,
+        "the example no longer says pull = \"never\""
+    );
+    ok(
+        &sb,
+        sb.write_file("/srv/mcrecover-pull.toml", pulling.as_bytes()),
+    );
+    let out = sb.run_as(
+        UID,
+        &[
+            "/usr/bin/mcrecover",
+            "recover",
+            "--json",
+            "--backend",
+            "service",
+            "--config",
+            "/srv/mcrecover-pull.toml",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let rep = json(&out);
+    let err = service(&rep, "mcns")["start_error"].as_str().unwrap();
+    assert!(
+        err.contains("Not pulling it: its registry is served by mcr-api (stage core)")
+            && err.ends_with(&remedy(MCNS)),
+        "{err}"
+    );
+
     // Archives in place: status shows missing + archived (checksum ok).
     for entry in std::fs::read_dir(saved.path()).unwrap() {
         let entry = entry.unwrap();
