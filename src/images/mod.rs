@@ -69,7 +69,7 @@ pub enum ImagesError {
     Podman {
         /// `load`, `save`, `pull`, `image exists`.
         action: &'static str,
-        /// The image (empty for `load`).
+        /// The image.
         image: String,
         /// podman's stderr.
         detail: String,
@@ -396,7 +396,7 @@ async fn load_archived(
             source,
         })
     })?;
-    if let Err(e) = pm.load(file).await {
+    if let Err(e) = pm.load(image, file).await {
         return Err(LoadFailure::Refused(format!(
             "image {image}: loading {} failed: {e}.",
             path.display()

@@ -139,8 +139,8 @@ impl Podman {
         }
     }
 
-    /// `podman load` with the archive on stdin. Returns stderr on failure.
-    pub(crate) async fn load(&self, archive: File) -> Result<(), ImagesError> {
+    /// `podman load` with the archive of `image` on stdin.
+    pub(crate) async fn load(&self, image: &str, archive: File) -> Result<(), ImagesError> {
         let out = self
             .run(&["load", "-q"], Stdio::from(archive), Stdio::piped())
             .await?;
@@ -149,7 +149,7 @@ impl Podman {
         } else {
             Err(ImagesError::Podman {
                 action: "load",
-                image: String::new(),
+                image: image.to_string(),
                 detail: stderr_of(&out),
             })
         }
