@@ -8,6 +8,7 @@
 pub mod check;
 pub mod config;
 pub mod drive;
+pub mod images;
 pub mod import;
 pub mod plan;
 pub mod recover;

@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mcrecover::config::{self, BackendChoice, Config, Mode};
 use mcrecover::drive::{BusTarget, Systemd};
 use mcrecover::recover::{self, gate, Progress};
-use mcrecover::{check, import, plan, render};
+use mcrecover::{check, images, import, plan, render};
 
 /// Exit code for a configuration or usage error.
 const EXIT_CONFIG: u8 = 2;
@@ -93,8 +93,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Image archives for a cold start (docs/images.md).
+    Images {
+        #[command(subcommand)]
+        cmd: ImagesCmd,
+    },
     /// Convert MCP service definitions (~/.config/mcp/services/*.toml) into a configuration.
     ImportMcp(ImportMcpArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ImagesCmd {
+    /// Export every configured image into DIR (default: image_archive) with index.json.
+    Save {
+        /// Archive directory (default: platform.image_archive).
+        dir: Option<PathBuf>,
+    },
+    /// Per image: present in podman storage or missing; archived (checksum ok?) or not.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -283,6 +303,25 @@ fn run(cli: Cli) -> Result<u8, Exit> {
             }
         }),
         Command::Verify { json } => runtime()?.block_on(verify(&cfg, json)),
+        Command::Images { cmd } => runtime()?.block_on(async {
+            match cmd {
+                ImagesCmd::Save { dir } => {
+                    let dir = images::archive_dir(&cfg, dir.as_deref()).map_err(sys)?;
+                    let report = images::save(&cfg, &dir).await.map_err(sys)?;
+                    print!("{}", report.to_text());
+                    Ok(report.exit_code())
+                }
+                ImagesCmd::Status { json } => {
+                    let report = images::status(&cfg).await.map_err(sys)?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&report).map_err(sys)?);
+                    } else {
+                        print!("{}", report.to_text());
+                    }
+                    Ok(report.exit_code())
+                }
+            }
+        }),
         Command::ImportMcp(args) => import_mcp(&args),
     }
 }

@@ -121,6 +121,25 @@ pub(crate) fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
     }
 
     validate::cross_check(&ctx, &services, &stages)?;
+    if let Some(reg) = raw
+        .platform
+        .as_ref()
+        .and_then(|p| p.get_ref().registry_service.as_ref())
+    {
+        let ok = services
+            .iter()
+            .any(|s| &s.service.name == reg.get_ref() && !s.service.is_external());
+        if !ok {
+            return Err(ctx.err(
+                reg.span(),
+                format!(
+                    "registry_service `{}` is not a container service",
+                    reg.get_ref()
+                ),
+                "name the [services.*] entry that serves the image registry, e.g. \"mcr-api\"",
+            ));
+        }
+    }
 
     Ok(Config {
         source: path.to_path_buf(),

@@ -88,6 +88,9 @@ pub struct Platform {
     pub image_archive: Option<PathBuf>,
     /// Pull policy for images.
     pub pull: PullPolicy,
+    /// The service that serves the registry of `image_prefix` (e.g. `mcr-api`): images of
+    /// that registry are never pulled before that service's stage is healthy.
+    pub registry_service: Option<String>,
     /// Where `.container` files are written (default depends on mode).
     pub quadlet_dir: PathBuf,
     /// Where `.service`/`.target` units are written (default depends on mode).

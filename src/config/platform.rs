@@ -102,6 +102,11 @@ pub(crate) fn load_platform(
             ],
         )?,
     };
+    let registry_service = raw
+        .registry_service
+        .as_ref()
+        .map(|v| text(ctx, v, "registry_service"))
+        .transpose()?;
     let path_or =
         |value: Option<&S<String>>, key: &str, default: PathBuf| -> Result<PathBuf, ConfigError> {
             value.map_or(Ok(default), |v| abs_path(ctx, v, key))
@@ -141,6 +146,7 @@ pub(crate) fn load_platform(
         image_prefix,
         image_archive,
         pull,
+        registry_service,
         quadlet_dir,
         unit_dir,
         podman,

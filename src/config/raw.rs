@@ -40,6 +40,7 @@ pub(crate) struct RawPlatform {
     pub(crate) image_prefix: OptStr,
     pub(crate) image_archive: OptStr,
     pub(crate) pull: OptStr,
+    pub(crate) registry_service: OptStr,
     pub(crate) quadlet_dir: OptStr,
     pub(crate) unit_dir: OptStr,
     pub(crate) podman: OptStr,

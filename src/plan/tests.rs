@@ -120,6 +120,7 @@ pub(crate) fn sample() -> Config {
             image_prefix: "mcr.svc.mcp.metacircular.net:8443/".into(),
             image_archive: None,
             pull: PullPolicy::Never,
+            registry_service: None,
             quadlet_dir: "/srv/mcp/.config/containers/systemd".into(),
             unit_dir: "/srv/mcp/.config/systemd/user".into(),
             podman: "/usr/bin/podman".into(),

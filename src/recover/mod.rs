@@ -93,6 +93,43 @@ pub async fn recover(
             services: stage.services.clone(),
         });
 
+        // Cold start: every image of the stage into podman storage first (loaded from the
+        // verified archive or pulled, see crate::images). If one is unavailable the stage
+        // fails at once, reported like a start error on each of its services.
+        if let Err(e) = crate::images::ensure_images(cfg, &stage.services).await {
+            let messages = e.by_service(&stage.services);
+            for (svc, msg) in &messages {
+                warn!(service = %svc, stage = %stage.name, error = %msg, "image unavailable");
+                report.set_unit(svc, None, None, Some(msg.clone()));
+                on_event(&RecoverEvent::UnitStarted {
+                    service: svc.clone(),
+                    unit: unit_of(plan, svc).unwrap_or_default().to_string(),
+                    result: Err(msg.clone()),
+                });
+            }
+            let none = gate::GateResult {
+                healthy_after: stage.services.iter().map(|s| (s.clone(), None)).collect(),
+                checks: Vec::new(),
+            };
+            let elapsed = stage_start.elapsed();
+            report.record_stage(
+                &stage.name,
+                StageStatus::Failed,
+                (started_at, elapsed, elapsed),
+                &none,
+            );
+            earlier_failed = true;
+            if stage.policy == FailurePolicy::Block {
+                blocked_by = Some(stage.name.clone());
+            }
+            on_event(&RecoverEvent::StageDone {
+                stage: stage.name.clone(),
+                status: StageStatus::Failed,
+                elapsed,
+            });
+            continue;
+        }
+
         // Start every unit of the stage in parallel. After a failed `continue`
         // stage, start with dependencies ignored: the failed gate must not make
         // this stage wait out the earlier stage's timeout a second time.
