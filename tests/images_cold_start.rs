@@ -169,13 +169,11 @@ fn save_then_cold_start_from_archives() {
     let out = mcrecover(&sb, Some(UID), &["images", "status"]);
     assert_eq!(out.status.code(), Some(1));
 
-    // pull = "missing", but MCR (stage core) serves the registry: no pull before it is healthy.
+    // pull = "missing", but MCR (stage core, the example's registry_service) serves the
+    // registry: no pull before it is healthy.
     let example = std::fs::read_to_string(config()).unwrap();
-    let pulling = example.replacen(
-        "pull = \"never\"",
-        "pull = \"missing\"\nregistry_service = \"mcr-api\"",
-        1,
-    );
+    assert!(example.contains("registry_service = \"mcr-api\""));
+    let pulling = example.replacen("pull = \"never\"", "pull = \"missing\"", 1);
     assert_ne!(
         pulling, example,
         "the example no longer says pull = \"never\""
