@@ -132,7 +132,11 @@ fn real_podman_and_journal_errors_are_diagnosed() {
         .unwrap();
     sb.wait_until("the foreign listener", Duration::from_secs(30), || {
         Ok(sb
-            .run(&["sh", "-c", "grep -qi ':6DB0 ' /proc/net/tcp"])
+            .run(&[
+                "sh",
+                "-c",
+                &format!("grep -qi ':{:04X} ' /proc/net/tcp", 28080u16),
+            ])
             .status
             .success())
     })

@@ -603,7 +603,7 @@ async fn check_prerequisites(cfg: &Config, bus: &BusTarget) -> Vec<Finding> {
         let check = format!("unit {unit}");
         match sd.unit_state(unit).await {
             Ok(st) if st.is_active() => f.push(Finding::ok(check, "active")),
-            Ok(st) if st.is_not_found() => f.push(Finding::bad(
+            Err(crate::drive::DriveError::UnitNotFound { .. }) => f.push(Finding::bad(
                 Status::Fail,
                 check,
                 format!("{unit} is not installed (LoadState not-found)"),
