@@ -113,6 +113,7 @@ fn example_platform_on_rift_passes_host_checks() {
         "podman",
         "backend",
         "images",
+        "unprivileged ports",
     ] {
         assert_eq!(status(&r, check), "ok", "{check}: {r:#}");
     }

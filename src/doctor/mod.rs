@@ -182,6 +182,7 @@ pub async fn run(cfg: &Config, opts: &DoctorOptions) -> DoctorReport {
     let containers: Vec<&Service> = cfg.services.values().filter(|s| !s.is_external()).collect();
     f.extend(check_bind_ips(&containers));
     f.extend(check_ports(&containers));
+    f.extend(check_unprivileged_ports(cfg, &containers));
     f.extend(check_prerequisites(cfg, &opts.system_bus).await);
     f.extend(check_podman(cfg));
     f.extend(check_images(cfg, &containers).await);
@@ -519,6 +520,51 @@ fn check_ports(containers: &[&Service]) -> Vec<Finding> {
         );
     }
     f
+}
+
+/// Rootless podman can publish a port below
+/// `net.ipv4.ip_unprivileged_port_start` (default 1024) only if that sysctl
+/// allows it: MCNS's port 53 needs it lowered.
+fn check_unprivileged_ports(cfg: &Config, containers: &[&Service]) -> Vec<Finding> {
+    if cfg.platform.mode != Mode::Rootless {
+        return Vec::new();
+    }
+    let path = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
+    let Some(start) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.trim().parse::<u16>().ok())
+    else {
+        return Vec::new();
+    };
+    let low: BTreeSet<(u16, &str)> = containers
+        .iter()
+        .flat_map(|s| {
+            s.container
+                .iter()
+                .flat_map(|c| &c.ports)
+                .filter(|p| p.host_port < start)
+                .map(|p| (p.host_port, s.name.as_str()))
+        })
+        .collect();
+    let Some(lowest) = low.iter().map(|(p, _)| *p).min() else {
+        return vec![Finding::ok(
+            "unprivileged ports",
+            format!("ip_unprivileged_port_start = {start}: every published port is allowed"),
+        )];
+    };
+    let which: Vec<String> = low.iter().map(|(p, s)| format!("{p} ({s})")).collect();
+    vec![Finding::bad(
+        Status::Fail,
+        "unprivileged ports",
+        format!(
+            "ip_unprivileged_port_start = {start}: rootless podman cannot publish {}",
+            which.join(", ")
+        ),
+        format!(
+            "`sysctl -w net.ipv4.ip_unprivileged_port_start={lowest}` and persist it \
+             (NixOS: boot.kernel.sysctl.\"net.ipv4.ip_unprivileged_port_start\" = {lowest})"
+        ),
+    )]
 }
 
 fn fmt_ip(ip: IpAddr) -> String {
@@ -876,6 +922,73 @@ fn check_space(cfg: &Config) -> Vec<Finding> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    fn holder(comm: &str, local: &str) -> net::Holder {
+        net::Holder {
+            pid: 42,
+            comm: comm.into(),
+            cmdline: format!("/usr/lib/systemd/{comm}"),
+            local: local.into(),
+        }
+    }
+
+    #[test]
+    fn port_holders_explained() {
+        let f = port_finding(
+            "port 0.0.0.0:53/udp (mcns)".into(),
+            53,
+            "mcns",
+            &[holder("systemd-resolve", "127.0.0.53:53")],
+        );
+        assert_eq!(f.status, Status::Fail);
+        assert!(
+            f.explanation.contains("held by systemd-resolve (pid 42"),
+            "{f:?}"
+        );
+        assert!(
+            f.explanation.contains("systemd-resolved holds port 53"),
+            "{f:?}"
+        );
+        assert!(f
+            .remedy
+            .as_deref()
+            .unwrap_or("")
+            .contains("192.168.88.181:53:53"));
+
+        let f = port_finding(
+            "p".into(),
+            48116,
+            "mcat",
+            &[holder("rootlessport", "127.0.0.1:48116")],
+        );
+        assert_eq!(f.status, Status::Ok);
+        assert!(f
+            .explanation
+            .contains("podman's port forwarding rootlessport (pid 42)"));
+        let f = port_finding(
+            "p".into(),
+            28443,
+            "mcr-api",
+            &[holder("conmon", "127.0.0.1:28443")],
+        );
+        assert_eq!(f.status, Status::Ok);
+
+        let f = port_finding(
+            "p".into(),
+            28443,
+            "mcr-api",
+            &[holder("nginx", "0.0.0.0:28443")],
+        );
+        assert_eq!(f.status, Status::Fail);
+        assert!(f.explanation.contains("held by nginx (pid 42"), "{f:?}");
+        assert!(f
+            .explanation
+            .contains("mcr-api will fail with \"address already in use\""));
+
+        let f = port_finding("p".into(), 28443, "mcr-api", &[]);
+        assert_eq!(f.status, Status::Fail);
+        assert!(f.remedy.as_deref().unwrap_or("").contains("as root"));
+    }
 
     #[test]
     fn subid_lines() {
