@@ -231,6 +231,13 @@ fn wrong_host_missing_addresses_foreign_port_and_prerequisite_fail() {
     assert_eq!(status(&r, "unit mcp-agent.service"), "fail");
     assert!(text(&r, "unit mcp-agent.service", "explanation").contains("not installed"));
 
+    // Nothing was loaded into mcp's storage here: one finding for all twelve.
+    assert_eq!(status(&r, "images missing"), "fail");
+    assert!(text(&r, "images missing", "explanation")
+        .starts_with("12 of 12 images are not in mcp's rootless storage: kls:v0.2.0, "));
+    assert!(text(&r, "images missing", "remedy")
+        .contains("podman save IMAGE | ssh mcp@rift podman load"));
+
     // No user manager was started here.
     assert_eq!(status(&r, "user manager mcp"), "fail");
     assert!(text(&r, "user manager mcp", "remedy").contains("loginctl enable-linger mcp"));

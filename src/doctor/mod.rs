@@ -784,7 +784,14 @@ async fn check_images(cfg: &Config, containers: &[&Service]) -> Vec<Finding> {
         }
         _ => "root's storage".to_string(),
     };
-    let mut f = Vec::new();
+    let short = |image: &str| -> String {
+        image
+            .strip_prefix(cfg.platform.image_prefix.as_str())
+            .filter(|_| !cfg.platform.image_prefix.is_empty())
+            .unwrap_or(image)
+            .to_string()
+    };
+    let mut missing: Vec<(&str, Vec<&str>)> = Vec::new();
     let mut present = 0usize;
     for image in &images {
         match image_exists(cfg, &how, image).await {
@@ -795,62 +802,93 @@ async fn check_images(cfg: &Config, containers: &[&Service]) -> Vec<Finding> {
                     .filter(|s| s.container.as_ref().is_some_and(|c| c.image == *image))
                     .map(|s| s.name.as_str())
                     .collect();
-                let load = match (&cfg.platform.image_archive, &cfg.platform.user) {
-                    (Some(dir), Some(u)) if cfg.platform.mode == Mode::Rootless => format!(
-                        "as {}: `podman load -i {}/<archive of {image}>`, or from a machine that has \
-                         it: `podman save {image} | ssh {}@{} podman load`",
-                        u.name,
-                        dir.display(),
-                        u.name,
-                        cfg.platform.node.as_deref().unwrap_or("HOST")
-                    ),
-                    (Some(dir), _) => format!("`podman load -i {}/<archive of {image}>`", dir.display()),
-                    _ => format!(
-                        "`podman save {image} | ssh {} podman load` from a machine that has it",
-                        cfg.platform.node.as_deref().unwrap_or("HOST")
-                    ),
-                };
-                let why = if cfg.platform.pull == PullPolicy::Never {
-                    "pull = never and the registry (MCR) is part of this platform"
-                } else {
-                    "it will be pulled, which needs the registry"
-                };
-                f.push(Finding::bad(
-                    if cfg.platform.pull == PullPolicy::Never {
-                        Status::Fail
-                    } else {
-                        Status::Warn
-                    },
-                    format!(
-                        "image {}",
-                        image
-                            .strip_prefix(cfg.platform.image_prefix.as_str())
-                            .filter(|_| !cfg.platform.image_prefix.is_empty())
-                            .unwrap_or(image)
-                    ),
-                    format!("not in {whose} (used by {}); {why}", users.join(", ")),
-                    load,
-                ));
+                missing.push((image, users));
             }
             Err(e) => {
-                f.push(Finding::bad(
+                return vec![Finding::bad(
                     Status::Warn,
                     "images",
                     format!("cannot check images: {e}"),
                     "run `podman image exists IMAGE` as the platform user",
-                ));
-                return f;
+                )];
             }
         }
     }
+    let mut f = Vec::new();
     if present > 0 {
-        f.insert(
-            0,
-            Finding::ok(
-                "images",
-                format!("{present} of {} present in {whose}", images.len()),
+        f.push(Finding::ok(
+            "images",
+            format!("{present} of {} present in {whose}", images.len()),
+        ));
+    }
+    if missing.is_empty() {
+        return f;
+    }
+    let status = if cfg.platform.pull == PullPolicy::Never {
+        Status::Fail
+    } else {
+        Status::Warn
+    };
+    let why = if cfg.platform.pull == PullPolicy::Never {
+        "pull = never and the registry (MCR) is part of this platform"
+    } else {
+        "they will be pulled, which needs the registry"
+    };
+    let node = cfg.platform.node.as_deref().unwrap_or("HOST");
+    let (as_user, ssh) = match (&cfg.platform.user, cfg.platform.mode) {
+        (Some(u), Mode::Rootless) => (format!("as {}: ", u.name), format!("{}@{node}", u.name)),
+        _ => (String::new(), node.to_string()),
+    };
+    let load = |image: &str| match &cfg.platform.image_archive {
+        Some(dir) => format!(
+            "{as_user}`podman load -i {}/<archive of {image}>`, or from a machine that has it: \
+             `podman save {image} | ssh {ssh} podman load`",
+            dir.display()
+        ),
+        None => {
+            format!("from a machine that has it: `podman save {image} | ssh {ssh} podman load`")
+        }
+    };
+    if missing.len() <= 3 {
+        for (image, users) in &missing {
+            f.push(Finding::bad(
+                status,
+                format!("image {}", short(image)),
+                format!("not in {whose} (used by {}); {why}", users.join(", ")),
+                load(image),
+            ));
+        }
+    } else {
+        let names: Vec<String> = missing.iter().map(|(i, _)| short(i)).collect();
+        let archive = cfg
+            .platform
+            .image_archive
+            .as_ref()
+            .map_or(String::new(), |d| {
+                format!(
+                    "{as_user}`podman load -i` each archive in {}; or ",
+                    d.display()
+                )
+            });
+        f.push(Finding::bad(
+            status,
+            "images missing",
+            format!(
+                "{} of {} images are not in {whose}: {}; {why}",
+                missing.len(),
+                images.len(),
+                names.join(", ")
             ),
-        );
+            format!(
+                "a cold start (runbook \"Cold Start\"): {archive}from a machine that has them: \
+                 `podman save IMAGE | ssh {ssh} podman load` for each{}",
+                if cfg.platform.image_prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (IMAGE = {}NAME:TAG)", cfg.platform.image_prefix)
+                }
+            ),
+        ));
     }
     f
 }
