@@ -141,6 +141,40 @@ fn example_platform_on_rift_passes_host_checks() {
         .filter(|f| f["status"] == "fail")
         .collect();
     assert!(fails.is_empty(), "unexpected failures: {fails:#?}");
+
+    // Archive the images (`mcrecover images save`), then lose one from the
+    // storage: recover will load it from the archive, so only a warning.
+    sb.run_ok(&["install", "-d", "-o", "850", "-g", "850", "/srv/mcp/images"])
+        .unwrap();
+    let config = example_path();
+    let config = config.to_str().unwrap();
+    sb.run_as_ok(
+        UID,
+        &["/usr/bin/mcrecover", "images", "save", "--config", config],
+    )
+    .unwrap();
+    sb.run_as_ok(
+        UID,
+        &[
+            "podman",
+            "rmi",
+            "mcr.svc.mcp.metacircular.net:8443/mcdoc:v0.1.0",
+        ],
+    )
+    .unwrap();
+    let (code, r) = doctor(&sb, config);
+    assert_eq!(code, Some(0), "{r:#}");
+    assert_eq!(status(&r, "image mcdoc:v0.1.0"), "warn", "{r:#}");
+    let why = text(&r, "image mcdoc:v0.1.0", "explanation");
+    assert!(
+        why.contains("archived in /srv/mcp/images/")
+            && why.contains("`mcrecover recover` loads it"),
+        "{why}"
+    );
+    assert_eq!(
+        text(&r, "images", "explanation"),
+        "11 of 12 present in mcp's rootless storage"
+    );
 }
 
 #[test]

@@ -824,64 +824,107 @@ async fn check_images(cfg: &Config, containers: &[&Service]) -> Vec<Finding> {
     if missing.is_empty() {
         return f;
     }
-    let status = if cfg.platform.pull == PullPolicy::Never {
-        Status::Fail
-    } else {
-        Status::Warn
-    };
-    let why = if cfg.platform.pull == PullPolicy::Never {
-        "pull = never and the registry (MCR) is part of this platform"
-    } else {
-        "they will be pulled, which needs the registry"
-    };
     let node = cfg.platform.node.as_deref().unwrap_or("HOST");
     let (as_user, ssh) = match (&cfg.platform.user, cfg.platform.mode) {
         (Some(u), Mode::Rootless) => (format!("as {}: ", u.name), format!("{}@{node}", u.name)),
         _ => (String::new(), node.to_string()),
     };
-    let load = |image: &str| match &cfg.platform.image_archive {
-        Some(dir) => format!(
-            "{as_user}`podman load -i {}/<archive of {image}>`, or from a machine that has it: \
-             `podman save {image} | ssh {ssh} podman load`",
-            dir.display()
-        ),
-        None => {
-            format!("from a machine that has it: `podman save {image} | ssh {ssh} podman load`")
+    // Missing images that the archive (platform.image_archive) has: recover
+    // loads those itself before their stage (crate::images::ensure_images).
+    let archived: BTreeMap<&str, PathBuf> = match &cfg.platform.image_archive {
+        Some(dir) => {
+            let index = crate::images::read_index(dir).unwrap_or_default();
+            missing
+                .iter()
+                .filter_map(|(image, _)| {
+                    let entry = index.get(*image)?;
+                    let path = dir.join(&entry.file);
+                    path.is_file().then_some((*image, path))
+                })
+                .collect()
         }
+        None => BTreeMap::new(),
     };
-    if missing.len() <= 3 {
-        for (image, users) in &missing {
+    let (loadable, lost): (Vec<_>, Vec<_>) = missing
+        .iter()
+        .partition(|(image, _)| archived.contains_key(image));
+    let hard = if cfg.platform.pull == PullPolicy::Never {
+        Status::Fail
+    } else {
+        Status::Warn
+    };
+    let why = if cfg.platform.pull == PullPolicy::Never {
+        "not archived either, and pull = never (the registry, MCR, is part of this platform)"
+    } else {
+        "not archived; it will be pulled, which needs the registry"
+    };
+    let archive_fix = "to keep it, `mcrecover images save` once it is present";
+    if loadable.len() + lost.len() <= 3 {
+        for (image, users) in &loadable {
+            let path = archived
+                .get(*image)
+                .map_or(String::new(), |p| p.display().to_string());
             f.push(Finding::bad(
-                status,
+                Status::Warn,
                 format!("image {}", short(image)),
-                format!("not in {whose} (used by {}); {why}", users.join(", ")),
-                load(image),
+                format!(
+                    "not in {whose} (used by {}), but archived in {path}: `mcrecover recover` \
+                     loads it before its stage",
+                    users.join(", ")
+                ),
+                format!("nothing, or load it now: {as_user}`podman load -i {path}`"),
             ));
         }
-    } else {
-        let names: Vec<String> = missing.iter().map(|(i, _)| short(i)).collect();
-        let archive = cfg
+        for (image, users) in &lost {
+            f.push(Finding::bad(
+                hard,
+                format!("image {}", short(image)),
+                format!("not in {whose} (used by {}); {why}", users.join(", ")),
+                format!(
+                    "from a machine that has it: `podman save {image} | ssh {ssh} podman load`; \
+                     {archive_fix}"
+                ),
+            ));
+        }
+        return f;
+    }
+    let names = |v: &[&(&str, Vec<&str>)]| -> String {
+        v.iter()
+            .map(|(i, _)| short(i))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !loadable.is_empty() {
+        let dir = cfg
             .platform
             .image_archive
             .as_ref()
-            .map_or(String::new(), |d| {
-                format!(
-                    "{as_user}`podman load -i` each archive in {}; or ",
-                    d.display()
-                )
-            });
+            .map_or(String::new(), |d| d.display().to_string());
         f.push(Finding::bad(
-            status,
+            Status::Warn,
+            "images archived",
+            format!(
+                "{} images are not in {whose} but archived in {dir}: {}; `mcrecover recover` \
+                 loads them before their stages",
+                loadable.len(),
+                names(&loadable)
+            ),
+            format!("nothing, or see `mcrecover images status`; load by hand {as_user}`podman load -i {dir}/FILE`"),
+        ));
+    }
+    if !lost.is_empty() {
+        f.push(Finding::bad(
+            hard,
             "images missing",
             format!(
                 "{} of {} images are not in {whose}: {}; {why}",
-                missing.len(),
+                lost.len(),
                 images.len(),
-                names.join(", ")
+                names(&lost)
             ),
             format!(
-                "a cold start (runbook \"Cold Start\"): {archive}from a machine that has them: \
-                 `podman save IMAGE | ssh {ssh} podman load` for each{}",
+                "a cold start (runbook \"Cold Start\"): from a machine that has them, \
+                 `podman save IMAGE | ssh {ssh} podman load` for each{}; {archive_fix}",
                 if cfg.platform.image_prefix.is_empty() {
                     String::new()
                 } else {
