@@ -122,9 +122,11 @@ pub const SIGNATURES: &[Signature] = &[
         explanation: "With pull = never the image must already be cached in the storage of the user \
             that runs the container (rootless: the platform user's ~/.local/share/containers, not \
             root's). A uid change or storage reset empties it.",
-        remedy: "Load it into the right storage, as the platform user: `podman load -i \
-            <image_archive>/<image>.tar`, or from another machine: `podman save IMAGE | ssh rift \
-            podman load`. Check with `podman image exists IMAGE`.",
+        remedy: "Load it into the right storage, as the platform user: `mcrecover recover` loads \
+            archived images from platform.image_archive itself (`mcrecover images status` shows \
+            what is archived); by hand `podman load -i <image_archive>/<file>.tar`, or from \
+            another machine: `podman save IMAGE | ssh mcp@rift podman load`. Check with \
+            `podman image exists IMAGE`.",
         benign: false,
     },
     Signature {
