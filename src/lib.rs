@@ -7,6 +7,8 @@
 
 pub mod check;
 pub mod config;
+pub mod diagnose;
+pub mod doctor;
 pub mod drive;
 pub mod images;
 pub mod import;

@@ -12,10 +12,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use mcrecover::config::{self, BackendChoice, Config, Mode};
+use mcrecover::config::{self, Config, Mode};
 use mcrecover::drive::{BusTarget, Systemd};
 use mcrecover::recover::{self, gate, Progress};
-use mcrecover::{check, images, import, plan, render};
+use mcrecover::{check, doctor, images, import, plan, render};
 
 /// Exit code for a configuration or usage error.
 const EXIT_CONFIG: u8 = 2;
@@ -90,6 +90,13 @@ enum Command {
     /// Run every check once (the runbook's verification checklist).
     Verify {
         /// Print results as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that this machine can run the platform (host, user, addresses, ports, images,
+    /// podman, disk); exit 1 on any failure.
+    Doctor {
+        /// Print the findings as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -322,6 +329,15 @@ fn run(cli: Cli) -> Result<u8, Exit> {
                 }
             }
         }),
+        Command::Doctor { json } => runtime()?.block_on(async {
+            let report = doctor::run(&cfg, &doctor::DoctorOptions::default()).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).map_err(sys)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            Ok(report.exit_code())
+        }),
         Command::ImportMcp(args) => import_mcp(&args),
     }
 }
@@ -369,39 +385,15 @@ fn backend_name(b: render::Backend) -> &'static str {
     }
 }
 
-/// Resolve `backend = "auto"`: quadlet when podman >= 4.4 and a quadlet
-/// generator is installed, else plain service units.
+/// Resolve the backend: the flag, else the config (`auto` is resolved by
+/// [`doctor::detect_backend`]: quadlet when podman >= 4.4 and a quadlet
+/// generator is installed, else plain service units).
 fn resolve_backend(cfg: &Config, flag: Option<BackendArg>) -> render::Backend {
-    match (flag, cfg.platform.backend) {
-        (Some(BackendArg::Quadlet), _) | (None, BackendChoice::Quadlet) => render::Backend::Quadlet,
-        (Some(BackendArg::Service), _) | (None, BackendChoice::Service) => render::Backend::Service,
-        (None, BackendChoice::Auto) => {
-            if quadlet_available(&cfg.platform.podman) {
-                render::Backend::Quadlet
-            } else {
-                render::Backend::Service
-            }
-        }
+    match flag {
+        Some(BackendArg::Quadlet) => render::Backend::Quadlet,
+        Some(BackendArg::Service) => render::Backend::Service,
+        None => doctor::detect_backend(cfg).0,
     }
-}
-
-fn quadlet_available(podman: &Path) -> bool {
-    let generators = [
-        "/usr/lib/systemd/system-generators/podman-system-generator",
-        "/run/systemd/system-generators/podman-system-generator",
-        "/etc/systemd/system-generators/podman-system-generator",
-    ];
-    if !generators.iter().any(|g| Path::new(g).exists()) {
-        return false;
-    }
-    let Ok(out) = std::process::Command::new(podman).arg("--version").output() else {
-        return false;
-    };
-    let text = String::from_utf8_lossy(&out.stdout);
-    let version = text.split_whitespace().last().unwrap_or("");
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (4, 4)
 }
 
 fn bus_target(cfg: &Config, s: &SystemArgs) -> BusTarget {

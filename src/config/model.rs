@@ -101,6 +101,9 @@ pub struct Platform {
     pub mcrecover: PathBuf,
     /// Absolute path of the config as seen by gate units (default: `source`, absolutised).
     pub config_path: PathBuf,
+    /// System units that must be active before recovery (e.g. `mcp-agent.service`);
+    /// checked by `mcrecover doctor`. Default: none.
+    pub prerequisites: Vec<String>,
 }
 
 /// What later stages do when a stage does not become healthy in time.

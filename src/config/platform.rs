@@ -4,7 +4,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::error::{ConfigError, Ctx};
-use super::fields::{abs_path, choice, no_control, text};
+use super::fields::{abs_path, choice, is_unit_safe, no_control, text};
 use super::model::{BackendChoice, Mode, Platform, PlatformUser, PullPolicy};
 use super::raw::{RawPlatform, S};
 
@@ -137,6 +137,7 @@ pub(crate) fn load_platform(
         Some(v) => abs_path(ctx, v, "config_path")?,
         None => std::path::absolute(path).map_err(|e| ConfigError::io(path, &e))?,
     };
+    let prerequisites = load_prerequisites(ctx, raw)?;
     Ok(Platform {
         name: name.clone(),
         node,
@@ -152,7 +153,31 @@ pub(crate) fn load_platform(
         podman,
         mcrecover,
         config_path,
+        prerequisites,
     })
+}
+
+/// `prerequisites`: full unit names such as `mcp-agent.service`.
+fn load_prerequisites(ctx: &Ctx<'_>, raw: &RawPlatform) -> Result<Vec<String>, ConfigError> {
+    let Some(list) = &raw.prerequisites else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for unit in list.get_ref() {
+        let name = unit.get_ref();
+        let typed = name
+            .rsplit_once('.')
+            .is_some_and(|(stem, suffix)| !stem.is_empty() && !suffix.is_empty());
+        if !typed || !is_unit_safe(name.replace('@', "-").as_str(), true) {
+            return Err(ctx.err(
+                unit.span(),
+                format!("invalid prerequisite unit `{name}`"),
+                "write a full unit name with its type, e.g. \"mcp-agent.service\"",
+            ));
+        }
+        out.push(name.clone());
+    }
+    Ok(out)
 }
 
 /// `user`, `uid`, `gid`, `home` of `[platform]`.

@@ -46,6 +46,7 @@ pub(crate) struct RawPlatform {
     pub(crate) podman: OptStr,
     pub(crate) mcrecover: OptStr,
     pub(crate) config_path: OptStr,
+    pub(crate) prerequisites: OptList,
 }
 
 /// `[check_defaults]`, also the schedule keys of every check.

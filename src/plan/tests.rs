@@ -124,6 +124,7 @@ pub(crate) fn sample() -> Config {
             quadlet_dir: "/srv/mcp/.config/containers/systemd".into(),
             unit_dir: "/srv/mcp/.config/systemd/user".into(),
             podman: "/usr/bin/podman".into(),
+            prerequisites: Vec::new(),
             mcrecover: "/usr/local/bin/mcrecover".into(),
             config_path: "/etc/mcrecover/mcrecover.toml".into(),
         },
