@@ -67,7 +67,7 @@ async fn preflight_names_missing_ip_foreign_holder_and_missing_image() {
     std::fs::write(&path, config(held_port, free_port)).unwrap();
     let cfg = mcrecover::config::load(&path).unwrap();
 
-    let one = preflight_stage(&cfg, "one").await;
+    let one = preflight_stage(&cfg, "one", true).await;
     eprintln!("{one:#?}");
     let ip = get(&one, "bind-ip 10.99.99.99");
     assert_eq!(ip.status, Status::Fail);
@@ -88,7 +88,7 @@ async fn preflight_names_missing_ip_foreign_holder_and_missing_image() {
     assert!(!one.iter().any(|f| f.explanation.contains("(used by c)")));
 
     // Stage two's port is free; only its (missing) image fails.
-    let two = preflight_stage(&cfg, "two").await;
+    let two = preflight_stage(&cfg, "two", true).await;
     eprintln!("{two:#?}");
     assert_eq!(get(&two, "ports").status, Status::Ok);
     let fails: Vec<&str> = two
@@ -98,7 +98,7 @@ async fn preflight_names_missing_ip_foreign_holder_and_missing_image() {
         .collect();
     assert_eq!(fails, ["image localhost/mcrecover-preflight-other:1"]);
 
-    let none = preflight_stage(&cfg, "nosuch").await;
+    let none = preflight_stage(&cfg, "nosuch", true).await;
     assert_eq!(none.len(), 1);
     assert_eq!(none[0].status, Status::Fail);
     drop(held);

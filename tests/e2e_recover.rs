@@ -458,3 +458,51 @@ fn second_install_writes_nothing_and_does_not_reload() {
     );
     assert_eq!(dry.status.code(), Some(0));
 }
+
+#[test]
+fn preflight_stops_a_stage_whose_port_a_foreign_process_holds() {
+    let Some(sb) = platform("e2e-preflight", false, false) else {
+        return;
+    };
+    // Something else listens on mcr-api's published port before recovery.
+    ok(
+        &sb,
+        sb.run_ok(&[
+            "systemd-run",
+            "--unit=foreign-listener",
+            "/bin/busybox",
+            "nc",
+            "-l",
+            "-p",
+            "28443",
+        ])
+        .map(|_| ()),
+    );
+    ok(
+        &sb,
+        sb.wait_active("foreign-listener.service", Duration::from_secs(10)),
+    );
+    let cfg = rootful_config(&sb, |t| t);
+    let (code, rep) = recover(&sb, None, &cfg, "service");
+    assert_eq!(code, Some(3), "{rep:#}");
+    assert_eq!(rep["stages"][0]["status"], "healthy", "{rep:#}");
+    assert_eq!(rep["stages"][1]["status"], "failed", "{rep:#}");
+    let mcr = rep["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "mcr-api")
+        .unwrap();
+    let err = mcr["start_error"].as_str().unwrap();
+    assert!(err.contains("28443") && err.contains("busybox"), "{err}");
+    // Nothing of the stage was started: no obscure podman failure.
+    assert_eq!(
+        prop_u64(
+            &sb,
+            None,
+            "mcr-api.service",
+            "InactiveExitTimestampMonotonic"
+        ),
+        0
+    );
+}

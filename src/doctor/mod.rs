@@ -191,9 +191,10 @@ pub async fn run(cfg: &Config, opts: &DoctorOptions) -> DoctorReport {
 }
 
 /// What one stage needs before it starts: its bind addresses present, its
-/// ports free of foreign holders, its images cached. Only problems and one
-/// summary line per kind are returned.
-pub async fn preflight_stage(cfg: &Config, stage_name: &str) -> Vec<Finding> {
+/// ports free of foreign holders, and (with `images`) its images cached.
+/// Only problems and one summary line per kind are returned. `recover`
+/// passes `images = false`: it has just loaded them (`crate::images`).
+pub async fn preflight_stage(cfg: &Config, stage_name: &str, images: bool) -> Vec<Finding> {
     let Some(stage) = cfg.stages.iter().find(|s| s.name == stage_name) else {
         return vec![Finding::bad(
             Status::Fail,
@@ -210,7 +211,9 @@ pub async fn preflight_stage(cfg: &Config, stage_name: &str) -> Vec<Finding> {
         .collect();
     let mut f = check_bind_ips(&containers);
     f.extend(check_ports(&containers));
-    f.extend(check_images(cfg, &containers).await);
+    if images {
+        f.extend(check_images(cfg, &containers).await);
+    }
     f
 }
 

@@ -93,13 +93,14 @@ pub async fn recover(
             services: stage.services.clone(),
         });
 
-        // Cold start: every image of the stage into podman storage first (loaded from the
-        // verified archive or pulled, see crate::images). If one is unavailable the stage
-        // fails at once, reported like a start error on each of its services.
-        if let Err(e) = crate::images::ensure_images(cfg, &stage.services).await {
-            let messages = e.by_service(&stage.services);
-            for (svc, msg) in &messages {
-                warn!(service = %svc, stage = %stage.name, error = %msg, "image unavailable");
+        // Before any unit starts: images into podman storage (cold start) and
+        // the host checks of `doctor` for this stage. A problem fails the stage
+        // at once with the same message `doctor` gives, reported like a start
+        // error on each affected service, instead of podman failing obscurely.
+        let problems = preflight(cfg, &stage.name, &stage.services).await;
+        if !problems.is_empty() {
+            for (svc, msg) in &problems {
+                warn!(service = %svc, stage = %stage.name, error = %msg, "preflight failed");
                 report.set_unit(svc, None, None, Some(msg.clone()));
                 on_event(&RecoverEvent::UnitStarted {
                     service: svc.clone(),
@@ -223,6 +224,29 @@ pub async fn recover(
     }
     report.finish(t0.elapsed());
     report
+}
+
+/// Images (loaded or pulled as needed, see [`crate::images`]) and the stage's
+/// host checks ([`crate::doctor::preflight_stage`]): per service, what stops it
+/// from starting. Empty when the stage may start.
+async fn preflight(cfg: &Config, stage: &str, services: &[String]) -> Vec<(String, String)> {
+    if let Err(e) = crate::images::ensure_images(cfg, services).await {
+        return e.by_service(services).into_iter().collect();
+    }
+    let failures: Vec<String> = crate::doctor::preflight_stage(cfg, stage, false)
+        .await
+        .into_iter()
+        .filter(|f| f.status == crate::doctor::Status::Fail)
+        .map(|f| match f.remedy {
+            Some(r) => format!("preflight {}: {} -> {r}", f.check, f.explanation),
+            None => format!("preflight {}: {}", f.check, f.explanation),
+        })
+        .collect();
+    if failures.is_empty() {
+        return Vec::new();
+    }
+    let msg = failures.join("; ");
+    services.iter().map(|s| (s.clone(), msg.clone())).collect()
 }
 
 /// The unit of `service` in `plan` (None for external services).
