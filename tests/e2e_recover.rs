@@ -505,4 +505,57 @@ fn preflight_stops_a_stage_whose_port_a_foreign_process_holds() {
         ),
         0
     );
+
+    // What preflight cannot see (a port published through podman_args that
+    // another process holds) fails in podman; the report carries the
+    // diagnosis found in the unit's journal, with its remedy.
+    ok(
+        &sb,
+        sb.run_ok(&["systemctl", "stop", "foreign-listener.service"])
+            .map(|_| ()),
+    );
+    let listen = [
+        "systemd-run",
+        "--unit=foreign-9999",
+        "/bin/busybox",
+        "nc",
+        "-l",
+        "-p",
+        "9999",
+    ];
+    ok(&sb, sb.run_ok(&listen).map(|_| ()));
+    ok(
+        &sb,
+        sb.wait_active("foreign-9999.service", Duration::from_secs(10)),
+    );
+    let cfg = rootful_config(&sb, |t| {
+        let t = t.replacen(
+            "[services.mcdoc]\n",
+            "[services.mcdoc]\npodman_args = [\"--publish=127.0.0.1:9999:8080\"]\n",
+            1,
+        );
+        // The last stage (services, `continue`) gives up after 5 s.
+        let last = t.rfind("timeout = \"120s\"").unwrap();
+        format!(
+            "{}timeout = \"5s\"{}",
+            &t[..last],
+            &t[last + "timeout = \"120s\"".len()..]
+        )
+    });
+    let (code, rep) = recover(&sb, None, &cfg, "service");
+    assert_eq!(code, Some(1), "{rep:#}");
+    let mcdoc = rep["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "mcdoc")
+        .unwrap();
+    assert_eq!(mcdoc["status"], "unhealthy", "{mcdoc:#}");
+    let ids: Vec<&str> = mcdoc["diagnoses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"address-in-use"), "{mcdoc:#}");
 }

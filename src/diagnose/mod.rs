@@ -173,6 +173,32 @@ pub fn diagnose(text: &str) -> Vec<Diagnosis> {
     found.into_iter().map(|(_, d)| d).collect()
 }
 
+/// The last `lines` journal lines of `unit` (the system manager's, or with
+/// `user` the calling user's manager's), as plain text; empty when journalctl
+/// is missing, refuses or takes longer than 5 s.
+pub async fn unit_journal(unit: &str, user: bool, lines: usize) -> String {
+    let mut cmd = tokio::process::Command::new("journalctl");
+    cmd.args(["--no-pager", "--quiet", "--output=cat", "--lines"])
+        .arg(lines.to_string())
+        .arg(if user { "--user-unit" } else { "--unit" })
+        .arg(unit)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    match tokio::time::timeout(std::time::Duration::from_secs(5), cmd.output()).await {
+        Ok(Ok(out)) => String::from_utf8_lossy(&out.stdout).into_owned(),
+        _ => String::new(),
+    }
+}
+
+/// Diagnoses of a unit that failed: its recent journal plus any extra text
+/// (e.g. the start job's error), benign matches left out.
+pub async fn diagnose_unit(unit: &str, user: bool, extra: &str) -> Vec<Diagnosis> {
+    let mut text = unit_journal(unit, user, 60).await;
+    text.push('\n');
+    text.push_str(extra);
+    diagnose(&text).into_iter().filter(|d| !d.benign).collect()
+}
+
 /// The signature with this id, if any.
 pub fn signature(id: &str) -> Option<&'static Signature> {
     SIGNATURES.iter().find(|s| s.id == id)

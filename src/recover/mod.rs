@@ -211,6 +211,14 @@ pub async fn recover(
             for reason in result.failing_reasons() {
                 warn!(stage = %stage.name, reason = %reason, "stage check failing");
             }
+            let user = cfg.platform.mode == crate::config::Mode::Rootless;
+            for (svc, unit, start_error) in report.unhealthy_units(&stage.name) {
+                let found = crate::diagnose::diagnose_unit(&unit, user, &start_error).await;
+                for d in &found {
+                    warn!(service = %svc, unit = %unit, diagnosis = d.id, remedy = %d.remedy, "known failure");
+                }
+                report.set_diagnoses(&svc, found);
+            }
             earlier_failed = true;
             if stage.policy == FailurePolicy::Block {
                 blocked_by = Some(stage.name.clone());

@@ -97,6 +97,9 @@ pub struct ServiceReport {
     pub time_to_healthy_s: Option<f64>,
     /// Reasons of the checks that did not pass.
     pub failing: Vec<String>,
+    /// Known failure signatures found in the unit's journal (only for
+    /// services that did not become healthy).
+    pub diagnoses: Vec<crate::diagnose::Diagnosis>,
 }
 
 /// One step of the critical path: the slowest service of a stage.
@@ -150,6 +153,7 @@ impl Report {
                     start_error: None,
                     time_to_healthy_s: None,
                     failing: Vec::new(),
+                    diagnoses: Vec::new(),
                 });
             }
         }
@@ -178,6 +182,29 @@ impl Report {
             s.job_result = job;
             s.active_state = active;
             s.start_error = err;
+        }
+    }
+
+    /// Services of `stage` that did not become healthy and have a unit, with
+    /// their start error (text for the diagnosis).
+    pub(super) fn unhealthy_units(&self, stage: &str) -> Vec<(String, String, String)> {
+        self.services
+            .iter()
+            .filter(|s| s.stage == stage && s.status == ServiceStatus::Unhealthy)
+            .filter_map(|s| {
+                let unit = s.unit.clone()?;
+                Some((
+                    s.name.clone(),
+                    unit,
+                    s.start_error.clone().unwrap_or_default(),
+                ))
+            })
+            .collect()
+    }
+
+    pub(super) fn set_diagnoses(&mut self, svc: &str, d: Vec<crate::diagnose::Diagnosis>) {
+        if let Some(s) = self.service_mut(svc) {
+            s.diagnoses = d;
         }
     }
 
@@ -285,6 +312,10 @@ impl Report {
                 }
                 for r in &s.failing {
                     let _ = writeln!(out, "      check {r}");
+                }
+                for d in &s.diagnoses {
+                    let _ = writeln!(out, "      diagnosis [{}]: {}", d.id, d.summary);
+                    let _ = writeln!(out, "        remedy: {}", d.remedy);
                 }
             }
         }
