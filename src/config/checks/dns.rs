@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use serde::Deserialize;
 
-use super::{missing, KindSpec};
+use super::{required, KindSpec};
 use crate::config::error::{ConfigError, Ctx};
 use crate::config::model::CheckKind;
 use crate::config::raw::S;
@@ -34,10 +34,14 @@ impl KindSpec for RawDns {
         kind: &S<String>,
         span: &Range<usize>,
     ) -> Result<CheckKind, ConfigError> {
-        let server = self
-            .server
-            .as_ref()
-            .ok_or_else(|| missing(ctx, span, kind, "server", "\"192.168.88.181\""))?;
+        let server = required(
+            &self.server,
+            ctx,
+            span,
+            kind,
+            "server",
+            "\"192.168.88.181\"",
+        )?;
         let server = parse_dns_server(server.get_ref()).map_err(|msg| {
             ctx.err(
                 server.span(),
@@ -45,10 +49,7 @@ impl KindSpec for RawDns {
                 "write the DNS server as \"ip\" or \"ip:port\", e.g. \"192.168.88.181\" or \"[::1]:5353\"",
             )
         })?;
-        let query = self
-            .query
-            .as_ref()
-            .ok_or_else(|| missing(ctx, span, kind, "query", "\"example.com\""))?;
+        let query = required(&self.query, ctx, span, kind, "query", "\"example.com\"")?;
         let query_text = text(ctx, query, "query")?;
         if !query_text
             .chars()

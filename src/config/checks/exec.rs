@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use serde::Deserialize;
 
-use super::{missing, KindSpec};
+use super::{required, KindSpec};
 use crate::config::error::{ConfigError, Ctx};
 use crate::config::fields::{argv, text};
 use crate::config::model::CheckKind;
@@ -27,10 +27,7 @@ impl KindSpec for RawExec {
         kind: &S<String>,
         span: &Range<usize>,
     ) -> Result<CheckKind, ConfigError> {
-        let list = self
-            .argv
-            .as_ref()
-            .ok_or_else(|| missing(ctx, span, kind, "argv", "[\"/usr/bin/true\"]"))?;
+        let list = required(&self.argv, ctx, span, kind, "argv", "[\"/usr/bin/true\"]")?;
         if list.get_ref().is_empty() || list.get_ref()[0].get_ref().is_empty() {
             return Err(ctx.err(
                 list.span(),

@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use serde::Deserialize;
 
-use super::{missing, KindSpec};
+use super::{required, KindSpec};
 use super::{socket_addr, tls_options};
 use crate::config::error::{ConfigError, Ctx};
 use crate::config::fields::no_control;
@@ -32,10 +32,14 @@ impl KindSpec for RawGrpc {
         kind: &S<String>,
         span: &Range<usize>,
     ) -> Result<CheckKind, ConfigError> {
-        let address = self
-            .address
-            .as_ref()
-            .ok_or_else(|| missing(ctx, span, kind, "address", "\"127.0.0.1:9555\""))?;
+        let address = required(
+            &self.address,
+            ctx,
+            span,
+            kind,
+            "address",
+            "\"127.0.0.1:9555\"",
+        )?;
         let address = socket_addr(ctx, address, "address")?;
         let service = match &self.service {
             None => String::new(),

@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use serde::Deserialize;
 
-use super::{missing, KindSpec};
+use super::{required, KindSpec};
 use crate::config::error::{ConfigError, Ctx};
 use crate::config::model::CheckKind;
 use crate::config::raw::S;
@@ -68,10 +68,14 @@ impl KindSpec for RawHttp {
         kind: &S<String>,
         span: &Range<usize>,
     ) -> Result<CheckKind, ConfigError> {
-        let url_value = self
-            .url
-            .as_ref()
-            .ok_or_else(|| missing(ctx, span, kind, "url", "\"https://host:443/v1/health\""))?;
+        let url_value = required(
+            &self.url,
+            ctx,
+            span,
+            kind,
+            "url",
+            "\"https://host:443/v1/health\"",
+        )?;
         no_control(ctx, url_value, "url")?;
         let url = Url::parse(url_value.get_ref()).map_err(|e| {
             ctx.err(

@@ -228,18 +228,21 @@ fn build_kind(
 }
 
 /// A required key that is missing from the check table at `span`.
-pub(super) fn missing(
+pub(super) fn required<'a, T>(
+    value: &'a Option<T>,
     ctx: &Ctx<'_>,
     span: &Range<usize>,
     kind: &S<String>,
     key: &str,
     example: &str,
-) -> ConfigError {
-    ctx.err(
-        span.clone(),
-        format!("{} check is missing `{key}`", kind.get_ref()),
-        format!("add e.g. `{key} = {example}`"),
-    )
+) -> Result<&'a T, ConfigError> {
+    value.as_ref().ok_or_else(|| {
+        ctx.err(
+            span.clone(),
+            format!("{} check is missing `{key}`", kind.get_ref()),
+            format!("add e.g. `{key} = {example}`"),
+        )
+    })
 }
 
 /// Read a string value out of the spanned document (for `kind` and `name`).

@@ -5,7 +5,7 @@ use std::ops::Range;
 use serde::Deserialize;
 
 use super::socket_addr;
-use super::{missing, KindSpec};
+use super::{required, KindSpec};
 use crate::config::error::{ConfigError, Ctx};
 use crate::config::model::CheckKind;
 use crate::config::model::TcpCheck;
@@ -26,10 +26,14 @@ impl KindSpec for RawTcp {
         kind: &S<String>,
         span: &Range<usize>,
     ) -> Result<CheckKind, ConfigError> {
-        let address = self
-            .address
-            .as_ref()
-            .ok_or_else(|| missing(ctx, span, kind, "address", "\"127.0.0.1:8080\""))?;
+        let address = required(
+            &self.address,
+            ctx,
+            span,
+            kind,
+            "address",
+            "\"127.0.0.1:8080\"",
+        )?;
         Ok(CheckKind::Tcp(TcpCheck {
             address: socket_addr(ctx, address, "address")?,
         }))
