@@ -13,7 +13,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use mcrecover_testbed::{e2e_gate, ImageSet, Sandbox, SandboxOptions};
@@ -21,10 +21,6 @@ use serde_json::Value;
 
 const EXAMPLE: &str = include_str!("../examples/metacircular.toml");
 const UID: u32 = 850;
-
-fn example_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/metacircular.toml")
-}
 
 fn boot(opts: SandboxOptions) -> Sandbox {
     let sb = Sandbox::boot(opts).unwrap();
@@ -102,7 +98,8 @@ fn example_platform_on_rift_passes_host_checks() {
     )
     .unwrap();
 
-    let (_, r) = doctor(&sb, example_path().to_str().unwrap());
+    let example = sb.install_example().unwrap();
+    let (_, r) = doctor(&sb, &example);
     for check in [
         "hostname",
         "user mcp",
@@ -146,8 +143,8 @@ fn example_platform_on_rift_passes_host_checks() {
     // storage: recover will load it from the archive, so only a warning.
     sb.run_ok(&["install", "-d", "-o", "850", "-g", "850", "/srv/mcp/images"])
         .unwrap();
-    let config = example_path();
-    let config = config.to_str().unwrap();
+    let config = sb.install_example().unwrap();
+    let config = config.as_str();
     sb.run_as_ok(
         UID,
         &["/usr/bin/mcrecover", "images", "save", "--config", config],

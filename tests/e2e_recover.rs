@@ -22,10 +22,6 @@ const EXAMPLE: &str = include_str!("../examples/metacircular.toml");
 const STAGES: [&str; 4] = ["foundation", "core", "management", "services"];
 const UID: u32 = 850;
 
-fn example_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/metacircular.toml")
-}
-
 /// Boots a sandbox for the example platform: rootless (`mcp`) or rootful,
 /// stand-in images loaded into the right storage, and this build's
 /// `mcrecover` at `/usr/bin/mcrecover` inside (what the gate units run).
@@ -213,8 +209,8 @@ fn rootless_service_backend_recovers_as_mcp() {
     let Some(sb) = platform("e2e-rootless-service", true, false) else {
         return;
     };
-    let config = example_path();
-    let (code, rep) = recover(&sb, Some(UID), config.to_str().unwrap(), "service");
+    let config = ok(&sb, sb.install_example());
+    let (code, rep) = recover(&sb, Some(UID), &config, "service");
     assert_eq!(code, Some(0));
     assert_all_healthy(&rep);
     // Containers run in mcp's rootless storage, under mcp's manager.

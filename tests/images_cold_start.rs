@@ -46,9 +46,10 @@ fn sandbox(name: &str) -> Sandbox {
     sb
 }
 
-/// Runs mcrecover inside the sandbox as root (`None`) or `uid`.
+/// Runs mcrecover inside the sandbox as root (`None`) or `uid`, on the
+/// example (copied into the sandbox).
 fn mcrecover(sb: &Sandbox, uid: Option<u32>, args: &[&str]) -> Output {
-    let cfg = config();
+    let cfg = sb.install_example().unwrap();
     let mut argv = vec!["/usr/bin/mcrecover", "--config", &cfg];
     argv.extend_from_slice(args);
     let out = match uid {

@@ -44,9 +44,19 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// The testbed's own cache and state directory: `<target>/testbed`.
+/// The testbed's own cache and state directory: `<target>/testbed`, unless the
+/// target directory lies below a path every sandbox mounts a tmpfs over
+/// (`/tmp`, `/run`, `/srv`, `/etc/containers`; e.g. a checkout in `/tmp`):
+/// the sandbox could not see its own state there, so `/var/tmp/mcrecover-testbed`
+/// is used instead.
 pub fn testbed_dir() -> PathBuf {
-    target_dir().join("testbed")
+    const MASKED: [&str; 4] = ["/tmp", "/run", "/srv", "/etc/containers"];
+    let dir = target_dir().join("testbed");
+    if MASKED.iter().any(|m| dir.starts_with(m)) {
+        PathBuf::from("/var/tmp/mcrecover-testbed")
+    } else {
+        dir
+    }
 }
 
 /// The real quadlet binary if present: env `MCRECOVER_QUADLET`, else `<workspace>/.cache/quadlet/quadlet`.

@@ -750,6 +750,18 @@ impl Sandbox {
         cmd
     }
 
+    /// Where [`Sandbox::install_example`] puts the example configuration inside.
+    pub const EXAMPLE_INSIDE: &'static str = "/srv/metacircular.toml";
+
+    /// Copies the repository's `examples/metacircular.toml`, unchanged, to
+    /// [`Sandbox::EXAMPLE_INSIDE`] (readable by everyone) and returns that
+    /// path: the checkout itself may be invisible inside (e.g. below `/tmp`).
+    pub fn install_example(&self) -> Result<String, TestbedError> {
+        let host = crate::host::workspace_root().join("examples/metacircular.toml");
+        self.copy_in(&host, Self::EXAMPLE_INSIDE, 0o644, None)?;
+        Ok(Self::EXAMPLE_INSIDE.to_string())
+    }
+
     /// Makes the host executable `host` available as `/usr/bin/NAME` inside the sandbox only:
     /// an overlay over `/usr/bin` in the sandbox's own mount namespace (the host's `/usr/bin`
     /// is untouched). Used to put the mcrecover under test where generated gate units run it.
