@@ -567,8 +567,14 @@ async fn user_manager_over_user_bus() {
     .await
     .expect("write user units");
 
-    let exe = std::env::current_exe().expect("current exe");
-    let exe = exe.to_str().expect("utf-8 path").to_owned();
+    // This test binary, run again inside as uid 850 (copied in: the checkout
+    // may be invisible inside the sandbox, e.g. below /tmp).
+    let host_exe = std::env::current_exe().expect("current exe");
+    let exe = "/run/drive-e2e-test".to_owned();
+    let inside = exe.clone();
+    sb.with(move |sb| sb.copy_in(&host_exe, &inside, 0o755, None))
+        .await
+        .expect("copy the test binary in");
     let child = format!("{CHILD_ENV}=user");
     // Without DBUS_SESSION_BUS_ADDRESS (run_as sets it): BusTarget::User must
     // find the user bus by uid.
