@@ -56,6 +56,17 @@ enum Cmd {
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
+    /// Copy a host file into the sandbox (mode 0644), e.g. a configuration
+    /// (the checkout may be invisible inside, e.g. below /tmp).
+    Cp {
+        /// The path given to `up --state`.
+        #[arg(long)]
+        state: PathBuf,
+        /// Host file.
+        from: PathBuf,
+        /// Path inside the sandbox.
+        to: String,
+    },
     /// Print a sandbox's info as JSON.
     Info {
         /// The path given to `up --state`.
@@ -153,6 +164,12 @@ fn run(cli: Cli) -> Result<ExitCode, TestbedError> {
                 }
             };
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+        Cmd::Cp { state, from, to } => {
+            let sb = Sandbox::attach(&real_state(&state))?;
+            let res = sb.copy_in(&from, &to, 0o644, None);
+            sb.detach()?;
+            res.map(|()| ExitCode::SUCCESS)
         }
         Cmd::Info { state } => {
             let sb = Sandbox::attach(&real_state(&state))?;
