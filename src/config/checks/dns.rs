@@ -1,10 +1,8 @@
 //! `kind = "dns"`: a query against a given server.
 
-use std::ops::Range;
-
 use serde::Deserialize;
 
-use super::{required, KindSpec};
+use super::{KindCtx, KindSpec};
 use crate::config::error::{ConfigError, Ctx};
 use crate::config::model::CheckKind;
 use crate::config::raw::S;
@@ -28,20 +26,9 @@ pub(super) struct RawDns {
 }
 
 impl KindSpec for RawDns {
-    fn build(
-        self,
-        ctx: &Ctx<'_>,
-        kind: &S<String>,
-        span: &Range<usize>,
-    ) -> Result<CheckKind, ConfigError> {
-        let server = required(
-            &self.server,
-            ctx,
-            span,
-            kind,
-            "server",
-            "\"192.168.88.181\"",
-        )?;
+    fn build(self, k: &KindCtx<'_, '_>) -> Result<CheckKind, ConfigError> {
+        let ctx = k.ctx;
+        let server = k.required(&self.server, "server", "\"192.168.88.181\"")?;
         let server = parse_dns_server(server.get_ref()).map_err(|msg| {
             ctx.err(
                 server.span(),
@@ -49,7 +36,7 @@ impl KindSpec for RawDns {
                 "write the DNS server as \"ip\" or \"ip:port\", e.g. \"192.168.88.181\" or \"[::1]:5353\"",
             )
         })?;
-        let query = required(&self.query, ctx, span, kind, "query", "\"example.com\"")?;
+        let query = k.required(&self.query, "query", "\"example.com\"")?;
         let query_text = text(ctx, query, "query")?;
         if !query_text
             .chars()

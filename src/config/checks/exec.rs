@@ -1,15 +1,12 @@
 //! `kind = "exec"`: a command run on the host.
 
-use std::ops::Range;
-
 use serde::Deserialize;
 
-use super::{required, KindSpec};
-use crate::config::error::{ConfigError, Ctx};
+use super::{KindCtx, KindSpec};
+use crate::config::error::ConfigError;
 use crate::config::fields::{argv, text};
 use crate::config::model::CheckKind;
 use crate::config::model::ExecCheck;
-use crate::config::raw::S;
 use crate::config::raw::{OptList, OptStr};
 
 /// `kind = "exec"`.
@@ -21,13 +18,9 @@ pub(super) struct RawExec {
 }
 
 impl KindSpec for RawExec {
-    fn build(
-        self,
-        ctx: &Ctx<'_>,
-        kind: &S<String>,
-        span: &Range<usize>,
-    ) -> Result<CheckKind, ConfigError> {
-        let list = required(&self.argv, ctx, span, kind, "argv", "[\"/usr/bin/true\"]")?;
+    fn build(self, k: &KindCtx<'_, '_>) -> Result<CheckKind, ConfigError> {
+        let ctx = k.ctx;
+        let list = k.required(&self.argv, "argv", "[\"/usr/bin/true\"]")?;
         if list.get_ref().is_empty() || list.get_ref()[0].get_ref().is_empty() {
             return Err(ctx.err(
                 list.span(),

@@ -1,12 +1,10 @@
 //! `kind = "grpc"`: a `grpc.health.v1` Check call, plaintext or TLS.
 
-use std::ops::Range;
-
 use serde::Deserialize;
 
-use super::{required, KindSpec};
 use super::{socket_addr, tls_options};
-use crate::config::error::{ConfigError, Ctx};
+use super::{KindCtx, KindSpec};
+use crate::config::error::ConfigError;
 use crate::config::fields::no_control;
 use crate::config::model::CheckKind;
 use crate::config::model::GrpcCheck;
@@ -26,20 +24,9 @@ pub(super) struct RawGrpc {
 }
 
 impl KindSpec for RawGrpc {
-    fn build(
-        self,
-        ctx: &Ctx<'_>,
-        kind: &S<String>,
-        span: &Range<usize>,
-    ) -> Result<CheckKind, ConfigError> {
-        let address = required(
-            &self.address,
-            ctx,
-            span,
-            kind,
-            "address",
-            "\"127.0.0.1:9555\"",
-        )?;
+    fn build(self, k: &KindCtx<'_, '_>) -> Result<CheckKind, ConfigError> {
+        let ctx = k.ctx;
+        let address = k.required(&self.address, "address", "\"127.0.0.1:9555\"")?;
         let address = socket_addr(ctx, address, "address")?;
         let service = match &self.service {
             None => String::new(),

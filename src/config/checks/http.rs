@@ -1,11 +1,9 @@
 //! `kind = "http"` / `"https"`: a GET with status, body and TLS expectations.
 
-use std::ops::Range;
-
 use serde::Deserialize;
 
-use super::{required, KindSpec};
-use crate::config::error::{ConfigError, Ctx};
+use super::{KindCtx, KindSpec};
+use crate::config::error::ConfigError;
 use crate::config::model::CheckKind;
 use crate::config::raw::S;
 use url::Url;
@@ -62,20 +60,9 @@ pub(super) struct RawHttp {
 }
 
 impl KindSpec for RawHttp {
-    fn build(
-        self,
-        ctx: &Ctx<'_>,
-        kind: &S<String>,
-        span: &Range<usize>,
-    ) -> Result<CheckKind, ConfigError> {
-        let url_value = required(
-            &self.url,
-            ctx,
-            span,
-            kind,
-            "url",
-            "\"https://host:443/v1/health\"",
-        )?;
+    fn build(self, k: &KindCtx<'_, '_>) -> Result<CheckKind, ConfigError> {
+        let ctx = k.ctx;
+        let url_value = k.required(&self.url, "url", "\"https://host:443/v1/health\"")?;
         no_control(ctx, url_value, "url")?;
         let url = Url::parse(url_value.get_ref()).map_err(|e| {
             ctx.err(
@@ -102,7 +89,7 @@ impl KindSpec for RawHttp {
                 "write a URL such as \"https://host:port/path\"",
             ));
         }
-        if kind.get_ref() == "https" && !https {
+        if k.kind.get_ref() == "https" && !https {
             return Err(ctx.err(
                 url_value.span(),
                 "an `https` check needs an https:// URL",

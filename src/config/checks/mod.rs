@@ -87,13 +87,37 @@ impl Schedule {
 
 /// A kind's own keys as written, and how to validate them into a [`CheckKind`].
 pub(super) trait KindSpec: DeserializeOwned {
-    /// Validate. `kind` is the `kind` value as written; `span` the check table.
-    fn build(
-        self,
-        ctx: &Ctx<'_>,
-        kind: &S<String>,
-        span: &Range<usize>,
-    ) -> Result<CheckKind, ConfigError>;
+    /// Validate, with the check's context (`kind` as written, the table's span).
+    fn build(self, k: &KindCtx<'_, '_>) -> Result<CheckKind, ConfigError>;
+}
+
+/// What a kind's [`KindSpec::build`] knows about the check being built.
+pub(super) struct KindCtx<'c, 'a> {
+    /// Error construction with locations.
+    pub(super) ctx: &'c Ctx<'a>,
+    /// The `kind` value as written.
+    pub(super) kind: &'c S<String>,
+    /// The check table.
+    pub(super) span: Range<usize>,
+}
+
+impl KindCtx<'_, '_> {
+    /// A mandatory key of this kind, or an error at the check table naming it
+    /// with an `example` value.
+    pub(super) fn required<'v, T>(
+        &self,
+        value: &'v Option<T>,
+        key: &str,
+        example: &str,
+    ) -> Result<&'v T, ConfigError> {
+        value.as_ref().ok_or_else(|| {
+            self.ctx.err(
+                self.span.clone(),
+                format!("{} check is missing `{key}`", self.kind.get_ref()),
+                format!("add e.g. `{key} = {example}`"),
+            )
+        })
+    }
 }
 
 /// Builds a [`CheckKind`] from a kind's own keys.
@@ -198,7 +222,7 @@ fn build_as<K: KindSpec>(
         }
         err
     })?;
-    raw.build(ctx, kind, &span)
+    raw.build(&KindCtx { ctx, kind, span })
 }
 
 /// Dispatch on the kind name.
@@ -225,24 +249,6 @@ fn build_kind(
             ))
         }
     }
-}
-
-/// A required key that is missing from the check table at `span`.
-pub(super) fn required<'a, T>(
-    value: &'a Option<T>,
-    ctx: &Ctx<'_>,
-    span: &Range<usize>,
-    kind: &S<String>,
-    key: &str,
-    example: &str,
-) -> Result<&'a T, ConfigError> {
-    value.as_ref().ok_or_else(|| {
-        ctx.err(
-            span.clone(),
-            format!("{} check is missing `{key}`", kind.get_ref()),
-            format!("add e.g. `{key} = {example}`"),
-        )
-    })
 }
 
 /// Read a string value out of the spanned document (for `kind` and `name`).
