@@ -121,6 +121,22 @@ fn recover(sb: &Sandbox, uid: Option<u32>, config: &str, backend: &str) -> (Opti
     (out.status.code(), report(&out))
 }
 
+/// `mcrecover install [extra...]` of a rootful config inside the sandbox,
+/// service backend, units in /run/systemd/system.
+fn install(sb: &Sandbox, config: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["install"];
+    args.extend_from_slice(extra);
+    args.extend([
+        "--config",
+        config,
+        "--backend",
+        "service",
+        "--unit-dir",
+        "/run/systemd/system",
+    ]);
+    mcrecover(sb, None, &args)
+}
+
 fn report(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -239,19 +255,7 @@ fn systemctl_start_target_alone_recovers_in_stage_order() {
         return;
     };
     let cfg = rootful_config(&sb, |t| t);
-    let out = mcrecover(
-        &sb,
-        None,
-        &[
-            "install",
-            "--config",
-            &cfg,
-            "--backend",
-            "service",
-            "--unit-dir",
-            "/run/systemd/system",
-        ],
-    );
+    let out = install(&sb, &cfg, &[]);
     assert_eq!(out.status.code(), Some(0));
     // No mcrecover driving: systemd alone, through the gate units.
     ok(
@@ -385,15 +389,6 @@ fn second_install_writes_nothing_and_does_not_reload() {
     .unwrap();
     install_binary(&sb);
     let cfg = rootful_config(&sb, |t| t);
-    let args = [
-        "install",
-        "--config",
-        &cfg,
-        "--backend",
-        "service",
-        "--unit-dir",
-        "/run/systemd/system",
-    ];
     let reloads = || {
         sb.journal_all()
             .lines()
@@ -402,7 +397,7 @@ fn second_install_writes_nothing_and_does_not_reload() {
     };
 
     let before = reloads();
-    let first = mcrecover(&sb, None, &args);
+    let first = install(&sb, &cfg, &[]);
     assert_eq!(first.status.code(), Some(0));
     let err = String::from_utf8_lossy(&first.stderr).to_string();
     assert!(err.contains("21 created, 0 changed, 0 unchanged"), "{err}");
@@ -423,7 +418,7 @@ fn second_install_writes_nothing_and_does_not_reload() {
     };
     let mtime = stamp("mcns.service");
 
-    let second = mcrecover(&sb, None, &args);
+    let second = install(&sb, &cfg, &[]);
     assert_eq!(second.status.code(), Some(0));
     let err = String::from_utf8_lossy(&second.stderr).to_string();
     assert!(err.contains("0 created, 0 changed, 21 unchanged"), "{err}");
@@ -438,20 +433,7 @@ fn second_install_writes_nothing_and_does_not_reload() {
     assert_eq!(reloads(), after_first, "a second reload happened");
 
     // --dry-run reports without writing.
-    let dry = mcrecover(
-        &sb,
-        None,
-        &[
-            "install",
-            "--dry-run",
-            "--config",
-            &cfg,
-            "--backend",
-            "service",
-            "--unit-dir",
-            "/run/systemd/system",
-        ],
-    );
+    let dry = install(&sb, &cfg, &["--dry-run"]);
     assert_eq!(dry.status.code(), Some(0));
 }
 
