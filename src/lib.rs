@@ -15,3 +15,4 @@ pub mod import;
 pub mod plan;
 pub mod recover;
 pub mod render;
+pub mod watch;

@@ -11,7 +11,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use super::checks::{load_checks, Schedule};
 use super::error::{ConfigError, Ctx};
 use super::fields::{choice, is_unit_safe, nonzero_duration, span_or};
-use super::model::{Config, FailurePolicy, Service, Stage};
+use super::model::{Config, FailurePolicy, Service, Stage, WatchPolicy};
 use super::platform::load_platform;
 use super::raw::{RawConfig, RawService, RawStage, S};
 use super::service::load_service;
@@ -149,6 +149,7 @@ pub(crate) fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
             .into_iter()
             .map(|s| (s.service.name.clone(), s.service))
             .collect(),
+        watch: WatchPolicy::default(),
     })
 }
 

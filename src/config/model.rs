@@ -22,6 +22,8 @@ pub struct Config {
     pub stages: Vec<Stage>,
     /// Services keyed by name (sorted; stage order is in `stages`).
     pub services: BTreeMap<String, Service>,
+    /// `[watch]`: the daemon's restart, backoff and escalation policy.
+    pub watch: WatchPolicy,
 }
 
 /// Whether containers run under a user's systemd manager or the system manager.
@@ -145,6 +147,8 @@ pub struct Service {
     pub after: Vec<String>,
     /// Extra requirement edges: require these services (implies after).
     pub requires: Vec<String>,
+    /// `[services.NAME.remedy]`: what the daemon may do once this service is escalated.
+    pub remedy: Option<Remedy>,
 }
 
 impl Service {
@@ -443,6 +447,83 @@ pub struct ExecCheck {
 }
 
 /// Serialize durations as fractional seconds in JSON output.
+/// Who restarts a container unit whose process exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestartOwner {
+    /// The daemon: units are rendered with `Restart=no`; `mcrecover daemon`
+    /// restarts with backoff and escalates (the default).
+    Mcrecover,
+    /// systemd: units keep `Restart=` from the service's `restart` key; the
+    /// daemon only restarts on failing health checks.
+    Systemd,
+}
+
+/// `[watch]`: the daemon's policy (docs/daemon.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct WatchPolicy {
+    /// Who restarts exited containers.
+    pub restart_owner: RestartOwner,
+    /// First restart delay; doubles on every further restart.
+    #[serde(with = "duration_secs")]
+    pub backoff_initial: Duration,
+    /// Upper bound of the restart delay.
+    #[serde(with = "duration_secs")]
+    pub backoff_max: Duration,
+    /// Healthy this long: backoff and restart history are reset.
+    #[serde(with = "duration_secs")]
+    pub backoff_reset: Duration,
+    /// Escalate after this many restarts ...
+    pub escalate_after: u32,
+    /// ... within this window.
+    #[serde(with = "duration_secs")]
+    pub escalate_window: Duration,
+    /// Persistent state directory (default: `$STATE_DIRECTORY`, else `/var/lib/mcrecover`).
+    pub state_dir: Option<PathBuf>,
+    /// Exec hook run on escalation (argv; empty = none).
+    pub hook: Vec<String>,
+    /// Time limit of the hook.
+    #[serde(with = "duration_secs")]
+    pub hook_timeout: Duration,
+    /// HTTPS endpoint that receives a JSON POST on escalation.
+    pub webhook: Option<Url>,
+    /// CA bundle for the webhook (default: the system roots).
+    pub webhook_ca_file: Option<PathBuf>,
+    /// Time limit of the webhook POST.
+    #[serde(with = "duration_secs")]
+    pub webhook_timeout: Duration,
+}
+
+impl Default for WatchPolicy {
+    fn default() -> Self {
+        WatchPolicy {
+            restart_owner: RestartOwner::Mcrecover,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            backoff_reset: Duration::from_secs(600),
+            escalate_after: 5,
+            escalate_window: Duration::from_secs(600),
+            state_dir: None,
+            hook: Vec::new(),
+            hook_timeout: Duration::from_secs(30),
+            webhook: None,
+            webhook_ca_file: None,
+            webhook_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[services.NAME.remedy]`: an automatic remedy tried once after escalation,
+/// followed by one more restart. Files are MOVED into
+/// `<volume>/quarantine/<timestamp>/`, never deleted.
+#[derive(Debug, Clone, Serialize)]
+pub struct Remedy {
+    /// Absolute host paths, each inside one of the service's volume host directories.
+    pub quarantine: Vec<PathBuf>,
+    /// Only when the diagnosis matched one of these signature ids (empty = always).
+    pub on: Vec<String>,
+}
+
 mod duration_secs {
     use serde::Serializer;
     use std::time::Duration;

@@ -118,6 +118,7 @@ pub(crate) fn load_service(
         checks,
         after,
         requires,
+        remedy: None,
     })
 }
 

