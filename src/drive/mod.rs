@@ -770,6 +770,72 @@ fn is_service(unit: &str) -> bool {
     unit.ends_with(".service")
 }
 
+/// A change of the systemd manager itself, seen by [`Systemd::watch_manager`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ManagerEvent {
+    /// The owner of `org.freedesktop.systemd1` changed: the manager was
+    /// re-executed (`daemon-reexec`) or restarted. `Some` is the new owner,
+    /// `None` when the name was released. Subscriptions and watches made on
+    /// the old owner must be renewed once a new owner appears.
+    OwnerChanged(Option<String>),
+}
+
+/// A stream of [`ManagerEvent`]s. `next()` is `None` once the connection
+/// closed. Dropping it stops watching.
+#[derive(Debug)]
+pub struct ManagerWatch {
+    rx: mpsc::UnboundedReceiver<ManagerEvent>,
+    task: JoinHandle<()>,
+}
+
+impl ManagerWatch {
+    /// The next event; `None` once the connection has closed.
+    pub async fn next(&mut self) -> Option<ManagerEvent> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for ManagerWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Systemd {
+    /// Watch the manager's bus name (`NameOwnerChanged` of
+    /// `org.freedesktop.systemd1` from the bus daemon): after a
+    /// `daemon-reexec` the manager reconnects to the bus under a new unique
+    /// name, and a client should subscribe again and re-read unit states.
+    /// Fails on a direct (bus-less) connection to a manager.
+    pub async fn watch_manager(&self) -> Result<ManagerWatch, DriveError> {
+        let ctx = self.ctx("AddMatch NameOwnerChanged", None);
+        let dbus = zbus::fdo::DBusProxy::new(&self.inner.conn)
+            .await
+            .map_err(|e| map_zbus(e, ctx))?;
+        let mut stream = dbus
+            .receive_name_owner_changed_with_args(&[(0, SYSTEMD_DEST)])
+            .await
+            .map_err(|e| map_zbus(e.into(), ctx))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Some(signal) = stream.next().await {
+                let Ok(args) = signal.args() else { continue };
+                let owner = args.new_owner().as_ref().map(|n| n.to_string());
+                tracing::info!(new_owner = ?owner, "systemd manager changed its bus name owner");
+                if tx.send(ManagerEvent::OwnerChanged(owner)).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(ManagerWatch { rx, task })
+    }
+
+    /// Whether the underlying D-Bus connection is closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.conn.is_closed()
+    }
+}
+
 /// A stream of [`UnitChange`]s for the units given to [`Systemd::watch`].
 /// Dropping it stops watching.
 #[derive(Debug)]

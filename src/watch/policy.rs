@@ -1,0 +1,247 @@
+//! The daemon's decision arithmetic, pure and unit tested: backoff delays,
+//! the escalation threshold (monit-like "N restarts within a window"), the
+//! backoff reset after a healthy period, the dependency-aware hold, and
+//! [`decide`], which turns the facts about one service into what the engine
+//! does next.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::config::WatchPolicy;
+use crate::plan::Plan;
+
+/// Restart delay for a service at backoff `level` (number of restarts since
+/// the last reset): `backoff_initial * 2^level`, capped at `backoff_max`.
+pub fn backoff_delay(policy: &WatchPolicy, level: u32) -> Duration {
+    let factor = 2u32.checked_pow(level.min(31)).unwrap_or(u32::MAX);
+    policy
+        .backoff_initial
+        .checked_mul(factor)
+        .unwrap_or(policy.backoff_max)
+        .min(policy.backoff_max)
+}
+
+/// Whether `restarts_in_window` restarts within the window reach the
+/// escalation threshold (`escalate_after`; 0 never escalates).
+pub fn should_escalate(policy: &WatchPolicy, restarts_in_window: u32) -> bool {
+    policy.escalate_after > 0 && restarts_in_window >= policy.escalate_after
+}
+
+/// Whether a service healthy for `healthy_for` has earned a reset of its
+/// backoff level and restart history.
+pub fn should_reset(policy: &WatchPolicy, healthy_for: Duration) -> bool {
+    healthy_for >= policy.backoff_reset
+}
+
+/// Everything [`decide`] needs to know about one service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// Unit active (or no unit) and every check passing.
+    pub healthy: bool,
+    /// Unit failed/inactive (and the daemon owns restarts), or a check failing.
+    pub failing: bool,
+    /// The root-most failing upstream, if any.
+    pub failing_upstream: Option<String>,
+    /// Escalated and not re-armed.
+    pub escalated: bool,
+    /// The daemon may restart it (has a unit, `restart` is not `no`).
+    pub restartable: bool,
+    /// A restart is scheduled or running.
+    pub restart_pending: bool,
+    /// Restarts issued within the escalation window.
+    pub restarts_in_window: u32,
+    /// Current backoff level.
+    pub backoff_level: u32,
+}
+
+/// What the engine does with a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Healthy: nothing to do (re-arms an escalation).
+    Healthy,
+    /// Not failing, not yet healthy (starting, checks unknown).
+    Starting,
+    /// Failing while an upstream fails: wait for that upstream.
+    Held(String),
+    /// Escalated: no more restarts until ack or healthy.
+    Escalated,
+    /// Failing, but nothing to do now (not restartable, or a restart is
+    /// already scheduled or running).
+    Unhealthy,
+    /// Schedule a restart after this delay.
+    Restart(Duration),
+    /// Too many restarts within the window: escalate now.
+    Escalate,
+}
+
+/// The decision for one service, from its facts (see the module docs and
+/// docs/daemon/engine.md for the semantics).
+pub fn decide(policy: &WatchPolicy, f: &Facts) -> Decision {
+    if f.healthy {
+        return Decision::Healthy;
+    }
+    if !f.failing {
+        return Decision::Starting;
+    }
+    if f.escalated {
+        return Decision::Escalated;
+    }
+    if let Some(up) = &f.failing_upstream {
+        return Decision::Held(up.clone());
+    }
+    if !f.restartable || f.restart_pending {
+        return Decision::Unhealthy;
+    }
+    if should_escalate(policy, f.restarts_in_window) {
+        return Decision::Escalate;
+    }
+    Decision::Restart(backoff_delay(policy, f.backoff_level))
+}
+
+/// Per service, every upstream (transitively: earlier stages through the
+/// stage edges, plus `after`/`requires` edges), listed in plan order, so the
+/// first failing one is the root-most.
+pub fn upstreams(plan: &Plan) -> BTreeMap<String, Vec<String>> {
+    let pos: BTreeMap<&str, usize> = plan
+        .order
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    let mut out = BTreeMap::new();
+    for name in plan.services.keys() {
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        let mut todo: Vec<&str> = vec![name.as_str()];
+        // Services of every earlier stage, also through empty stages.
+        if let Some(idx) = plan.services.get(name).and_then(|s| s.stage) {
+            for st in plan.stages.iter().take(idx) {
+                for s in &st.services {
+                    if seen.insert(s.as_str()) {
+                        todo.push(s.as_str());
+                    }
+                }
+            }
+        }
+        while let Some(n) = todo.pop() {
+            if let Some(svc) = plan.services.get(n) {
+                for e in &svc.edges {
+                    if seen.insert(e.upstream.as_str()) {
+                        todo.push(e.upstream.as_str());
+                    }
+                }
+            }
+        }
+        seen.remove(name.as_str());
+        let mut list: Vec<String> = seen.into_iter().map(str::to_owned).collect();
+        list.sort_by_key(|n| pos.get(n.as_str()).copied().unwrap_or(usize::MAX));
+        out.insert(name.clone(), list);
+    }
+    out
+}
+
+/// The first (root-most) of `upstreams` for which `failing` is true.
+pub fn failing_upstream(upstreams: &[String], failing: impl Fn(&str) -> bool) -> Option<String> {
+    upstreams.iter().find(|u| failing(u)).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> WatchPolicy {
+        WatchPolicy::default()
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let p = policy();
+        assert_eq!(backoff_delay(&p, 0), Duration::from_secs(1));
+        assert_eq!(backoff_delay(&p, 1), Duration::from_secs(2));
+        assert_eq!(backoff_delay(&p, 3), Duration::from_secs(8));
+        assert_eq!(backoff_delay(&p, 8), Duration::from_secs(256));
+        assert_eq!(backoff_delay(&p, 9), Duration::from_secs(300));
+        assert_eq!(backoff_delay(&p, 40), Duration::from_secs(300));
+        assert_eq!(backoff_delay(&p, u32::MAX), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn escalation_threshold() {
+        let mut p = policy();
+        assert!(!should_escalate(&p, 4));
+        assert!(should_escalate(&p, 5));
+        assert!(should_escalate(&p, 6));
+        p.escalate_after = 0;
+        assert!(!should_escalate(&p, 100));
+        assert!(!should_reset(&policy(), Duration::from_secs(599)));
+        assert!(should_reset(&policy(), Duration::from_secs(600)));
+    }
+
+    fn failing() -> Facts {
+        Facts {
+            failing: true,
+            restartable: true,
+            ..Facts::default()
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let p = policy();
+        let healthy = Facts {
+            healthy: true,
+            escalated: true,
+            ..Facts::default()
+        };
+        assert_eq!(decide(&p, &healthy), Decision::Healthy);
+        assert_eq!(decide(&p, &Facts::default()), Decision::Starting);
+        assert_eq!(
+            decide(&p, &failing()),
+            Decision::Restart(Duration::from_secs(1))
+        );
+        let f = Facts {
+            backoff_level: 2,
+            ..failing()
+        };
+        assert_eq!(decide(&p, &f), Decision::Restart(Duration::from_secs(4)));
+        // Held wins over restarting and escalating.
+        let f = Facts {
+            failing_upstream: Some("mcns".into()),
+            restarts_in_window: 9,
+            ..failing()
+        };
+        assert_eq!(decide(&p, &f), Decision::Held("mcns".into()));
+        // Escalated: nothing, even with an upstream failing.
+        let f = Facts {
+            escalated: true,
+            failing_upstream: Some("mcns".into()),
+            ..failing()
+        };
+        assert_eq!(decide(&p, &f), Decision::Escalated);
+        let f = Facts {
+            restarts_in_window: 5,
+            ..failing()
+        };
+        assert_eq!(decide(&p, &f), Decision::Escalate);
+        let f = Facts {
+            restartable: false,
+            ..failing()
+        };
+        assert_eq!(decide(&p, &f), Decision::Unhealthy);
+        let f = Facts {
+            restart_pending: true,
+            restarts_in_window: 5,
+            ..failing()
+        };
+        assert_eq!(decide(&p, &f), Decision::Unhealthy);
+    }
+
+    #[test]
+    fn root_most_failing_upstream() {
+        let ups = vec!["mcns".to_string(), "mcr".to_string(), "mcias".to_string()];
+        assert_eq!(
+            failing_upstream(&ups, |u| u == "mcr" || u == "mcias"),
+            Some("mcr".into())
+        );
+        assert_eq!(failing_upstream(&ups, |_| false), None);
+    }
+}
