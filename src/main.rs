@@ -399,9 +399,9 @@ fn run(cli: Cli) -> Result<u8, Exit> {
         }),
         Command::ImportMcp(args) => import_mcp(&args),
         Command::Status { json, api, sys: s } => runtime()?.block_on(status(&cfg, &api, &s, json)),
-        Command::Ack { service, api } => control(&cfg, &api, ApiCommand::Ack(service)),
-        Command::Restart { service, api } => control(&cfg, &api, ApiCommand::Restart(service)),
-        Command::Reload { api } => control(&cfg, &api, ApiCommand::Reload),
+        Command::Ack { service, api } => control(&cfg, &api, &ApiCommand::Ack(service)),
+        Command::Restart { service, api } => control(&cfg, &api, &ApiCommand::Restart(service)),
+        Command::Reload { api } => control(&cfg, &api, &ApiCommand::Reload),
     }
 }
 
@@ -438,8 +438,8 @@ async fn status(cfg: &Config, api: &ApiArgs, s: &SystemArgs, json: bool) -> Resu
 }
 
 /// `ack`, `restart`, `reload`: one call to the daemon.
-fn control(cfg: &Config, api: &ApiArgs, cmd: ApiCommand) -> Result<u8, Exit> {
-    if let ApiCommand::Ack(name) | ApiCommand::Restart(name) = &cmd {
+fn control(cfg: &Config, api: &ApiArgs, cmd: &ApiCommand) -> Result<u8, Exit> {
+    if let ApiCommand::Ack(name) | ApiCommand::Restart(name) = cmd {
         if !cfg.services.contains_key(name) {
             let names: Vec<&str> = cfg.services.keys().map(String::as_str).collect();
             return Err(Exit(
@@ -449,7 +449,7 @@ fn control(cfg: &Config, api: &ApiArgs, cmd: ApiCommand) -> Result<u8, Exit> {
         }
     }
     runtime()?.block_on(async {
-        match api::call(&api.bus(), &cmd).await {
+        match api::call(&api.bus(), cmd).await {
             Ok(msg) => {
                 println!("{msg}");
                 Ok(0)
