@@ -15,6 +15,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mcrecover::config::{self, Config, Mode};
 use mcrecover::drive::{BusTarget, Systemd};
 use mcrecover::recover::{self, gate, Progress};
+use mcrecover::watch::api::{self, ApiBus, ApiError};
+use mcrecover::watch::{status as wstatus, ApiCommand};
 use mcrecover::{check, doctor, images, import, plan, render};
 
 /// Exit code for a configuration or usage error.
@@ -107,6 +109,58 @@ enum Command {
     },
     /// Convert MCP service definitions (~/.config/mcp/services/*.toml) into a configuration.
     ImportMcp(ImportMcpArgs),
+    /// The daemon's view of every service (stage, unit state, health, restarts, state);
+    /// computed directly when no daemon runs. Exit 0 all healthy, 1 otherwise.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        sys: SystemArgs,
+    },
+    /// Re-arm an escalated service: the daemon restarts it again when it fails.
+    Ack {
+        /// Service name.
+        service: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Ask the daemon to restart a service now.
+    Restart {
+        /// Service name.
+        service: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Ask the daemon to reload its configuration (kept as is when invalid).
+    Reload {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct ApiArgs {
+    /// Where the daemon's D-Bus API is: `system` (default), `session`, or a D-Bus address.
+    #[arg(long, env = "MCRECOVER_API_BUS", default_value = "system")]
+    api_bus: String,
+}
+
+impl ApiArgs {
+    fn bus(&self) -> ApiBus {
+        parse_api_bus(&self.api_bus)
+    }
+}
+
+fn parse_api_bus(text: &str) -> ApiBus {
+    match text {
+        "system" => ApiBus::System,
+        "session" => ApiBus::Session,
+        "none" => ApiBus::None,
+        addr => ApiBus::Address(addr.to_string()),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -191,7 +245,12 @@ fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MCRECOVER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let journald = if std::env::var_os("JOURNAL_STREAM").is_some() {
-        tracing_journald::layer().ok()
+        // Fields land unprefixed (SERVICE=, UNIT=, STAGE=, CHECK=) so
+        // `journalctl SERVICE=mcns` works.
+        tracing_journald::layer().ok().map(|l| {
+            l.with_field_prefix(None)
+                .with_syslog_identifier("mcrecover".into())
+        })
     } else {
         None
     };
@@ -339,7 +398,71 @@ fn run(cli: Cli) -> Result<u8, Exit> {
             Ok(report.exit_code())
         }),
         Command::ImportMcp(args) => import_mcp(&args),
+        Command::Status { json, api, sys: s } => runtime()?.block_on(status(&cfg, &api, &s, json)),
+        Command::Ack { service, api } => control(&cfg, &api, &ApiCommand::Ack(service)),
+        Command::Restart { service, api } => control(&cfg, &api, &ApiCommand::Restart(service)),
+        Command::Reload { api } => control(&cfg, &api, &ApiCommand::Reload),
     }
+}
+
+/// `status`: the daemon's snapshot, or the directly computed one.
+async fn status(cfg: &Config, api: &ApiArgs, s: &SystemArgs, json: bool) -> Result<u8, Exit> {
+    let snap = match api::fetch_status(&api.bus()).await {
+        Ok(snap) => snap,
+        Err(err) => {
+            if !matches!(err, ApiError::NotRunning) {
+                eprintln!("mcrecover: warning: daemon unreachable: {err}");
+            }
+            let plan = plan::build(cfg).map_err(|e| Exit(EXIT_CONFIG, e.into()))?;
+            let sd = match connect(cfg, s).await {
+                Ok(sd) => Some(sd),
+                Err(Exit(_, e)) => {
+                    eprintln!("mcrecover: warning: unit states unknown: {e:#}");
+                    None
+                }
+            };
+            let snap = wstatus::direct(cfg, &plan, sd.as_ref()).await;
+            if sd.is_none() && !json {
+                print!("{}", wstatus::to_text(&snap));
+                return Ok(EXIT_SYSTEM);
+            }
+            snap
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&snap).map_err(sys)?);
+    } else {
+        print!("{}", wstatus::to_text(&snap));
+    }
+    Ok(u8::from(!wstatus::all_healthy(&snap)))
+}
+
+/// `ack`, `restart`, `reload`: one call to the daemon.
+fn control(cfg: &Config, api: &ApiArgs, cmd: &ApiCommand) -> Result<u8, Exit> {
+    if let ApiCommand::Ack(name) | ApiCommand::Restart(name) = cmd {
+        if !cfg.services.contains_key(name) {
+            let names: Vec<&str> = cfg.services.keys().map(String::as_str).collect();
+            return Err(Exit(
+                EXIT_CONFIG,
+                anyhow::anyhow!("no service `{name}` (services: {})", names.join(", ")),
+            ));
+        }
+    }
+    runtime()?.block_on(async {
+        match api::call(&api.bus(), cmd).await {
+            Ok(msg) => {
+                println!("{msg}");
+                Ok(0)
+            }
+            Err(ApiError::Refused(msg)) => Err(Exit(1, anyhow::anyhow!("{msg}"))),
+            Err(e @ ApiError::AccessDenied(_)) => Err(Exit(
+                EXIT_SYSTEM,
+                anyhow::Error::new(e)
+                    .context("only root and the platform user's group may change the daemon"),
+            )),
+            Err(e) => Err(sys(e)),
+        }
+    })
 }
 
 /// `import-mcp`: convert, print the warnings, write the validated text.

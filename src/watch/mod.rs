@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod escalate;
+pub mod status;
 pub mod types;
 
 pub use types::{ApiCommand, ApiReply, CommandSender, ServiceState, ServiceStatus, Snapshot};
