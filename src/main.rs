@@ -139,6 +139,20 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Run the daemon: boot recovery, then watch, restart with backoff, escalate.
+    Daemon {
+        /// Do not install (render + reload) at start and on reload.
+        #[arg(long)]
+        no_install: bool,
+        /// State directory (default: [watch] state_dir, $STATE_DIRECTORY, /var/lib/mcrecover).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Where to serve the D-Bus API: `system` (default), `session`, `none`, or an address.
+        #[arg(long, env = "MCRECOVER_API_BUS", default_value = "system")]
+        api_bus: String,
+        #[command(flatten)]
+        sys: SystemArgs,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -242,8 +256,11 @@ fn main() -> ExitCode {
 
 fn init_tracing() {
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MCRECOVER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("MCRECOVER_LOG").unwrap_or_else(|_| {
+            let daemon = std::env::args().nth(1).is_some_and(|a| a == "daemon");
+            tracing_subscriber::EnvFilter::new(if daemon { "info" } else { "warn" })
+        });
     let journald = if std::env::var_os("JOURNAL_STREAM").is_some() {
         // Fields land unprefixed (SERVICE=, UNIT=, STAGE=, CHECK=) so
         // `journalctl SERVICE=mcns` works.
@@ -402,6 +419,25 @@ fn run(cli: Cli) -> Result<u8, Exit> {
         Command::Ack { service, api } => control(&cfg, &api, &ApiCommand::Ack(service)),
         Command::Restart { service, api } => control(&cfg, &api, &ApiCommand::Restart(service)),
         Command::Reload { api } => control(&cfg, &api, &ApiCommand::Reload),
+        Command::Daemon {
+            no_install,
+            state_dir,
+            api_bus,
+            sys: s,
+        } => runtime()?.block_on(async {
+            let opts = mcrecover::watch::DaemonOptions {
+                config_path: cli.config.clone(),
+                bus: bus_target(&cfg, &s),
+                backend: s.backend.map(|b| resolve_backend(&cfg, Some(b))),
+                quadlet_dir: s.quadlet_dir.clone(),
+                unit_dir: s.unit_dir.clone(),
+                install: !no_install,
+                state_dir,
+                api_bus: parse_api_bus(&api_bus),
+            };
+            mcrecover::watch::run(opts).await.map_err(sys)?;
+            Ok(0)
+        }),
     }
 }
 

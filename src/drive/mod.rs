@@ -815,7 +815,7 @@ impl Systemd {
         let mut stream = dbus
             .receive_name_owner_changed_with_args(&[(0, SYSTEMD_DEST)])
             .await
-            .map_err(|e| map_zbus(e.into(), ctx))?;
+            .map_err(|e| map_zbus(e, ctx))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             while let Some(signal) = stream.next().await {

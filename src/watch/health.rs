@@ -185,8 +185,7 @@ async fn run_check(
     let mut verdict = Verdict::new();
     let mut first = true;
     loop {
-        let outcome = match tokio::time::timeout(c.timeout + PROBE_SLACK, check::probe(&c)).await
-        {
+        let outcome = match tokio::time::timeout(c.timeout + PROBE_SLACK, check::probe(&c)).await {
             Ok(o) => o,
             Err(_) => Outcome {
                 ok: false,
@@ -218,6 +217,7 @@ async fn run_check(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::config::{CheckKind, TcpCheck};

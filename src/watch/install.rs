@@ -24,7 +24,7 @@ pub enum InstallError {
         /// Unit directory.
         unit_dir: String,
         /// The render/write error.
-        source: RenderError,
+        source: Box<RenderError>,
     },
     /// daemon-reload failed.
     #[error("daemon-reload after installing units: {0}")]
@@ -42,7 +42,7 @@ pub fn render_and_write(
     let wrap = |source| InstallError::Render {
         quadlet_dir: quadlet_dir.display().to_string(),
         unit_dir: unit_dir.display().to_string(),
-        source,
+        source: Box::new(source),
     };
     let plan = plan::build(cfg)?;
     let rendered = render::render(cfg, &plan, backend).map_err(wrap)?;

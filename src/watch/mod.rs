@@ -12,8 +12,17 @@
 //! `notify` (sd_notify).
 
 pub mod api;
+pub mod engine;
 pub mod escalate;
+pub mod health;
+pub mod install;
+pub mod notify;
+pub mod policy;
+pub mod state;
 pub mod status;
 pub mod types;
+
+pub use engine::{run, DaemonOptions, WatchError, RESTART_MESSAGE_ID};
+pub use install::{install, InstallError};
 
 pub use types::{ApiCommand, ApiReply, CommandSender, ServiceState, ServiceStatus, Snapshot};

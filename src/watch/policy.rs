@@ -145,6 +145,7 @@ pub fn failing_upstream(upstreams: &[String], failing: impl Fn(&str) -> bool) ->
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

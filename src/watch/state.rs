@@ -153,9 +153,10 @@ impl StateStore {
         match serde_json::from_slice::<PersistedState>(&bytes) {
             Ok(s) => Ok(s),
             Err(e) => {
-                let aside = self
-                    .dir
-                    .join(format!("{STATE_FILE}.corrupt-{}", now_ms(SystemTime::now())));
+                let aside = self.dir.join(format!(
+                    "{STATE_FILE}.corrupt-{}",
+                    now_ms(SystemTime::now())
+                ));
                 tracing::warn!(path = %path.display(), moved_to = %aside.display(), error = %e,
                     "state file unreadable; moved aside, starting with an empty history");
                 std::fs::rename(&path, &aside).map_err(|source| StateError::Io {
@@ -226,6 +227,7 @@ fn duration_ms(d: Duration) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -312,7 +314,10 @@ mod tests {
             resolve_state_dir(None, None, Some("/var/lib/mcrecover/850:/other")),
             p("/var/lib/mcrecover/850")
         );
-        assert_eq!(resolve_state_dir(None, None, Some("")), p(DEFAULT_STATE_DIR));
+        assert_eq!(
+            resolve_state_dir(None, None, Some("")),
+            p(DEFAULT_STATE_DIR)
+        );
         assert_eq!(resolve_state_dir(None, None, None), p(DEFAULT_STATE_DIR));
     }
 }

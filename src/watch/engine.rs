@@ -1,0 +1,1458 @@
+//! The daemon's event loop. One task owns all state and reacts to: unit
+//! changes (D-Bus `PropertiesChanged`, no polling), check results (one task
+//! per check, see [`super::health`]), restart timers (backoff), restart and
+//! escalation results, boot-recovery progress, API commands, `SIGHUP`
+//! (reload), `SIGTERM`/`SIGINT` (exit) and the watchdog tick. After every
+//! event each service is re-evaluated in plan order with
+//! [`policy::decide`], and the status snapshot (API, `STATUS=`) is updated.
+//!
+//! States (docs/daemon/engine.md): `starting` (not failing, not yet
+//! healthy), `healthy`, `unhealthy` (failing; a restart is scheduled or
+//! running, or it cannot be restarted), `held` (failing while an upstream
+//! fails: no restart; re-checked once the upstream is healthy), `escalated`
+//! (too many restarts: no more until `ack` or healthy again).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use super::api::{self, ApiBus, Authz};
+use super::escalate::{self, ActionResult, Event};
+use super::health::{CheckReport, HealthSet, Mode};
+use super::install::{self, InstallError};
+use super::notify::{self, Notifier};
+use super::policy::{self, Decision, Facts};
+use super::state::{now_ms, resolve_state_dir, Escalation, PersistedState, StateError, StateStore};
+use super::types::{ApiCommand, ApiReply, HealthStatus, ServiceState, ServiceStatus, Snapshot};
+use crate::config::{self, Config, RestartOwner, RestartPolicy};
+use crate::diagnose::Diagnosis;
+use crate::drive::{
+    BusTarget, DriveError, JobOutcome, ManagerEvent, ManagerWatch, Systemd, UnitChange, UnitState,
+    UnitWatch,
+};
+use crate::plan::{self, Plan, PlanError};
+use crate::recover::{self, RecoverEvent};
+use crate::render::Backend;
+
+/// `MESSAGE_ID` of the journal entry logged for every restart issued.
+pub const RESTART_MESSAGE_ID: &str = "5e8a0b3c2d1f4e6a9b7c8d0e1f2a3b4c";
+/// Upper bound for one restart job (stop + start) before it is given up.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(300);
+/// Reconnect delays after the bus is lost.
+const RECONNECT_FIRST: Duration = Duration::from_millis(200);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// How the daemon is started (`mcrecover daemon` flags).
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Configuration file.
+    pub config_path: PathBuf,
+    /// The systemd manager to drive.
+    pub bus: BusTarget,
+    /// Backend override (default: the config's, `auto` resolved by doctor).
+    pub backend: Option<Backend>,
+    /// Quadlet directory override.
+    pub quadlet_dir: Option<PathBuf>,
+    /// Unit directory override.
+    pub unit_dir: Option<PathBuf>,
+    /// Install (render + write + reload if changed) at start and on reload.
+    pub install: bool,
+    /// State directory override.
+    pub state_dir: Option<PathBuf>,
+    /// Where the D-Bus API is served.
+    pub api_bus: ApiBus,
+}
+
+/// Why the daemon could not start (or had to stop).
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// The configuration is invalid.
+    #[error("configuration {path}: {detail}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// The validation errors.
+        detail: String,
+    },
+    /// The plan could not be built.
+    #[error("plan: {0}")]
+    Plan(#[from] PlanError),
+    /// Installing the units failed.
+    #[error(transparent)]
+    Install(#[from] InstallError),
+    /// systemd could not be reached.
+    #[error(transparent)]
+    Bus(#[from] DriveError),
+    /// The state file could not be read or written.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Signal handlers could not be installed.
+    #[error("installing signal handlers: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Run the daemon until `SIGTERM`/`SIGINT`: install (unless disabled),
+/// connect, start watching, serve the API, send `READY=1`, run the boot
+/// recovery in the background, then keep the platform healthy.
+pub async fn run(opts: DaemonOptions) -> Result<(), WatchError> {
+    let cfg = load_config(&opts.config_path)?;
+    let plan = plan::build(&cfg)?;
+    let env_dir = std::env::var("STATE_DIRECTORY").ok();
+    let dir = resolve_state_dir(
+        opts.state_dir.as_deref(),
+        cfg.watch.state_dir.as_deref(),
+        env_dir.as_deref(),
+    );
+    let store = StateStore::new(dir);
+    let persisted = store.load()?;
+    info!(path = %store.path().display(), services = persisted.services.len(), "state loaded");
+
+    let sd = Systemd::connect(&opts.bus).await?;
+    if opts.install {
+        do_install(&opts, &cfg, &sd).await?;
+    }
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(WatchError::Signal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(WatchError::Signal)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(WatchError::Signal)?;
+
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+    let (health_tx, mut health_rx) = mpsc::unbounded_channel();
+    let (cmd_tx, mut cmd_rx) = mpsc::channel(16);
+    let (snap_tx, snap_rx) = watch::channel(Snapshot::default());
+
+    let mut engine = Engine::new(opts, cfg, plan, store, persisted, ev_tx, health_tx, snap_tx);
+    engine.connected(sd).await;
+    engine.spawn_all_checks(Mode::Normal);
+
+    let authz = engine.authz();
+    let _api = match api::serve(&engine.opts.api_bus, snap_rx, cmd_tx, authz).await {
+        Ok(server) => Some(server),
+        Err(e) => {
+            warn!(error = %e, "D-Bus API not served; continuing without it");
+            None
+        }
+    };
+
+    engine.start_recovery();
+    engine.evaluate_all();
+    engine.publish();
+    let line = engine.status_line();
+    engine.notifier.ready(&line);
+    info!(status = %line, "watching");
+
+    let mut watchdog = notify::watchdog_interval().map(tokio::time::interval);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let timer = engine.next_timer();
+        tokio::select! {
+            change = next_change(&mut engine.watch) => match change {
+                Some(c) => engine.on_unit(c),
+                None => engine.bus_lost("unit watch ended"),
+            },
+            mev = next_manager(&mut engine.mgr) => match mev {
+                Some(ManagerEvent::OwnerChanged(Some(owner))) => {
+                    engine.bus_lost(&format!("systemd re-connected to the bus as {owner}"));
+                }
+                Some(ManagerEvent::OwnerChanged(None)) => {}
+                None => engine.bus_lost("manager watch ended"),
+            },
+            Some(report) = health_rx.recv() => engine.on_check(report),
+            Some(ev) = ev_rx.recv() => engine.on_event(ev).await,
+            Some((cmd, reply)) = cmd_rx.recv() => engine.on_command(cmd, reply).await,
+            () = sleep_until_opt(timer) => engine.on_timers(),
+            _ = tick.tick() => engine.housekeeping(),
+            _ = tick_opt(&mut watchdog) => engine.notifier.watchdog(),
+            _ = sighup.recv() => {
+                info!("SIGHUP: reloading configuration");
+                let r = engine.reload().await;
+                if let Err(e) = r {
+                    warn!(error = %e, "reload refused; keeping the running configuration");
+                }
+            }
+            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
+        }
+        engine.evaluate_all();
+        engine.publish();
+    }
+    engine.notifier.stopping();
+    engine.shutdown();
+    Ok(())
+}
+
+fn load_config(path: &std::path::Path) -> Result<Config, WatchError> {
+    config::load(path).map_err(|e| WatchError::Config {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })
+}
+
+fn backend_of(opts: &DaemonOptions, cfg: &Config) -> Backend {
+    opts.backend
+        .unwrap_or_else(|| crate::doctor::detect_backend(cfg).0)
+}
+
+async fn do_install(
+    opts: &DaemonOptions,
+    cfg: &Config,
+    sd: &Systemd,
+) -> Result<crate::render::WriteReport, InstallError> {
+    let qdir = opts
+        .quadlet_dir
+        .clone()
+        .unwrap_or_else(|| cfg.platform.quadlet_dir.clone());
+    let udir = opts
+        .unit_dir
+        .clone()
+        .unwrap_or_else(|| cfg.platform.unit_dir.clone());
+    let report = install::install(cfg, backend_of(opts, cfg), &qdir, &udir, sd).await?;
+    info!(
+        created = report.created.len(),
+        changed = report.changed.len(),
+        unchanged = report.unchanged.len(),
+        "units installed"
+    );
+    Ok(report)
+}
+
+async fn next_change(w: &mut Option<UnitWatch>) -> Option<UnitChange> {
+    match w {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_manager(w: &mut Option<ManagerWatch>) -> Option<ManagerEvent> {
+    match w {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick_opt(i: &mut Option<tokio::time::Interval>) {
+    match i {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Internal events sent to the loop by the tasks it spawns.
+#[derive(Debug)]
+enum Ev {
+    Recover(RecoverEvent),
+    RecoverDone(recover::Outcome),
+    RestartDone {
+        service: String,
+        generation: u64,
+        result: Result<JobOutcome, String>,
+    },
+    Diagnosed {
+        service: String,
+        event_id: String,
+        diagnoses: Vec<Diagnosis>,
+        results: Vec<ActionResult>,
+    },
+    RemedyDone {
+        service: String,
+        event_id: String,
+        result: Result<String, String>,
+    },
+    Connected(Systemd),
+}
+
+/// The latest result of one check.
+#[derive(Debug, Clone)]
+struct CheckView {
+    passing: Option<bool>,
+    ok: bool,
+    detail: String,
+    at: Instant,
+}
+
+/// Runtime state of one service.
+#[derive(Debug)]
+struct Svc {
+    stage: Option<usize>,
+    unit: Option<String>,
+    restartable: bool,
+    unit_state: Option<UnitState>,
+    checks: BTreeMap<String, CheckView>,
+    generation: u64,
+    state: ServiceState,
+    held_by: Option<String>,
+    armed: bool,
+    /// Failing since it was last healthy (blocks dependents).
+    troubled: bool,
+    restart_at: Option<Instant>,
+    restart_task: Option<(u64, JoinHandle<()>)>,
+    failing_since: Option<Instant>,
+    reason: String,
+    healthy_since: Option<Instant>,
+}
+
+impl Svc {
+    fn new(cfg: &Config, plan: &Plan, name: &str) -> Svc {
+        let ps = plan.services.get(name);
+        let svc = cfg.services.get(name);
+        let restartable = svc
+            .and_then(|s| s.container.as_ref())
+            .is_some_and(|c| c.restart != RestartPolicy::No);
+        Svc {
+            stage: ps.and_then(|p| p.stage),
+            unit: ps.and_then(|p| p.unit.clone()),
+            restartable,
+            unit_state: None,
+            checks: BTreeMap::new(),
+            generation: 0,
+            state: ServiceState::Starting,
+            held_by: None,
+            // External services are only checked: nothing to wait for.
+            armed: ps.is_some_and(|p| p.unit.is_none()),
+            troubled: false,
+            restart_at: None,
+            restart_task: None,
+            failing_since: None,
+            reason: String::new(),
+            healthy_since: None,
+        }
+    }
+
+    fn unit_down(&self) -> bool {
+        self.unit_state.as_ref().is_some_and(|s| {
+            matches!(s.active_state.as_str(), "failed" | "inactive") || s.is_not_found()
+        })
+    }
+
+    fn unit_up(&self) -> bool {
+        self.unit.is_none() || self.unit_state.as_ref().is_some_and(UnitState::is_active)
+    }
+
+    fn checks_failing(&self) -> Option<&String> {
+        self.checks
+            .iter()
+            .find(|(_, v)| v.passing == Some(false))
+            .map(|(k, _)| k)
+    }
+
+    fn checks_passing(&self, expected: usize) -> bool {
+        self.checks.len() >= expected && self.checks.values().all(|v| v.passing == Some(true))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    Recovering {
+        index: usize,
+        total: usize,
+        stage: String,
+    },
+    Watching,
+}
+
+struct Engine {
+    opts: DaemonOptions,
+    cfg: Config,
+    plan: Plan,
+    ups: BTreeMap<String, Vec<String>>,
+    svcs: BTreeMap<String, Svc>,
+    persisted: PersistedState,
+    store: StateStore,
+    sd: Option<Systemd>,
+    watch: Option<UnitWatch>,
+    mgr: Option<ManagerWatch>,
+    reconnecting: Option<JoinHandle<()>>,
+    health: HealthSet,
+    ev_tx: mpsc::UnboundedSender<Ev>,
+    phase: Phase,
+    recovery: Option<JoinHandle<()>>,
+    recovery_healthy: BTreeSet<String>,
+    snap_tx: watch::Sender<Snapshot>,
+    notifier: Notifier,
+    user: bool,
+}
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        opts: DaemonOptions,
+        cfg: Config,
+        plan: Plan,
+        store: StateStore,
+        persisted: PersistedState,
+        ev_tx: mpsc::UnboundedSender<Ev>,
+        health_tx: mpsc::UnboundedSender<CheckReport>,
+        snap_tx: watch::Sender<Snapshot>,
+    ) -> Engine {
+        let svcs = plan
+            .order
+            .iter()
+            .map(|n| (n.clone(), Svc::new(&cfg, &plan, n)))
+            .collect();
+        let user = cfg.platform.mode == config::Mode::Rootless;
+        let mut e = Engine {
+            opts,
+            ups: policy::upstreams(&plan),
+            cfg,
+            plan,
+            svcs,
+            persisted,
+            store,
+            sd: None,
+            watch: None,
+            mgr: None,
+            reconnecting: None,
+            health: HealthSet::new(health_tx),
+            ev_tx,
+            phase: Phase::Watching,
+            recovery: None,
+            recovery_healthy: BTreeSet::new(),
+            snap_tx,
+            notifier: Notifier::new(),
+            user,
+        };
+        // Escalations survive a daemon restart: those services stay escalated.
+        for (name, svc) in &mut e.svcs {
+            if let Some(esc) = e
+                .persisted
+                .services
+                .get(name)
+                .and_then(|r| r.escalated.as_ref())
+            {
+                svc.reason.clone_from(&esc.reason);
+                svc.troubled = true;
+            }
+        }
+        e
+    }
+
+    fn authz(&self) -> Authz {
+        let user = self.cfg.platform.user.as_ref();
+        Authz {
+            uid: user.map(|u| u.uid),
+            gid: user.map(|u| u.gid),
+        }
+    }
+
+    fn policy(&self) -> &config::WatchPolicy {
+        &self.cfg.watch
+    }
+
+    fn units(&self) -> Vec<String> {
+        self.svcs.values().filter_map(|s| s.unit.clone()).collect()
+    }
+
+    fn stage_name(&self, idx: Option<usize>) -> Option<String> {
+        idx.and_then(|i| self.plan.stages.get(i))
+            .map(|s| s.name.clone())
+    }
+
+    fn save_state(&self) {
+        if let Err(e) = self.store.save(&self.persisted) {
+            error!(error = %e, "persisting the daemon state failed");
+        }
+    }
+
+    // ----- bus -------------------------------------------------------------
+
+    /// A (re)connected manager: subscribe to the units and the manager's
+    /// bus name; the watch yields every unit's current state first.
+    async fn connected(&mut self, sd: Systemd) {
+        let units = self.units();
+        let watch = if units.is_empty() {
+            Ok(None)
+        } else {
+            sd.watch(&units).await.map(Some)
+        };
+        match watch {
+            Ok(w) => {
+                self.watch = w;
+                self.mgr = match sd.watch_manager().await {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        warn!(error = %e, "cannot follow systemd's bus name; daemon-reexec may go unnoticed");
+                        None
+                    }
+                };
+                self.sd = Some(sd);
+                info!(units = units.len(), "watching units");
+            }
+            Err(e) => {
+                warn!(error = %e, "subscribing to unit changes failed; reconnecting");
+                self.bus_lost("subscribe failed");
+            }
+        }
+    }
+
+    /// The connection or the manager went away: forget it, give up running
+    /// restart jobs (re-evaluated from fresh state later), and reconnect with
+    /// backoff in the background.
+    fn bus_lost(&mut self, why: &str) {
+        if self.reconnecting.is_some() {
+            return;
+        }
+        warn!(reason = why, "lost systemd; reconnecting");
+        self.watch = None;
+        self.mgr = None;
+        self.sd = None;
+        for svc in self.svcs.values_mut() {
+            if let Some((_, h)) = svc.restart_task.take() {
+                h.abort();
+            }
+        }
+        let target = self.opts.bus.clone();
+        let tx = self.ev_tx.clone();
+        self.reconnecting = Some(tokio::spawn(async move {
+            let mut delay = RECONNECT_FIRST;
+            // Let a re-executing manager settle before the first attempt.
+            tokio::time::sleep(delay).await;
+            loop {
+                match Systemd::connect(&target).await {
+                    Ok(sd) => {
+                        let _ = tx.send(Ev::Connected(sd));
+                        return;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "reconnect failed");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(RECONNECT_MAX);
+                    }
+                }
+            }
+        }));
+    }
+
+    fn on_unit(&mut self, c: UnitChange) {
+        let Some((name, svc)) = self
+            .svcs
+            .iter_mut()
+            .find(|(_, s)| s.unit.as_deref() == Some(c.unit.as_str()))
+        else {
+            return;
+        };
+        if let Some(old) = &svc.unit_state {
+            // A state older than the one a finished job re-read: skip.
+            if c.state.inactive_exit_usec < old.inactive_exit_usec {
+                debug!(service = %name, unit = %c.unit, "stale unit state ignored");
+                return;
+            }
+        }
+        debug!(service = %name, unit = %c.unit, active_state = %c.state.active_state,
+            sub_state = %c.state.sub_state, "unit state");
+        svc.unit_state = Some(c.state);
+    }
+
+    // ----- checks ----------------------------------------------------------
+
+    fn spawn_all_checks(&mut self, mode: Mode) {
+        let names: Vec<String> = self.svcs.keys().cloned().collect();
+        for n in names {
+            self.spawn_checks(&n, mode);
+        }
+    }
+
+    fn spawn_checks(&mut self, name: &str, mode: Mode) {
+        let Some(cfg_svc) = self.cfg.services.get(name) else {
+            return;
+        };
+        let generation = self.health.spawn(cfg_svc, mode);
+        if let Some(svc) = self.svcs.get_mut(name) {
+            svc.generation = generation;
+            svc.checks.clear();
+        }
+    }
+
+    fn on_check(&mut self, r: CheckReport) {
+        let Some(svc) = self.svcs.get_mut(&r.service) else {
+            return;
+        };
+        if r.generation != svc.generation {
+            return;
+        }
+        let prev = svc.checks.get(&r.check).and_then(|v| v.passing);
+        if prev != r.passing {
+            info!(service = %r.service, check = %r.check, passing = ?r.passing,
+                detail = %r.outcome.detail, "check verdict changed");
+        }
+        svc.checks.insert(
+            r.check,
+            CheckView {
+                passing: r.passing,
+                ok: r.outcome.ok,
+                detail: r.outcome.detail,
+                at: Instant::now(),
+            },
+        );
+    }
+
+    // ----- evaluation ------------------------------------------------------
+
+    fn is_troubled(&self, name: &str) -> bool {
+        self.svcs.get(name).is_some_and(|s| {
+            s.troubled
+                || matches!(
+                    s.state,
+                    ServiceState::Unhealthy | ServiceState::Held | ServiceState::Escalated
+                )
+        })
+    }
+
+    /// (failing, why) of one service, from its unit and checks.
+    fn failing(&self, name: &str, svc: &Svc) -> (bool, String) {
+        if svc.restart_task.is_some() {
+            return (false, String::new());
+        }
+        if self.cfg.watch.restart_owner == RestartOwner::Mcrecover && svc.unit_down() {
+            let st = svc.unit_state.as_ref();
+            return (
+                true,
+                format!(
+                    "unit {} is {}/{}",
+                    svc.unit.as_deref().unwrap_or(name),
+                    st.map_or("", |s| s.active_state.as_str()),
+                    st.map_or("", |s| s.sub_state.as_str())
+                ),
+            );
+        }
+        if let Some(check) = svc.checks_failing() {
+            let detail = svc.checks.get(check).map_or("", |v| v.detail.as_str());
+            return (true, format!("check {check} failing: {detail}"));
+        }
+        (false, String::new())
+    }
+
+    fn facts(&self, name: &str) -> Option<(Facts, String)> {
+        let svc = self.svcs.get(name)?;
+        let expected = self.cfg.services.get(name).map_or(0, |s| s.checks.len());
+        let (failing, why) = self.failing(name, svc);
+        let rec = self.persisted.services.get(name);
+        let now = now_ms(SystemTime::now());
+        let empty = Vec::new();
+        let ups = self.ups.get(name).unwrap_or(&empty);
+        Some((
+            Facts {
+                healthy: svc.restart_task.is_none()
+                    && svc.unit_up()
+                    && svc.checks_passing(expected),
+                failing,
+                failing_upstream: policy::failing_upstream(ups, |u| self.is_troubled(u)),
+                escalated: rec.is_some_and(|r| r.escalated.is_some()),
+                restartable: svc.restartable && svc.unit.is_some(),
+                restart_pending: svc.restart_at.is_some() || svc.restart_task.is_some(),
+                restarts_in_window: rec.map_or(0, |r| {
+                    r.restarts_in_window(now, self.cfg.watch.escalate_window)
+                }),
+                backoff_level: rec.map_or(0, |r| r.backoff_level),
+            },
+            why,
+        ))
+    }
+
+    /// Re-evaluate every service in plan order (upstreams first).
+    fn evaluate_all(&mut self) {
+        let order = self.plan.order.clone();
+        for name in &order {
+            self.evaluate(name);
+        }
+    }
+
+    fn evaluate(&mut self, name: &str) {
+        let Some((facts, why)) = self.facts(name) else {
+            return;
+        };
+        // Leaving `held` because the upstream is fine again: re-check now
+        // (first result decides), then restart only if still failing.
+        let was_held = self
+            .svcs
+            .get(name)
+            .is_some_and(|s| s.state == ServiceState::Held);
+        if was_held && facts.failing_upstream.is_none() {
+            info!(service = %name, "upstream healthy again; re-checking held service");
+            self.spawn_checks(name, Mode::Recheck);
+            if let Some(svc) = self.svcs.get_mut(name) {
+                svc.held_by = None;
+                svc.state = ServiceState::Starting;
+            }
+            let Some((facts, why)) = self.facts(name) else {
+                return;
+            };
+            return self.apply(name, &facts, why);
+        }
+        self.apply(name, &facts, why);
+    }
+
+    fn apply(&mut self, name: &str, facts: &Facts, why: String) {
+        let decision = policy::decide(self.policy(), facts);
+        let stage = self.stage_name(self.svcs.get(name).and_then(|s| s.stage));
+        let Some(svc) = self.svcs.get_mut(name) else {
+            return;
+        };
+        if facts.failing {
+            svc.troubled = true;
+            if svc.failing_since.is_none() {
+                svc.failing_since = Some(Instant::now());
+            }
+            svc.reason = why;
+            svc.healthy_since = None;
+        }
+        let old = svc.state;
+        let armed = svc.armed;
+        let (new, held_by) = match &decision {
+            Decision::Healthy => (ServiceState::Healthy, None),
+            Decision::Starting => {
+                // Keep an escalated service escalated while it is not healthy.
+                if facts.escalated {
+                    (ServiceState::Escalated, None)
+                } else {
+                    (ServiceState::Starting, None)
+                }
+            }
+            Decision::Held(up) => (ServiceState::Held, Some(up.clone())),
+            Decision::Escalated | Decision::Escalate => (ServiceState::Escalated, None),
+            Decision::Unhealthy | Decision::Restart(_) => (ServiceState::Unhealthy, None),
+        };
+        let new = if !armed && matches!(decision, Decision::Escalate) {
+            ServiceState::Unhealthy
+        } else {
+            new
+        };
+        if matches!(decision, Decision::Held(_)) {
+            svc.restart_at = None;
+        }
+        svc.held_by = held_by;
+        svc.state = new;
+        if old != new {
+            info!(service = %name, stage = stage.as_deref().unwrap_or(""), old = old.as_str(),
+                new = new.as_str(), reason = %svc.reason, held_by = svc.held_by.as_deref().unwrap_or(""),
+                "service state changed");
+        }
+        match decision {
+            Decision::Healthy => {
+                if old != ServiceState::Healthy {
+                    svc.healthy_since = Some(Instant::now());
+                    svc.troubled = false;
+                    svc.failing_since = None;
+                    svc.reason.clear();
+                }
+                if facts.escalated {
+                    if let Some(rec) = self.persisted.services.get_mut(name) {
+                        if let Some(esc) = rec.escalated.take() {
+                            info!(service = %name, event_id = %esc.event_id, "healthy again: escalation re-armed");
+                        }
+                    }
+                    self.save_state();
+                }
+            }
+            Decision::Restart(delay) if armed => {
+                let at = Instant::now() + delay;
+                svc.restart_at = Some(at);
+                info!(service = %name, delay_ms = delay.as_millis() as u64,
+                    backoff_level = facts.backoff_level, reason = %svc.reason, "restart scheduled");
+            }
+            Decision::Escalate if armed => self.escalate(name, facts.restarts_in_window),
+            _ => {}
+        }
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        self.svcs.values().filter_map(|s| s.restart_at).min()
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .svcs
+            .iter()
+            .filter(|(_, s)| s.restart_at.is_some_and(|t| t <= now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            if let Some(svc) = self.svcs.get_mut(&name) {
+                svc.restart_at = None;
+            }
+            // Still failing and not held by now? Re-decide before acting.
+            let Some((facts, _)) = self.facts(&name) else {
+                continue;
+            };
+            if facts.failing && facts.failing_upstream.is_none() && !facts.escalated {
+                self.issue_restart(&name, "backoff elapsed");
+            }
+        }
+    }
+
+    /// Every second: backoff reset for services healthy long enough.
+    fn housekeeping(&mut self) {
+        let reset_after = self.cfg.watch.backoff_reset;
+        let mut changed = false;
+        for (name, svc) in &self.svcs {
+            let Some(since) = svc.healthy_since else {
+                continue;
+            };
+            if svc.state != ServiceState::Healthy
+                || !policy::should_reset(&self.cfg.watch, since.elapsed())
+            {
+                continue;
+            }
+            if let Some(rec) = self.persisted.services.get_mut(name) {
+                if rec.backoff_level > 0 || !rec.restarts.is_empty() {
+                    info!(service = %name, healthy_for_s = reset_after.as_secs(), "healthy long enough: backoff reset");
+                    rec.reset_backoff();
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.save_state();
+        }
+    }
+
+    // ----- restarts --------------------------------------------------------
+
+    /// Issue `RestartUnit` now (after `ResetFailedUnit` when failed), with
+    /// its bookkeeping: persisted count and timestamp, journal entry with the
+    /// reaction time, checks stopped until the job is done.
+    fn issue_restart(&mut self, name: &str, trigger: &str) {
+        let Some(sd) = self.sd.clone() else {
+            // No bus right now: try again once reconnected.
+            if let Some(svc) = self.svcs.get_mut(name) {
+                svc.restart_at = Some(Instant::now() + Duration::from_secs(1));
+            }
+            return;
+        };
+        let window = self.cfg.watch.escalate_window;
+        let stage = self.stage_name(self.svcs.get(name).and_then(|s| s.stage));
+        let Some(svc) = self.svcs.get_mut(name) else {
+            return;
+        };
+        let Some(unit) = svc.unit.clone() else {
+            return;
+        };
+        let now = SystemTime::now();
+        let rec = self.persisted.services.entry(name.to_owned()).or_default();
+        rec.record_restart(now_ms(now), window);
+        let restarts = rec.restarts_in_window(now_ms(now), window);
+        let total = rec.total_restarts;
+        let reaction_ms = svc
+            .failing_since
+            .map_or(0, |t| t.elapsed().as_millis() as u64);
+        info!(
+            message_id = RESTART_MESSAGE_ID,
+            service = %name,
+            unit = %unit,
+            stage = stage.as_deref().unwrap_or(""),
+            restarts,
+            window_s = window.as_secs(),
+            total_restarts = total,
+            reason = %svc.reason,
+            trigger,
+            reaction_ms,
+            "restart issued"
+        );
+        let failed = svc.unit_state.as_ref().is_some_and(UnitState::is_failed);
+        let generation = svc.generation.wrapping_add(1_000_000);
+        let tx = self.ev_tx.clone();
+        let service = name.to_owned();
+        let handle = tokio::spawn(async move {
+            if failed {
+                if let Err(e) = sd.reset_failed(&unit).await {
+                    debug!(unit = %unit, error = %e, "reset-failed before restart");
+                }
+            }
+            let result = match tokio::time::timeout(RESTART_TIMEOUT, sd.restart(&unit)).await {
+                Ok(Ok(o)) => Ok(o),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!(
+                    "restart job did not finish within {}s",
+                    RESTART_TIMEOUT.as_secs()
+                )),
+            };
+            let _ = tx.send(Ev::RestartDone {
+                service,
+                generation,
+                result,
+            });
+        });
+        svc.restart_at = None;
+        svc.restart_task = Some((generation, handle));
+        svc.state = ServiceState::Unhealthy;
+        self.health.stop(name);
+        if let Some(svc) = self.svcs.get_mut(name) {
+            svc.checks.clear();
+            svc.generation = 0;
+        }
+        self.save_state();
+    }
+
+    fn restart_done(&mut self, name: &str, generation: u64, result: Result<JobOutcome, String>) {
+        let Some(svc) = self.svcs.get_mut(name) else {
+            return;
+        };
+        if svc.restart_task.as_ref().map(|(g, _)| *g) != Some(generation) {
+            return;
+        }
+        svc.restart_task = None;
+        match result {
+            Ok(o) => {
+                info!(service = %name, unit = %o.unit, result = %o.result,
+                    active_state = %o.state.active_state, "restart finished");
+                svc.unit_state = Some(o.state);
+            }
+            Err(e) => {
+                warn!(service = %name, error = %e, "restart failed");
+                svc.reason = e;
+                svc.failing_since = Some(Instant::now());
+            }
+        }
+        self.spawn_checks(name, Mode::AfterStart);
+    }
+
+    // ----- escalation ------------------------------------------------------
+
+    fn escalate(&mut self, name: &str, restarts: u32) {
+        let stage = self.stage_name(self.svcs.get(name).and_then(|s| s.stage));
+        let Some(svc) = self.svcs.get_mut(name) else {
+            return;
+        };
+        svc.restart_at = None;
+        let at = SystemTime::now();
+        let event_id = format!("{name}-{}", now_ms(at));
+        let reason = svc.reason.clone();
+        let unit = svc.unit.clone();
+        let rec = self.persisted.services.entry(name.to_owned()).or_default();
+        rec.escalated = Some(Escalation {
+            event_id: event_id.clone(),
+            reason: reason.clone(),
+            at_ms: now_ms(at),
+        });
+        // At most once per event id, also across a daemon restart.
+        rec.mark_actions_done(&event_id);
+        self.save_state();
+        warn!(service = %name, event_id = %event_id, restarts, reason = %reason, "escalating");
+        let policy = self.cfg.watch.clone();
+        let ev = Event {
+            id: event_id.clone(),
+            platform: self.cfg.platform.name.clone(),
+            service: name.to_owned(),
+            unit: unit.clone().unwrap_or_default(),
+            stage,
+            restarts,
+            window: policy.escalate_window,
+            reason,
+            diagnoses: Vec::new(),
+            at,
+        };
+        let user = self.user;
+        let tx = self.ev_tx.clone();
+        tokio::spawn(async move {
+            let mut ev = ev;
+            if let Some(unit) = &unit {
+                ev.diagnoses = crate::diagnose::diagnose_unit(unit, user, &ev.reason).await;
+            }
+            let results = escalate::escalate(&ev, &policy).await;
+            let _ = tx.send(Ev::Diagnosed {
+                service: ev.service.clone(),
+                event_id: ev.id.clone(),
+                diagnoses: ev.diagnoses,
+                results,
+            });
+        });
+    }
+
+    fn diagnosed(
+        &mut self,
+        name: &str,
+        event_id: &str,
+        diagnoses: &[Diagnosis],
+        results: &[ActionResult],
+    ) {
+        let ids: Vec<&str> = diagnoses.iter().map(|d| d.id).collect();
+        for r in results {
+            info!(service = %name, event_id, action = ?r.action, ok = r.ok, detail = %r.detail, "escalation action");
+        }
+        info!(service = %name, event_id, diagnosis = %ids.join(","), "escalation actions done");
+        let Some(remedy) = self.cfg.services.get(name).and_then(|s| s.remedy.clone()) else {
+            return;
+        };
+        let rec = self.persisted.services.entry(name.to_owned()).or_default();
+        let current = rec
+            .escalated
+            .as_ref()
+            .is_some_and(|e| e.event_id == event_id);
+        if !current || rec.remedy_tried.as_deref() == Some(event_id) {
+            return;
+        }
+        if !escalate::remedy_applies(&remedy, diagnoses) {
+            info!(service = %name, event_id, "remedy configured but not applicable to this diagnosis");
+            return;
+        }
+        rec.remedy_tried = Some(event_id.to_owned());
+        self.save_state();
+        let Some(svc_cfg) = self.cfg.services.get(name).cloned() else {
+            return;
+        };
+        let tx = self.ev_tx.clone();
+        let service = name.to_owned();
+        let event_id = event_id.to_owned();
+        warn!(service = %service, event_id = %event_id, "trying the configured remedy (quarantine)");
+        tokio::spawn(async move {
+            let at = SystemTime::now();
+            let result = tokio::task::spawn_blocking(move || {
+                escalate::quarantine(&svc_cfg, &remedy, at)
+                    .map(|r| {
+                        format!(
+                            "moved {} file(s), {} missing",
+                            r.moved.len(),
+                            r.missing.len()
+                        )
+                    })
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("quarantine task: {e}")));
+            let _ = tx.send(Ev::RemedyDone {
+                service,
+                event_id,
+                result,
+            });
+        });
+    }
+
+    fn remedy_done(&mut self, name: &str, event_id: &str, result: Result<String, String>) {
+        match result {
+            Ok(detail) => {
+                warn!(service = %name, event_id, detail = %detail, "remedy done; one more restart");
+                self.issue_restart(name, "remedy");
+            }
+            Err(e) => error!(service = %name, event_id, error = %e, "remedy failed; no restart"),
+        }
+    }
+
+    // ----- recovery --------------------------------------------------------
+
+    fn start_recovery(&mut self) -> bool {
+        if self.recovery.as_ref().is_some_and(|h| !h.is_finished()) {
+            return false;
+        }
+        let Some(sd) = self.sd.clone() else {
+            warn!("no systemd connection: recovery not started");
+            return false;
+        };
+        let cfg = self.cfg.clone();
+        let plan = self.plan.clone();
+        let tx = self.ev_tx.clone();
+        self.recovery_healthy.clear();
+        self.phase = Phase::Recovering {
+            index: 0,
+            total: plan.stages.len(),
+            stage: plan
+                .stages
+                .first()
+                .map(|s| s.name.clone())
+                .unwrap_or_default(),
+        };
+        info!(stages = plan.stages.len(), "recovery starting");
+        self.recovery = Some(tokio::spawn(async move {
+            let report = recover::recover(&cfg, &plan, &sd, |ev| {
+                let _ = tx.send(Ev::Recover(ev.clone()));
+            })
+            .await;
+            let _ = tx.send(Ev::RecoverDone(report.outcome));
+        }));
+        true
+    }
+
+    fn on_recover(&mut self, ev: RecoverEvent) {
+        match ev {
+            RecoverEvent::StageStarted {
+                stage,
+                index,
+                total,
+                ..
+            } => {
+                self.phase = Phase::Recovering {
+                    index,
+                    total,
+                    stage,
+                };
+            }
+            RecoverEvent::ServiceHealthy { service, .. } => {
+                self.recovery_healthy.insert(service);
+            }
+            RecoverEvent::StageDone { stage, status, .. } => {
+                info!(stage = %stage, status = ?status, "recovery stage done; watching its services");
+                let idx = self.plan.stages.iter().position(|s| s.name == stage);
+                for svc in self.svcs.values_mut() {
+                    if svc.stage.is_some() && svc.stage == idx {
+                        svc.armed = true;
+                    }
+                }
+            }
+            RecoverEvent::UnitStarted { .. } | RecoverEvent::Check(_) => {}
+        }
+    }
+
+    fn recover_done(&mut self, outcome: recover::Outcome) {
+        info!(outcome = ?outcome, "recovery finished; watching");
+        self.phase = Phase::Watching;
+        for svc in self.svcs.values_mut() {
+            svc.armed = true;
+        }
+    }
+
+    // ----- events and commands ---------------------------------------------
+
+    async fn on_event(&mut self, ev: Ev) {
+        match ev {
+            Ev::Recover(r) => self.on_recover(r),
+            Ev::RecoverDone(o) => self.recover_done(o),
+            Ev::RestartDone {
+                service,
+                generation,
+                result,
+            } => self.restart_done(&service, generation, result),
+            Ev::Diagnosed {
+                service,
+                event_id,
+                diagnoses,
+                results,
+            } => self.diagnosed(&service, &event_id, &diagnoses, &results),
+            Ev::RemedyDone {
+                service,
+                event_id,
+                result,
+            } => self.remedy_done(&service, &event_id, result),
+            Ev::Connected(sd) => {
+                self.reconnecting = None;
+                info!(address = %sd.address(), "reconnected to systemd");
+                self.connected(sd).await;
+            }
+        }
+    }
+
+    async fn on_command(&mut self, cmd: ApiCommand, reply: oneshot::Sender<ApiReply>) {
+        info!(command = ?cmd, "API command");
+        let answer = match cmd {
+            ApiCommand::Recover => {
+                if self.start_recovery() {
+                    Ok("recovery started".to_owned())
+                } else {
+                    Err("a recovery is already running (or systemd is unreachable)".to_owned())
+                }
+            }
+            ApiCommand::Restart(name) => self.cmd_restart(&name),
+            ApiCommand::Ack(name) => self.cmd_ack(&name),
+            ApiCommand::Reload => self.reload().await,
+        };
+        let _ = reply.send(answer);
+    }
+
+    fn cmd_restart(&mut self, name: &str) -> ApiReply {
+        let Some(svc) = self.svcs.get(name) else {
+            return Err(format!("no service `{name}`"));
+        };
+        if svc.unit.is_none() {
+            return Err(format!(
+                "{name} is external: it is checked, never restarted"
+            ));
+        }
+        if svc.restart_task.is_some() {
+            return Err(format!("a restart of {name} is already running"));
+        }
+        if self.sd.is_none() {
+            return Err("systemd is unreachable right now".to_owned());
+        }
+        let rec = self.persisted.services.entry(name.to_owned()).or_default();
+        rec.backoff_level = 0;
+        if let Some(svc) = self.svcs.get_mut(name) {
+            if svc.failing_since.is_none() {
+                svc.failing_since = Some(Instant::now());
+            }
+            if svc.reason.is_empty() {
+                "restart requested".clone_into(&mut svc.reason);
+            }
+        }
+        self.issue_restart(name, "api");
+        Ok(format!("restart of {name} issued"))
+    }
+
+    fn cmd_ack(&mut self, name: &str) -> ApiReply {
+        if !self.svcs.contains_key(name) {
+            return Err(format!("no service `{name}`"));
+        }
+        let rec = self.persisted.services.entry(name.to_owned()).or_default();
+        let Some(esc) = rec.escalated.take() else {
+            return Ok(format!("{name} is not escalated; nothing to do"));
+        };
+        rec.reset_backoff();
+        self.save_state();
+        info!(service = %name, event_id = %esc.event_id, "acknowledged: escalation re-armed");
+        Ok(format!(
+            "{name} re-armed (event {}); restarts resume with the initial backoff",
+            esc.event_id
+        ))
+    }
+
+    /// Reload the configuration: validate first, keep the running one on
+    /// error; re-install (only changed files are written, systemd reloaded
+    /// only then); restart check tasks whose checks changed; re-subscribe
+    /// when the set of units changed.
+    async fn reload(&mut self) -> ApiReply {
+        self.notifier.reloading();
+        let new = load_config(&self.opts.config_path).map_err(|e| e.to_string())?;
+        let plan = plan::build(&new).map_err(|e| e.to_string())?;
+        let mut installed = String::new();
+        if self.opts.install {
+            let Some(sd) = self.sd.clone() else {
+                return Err("systemd is unreachable; reload not done".to_owned());
+            };
+            let r = do_install(&self.opts, &new, &sd)
+                .await
+                .map_err(|e| e.to_string())?;
+            installed = format!(
+                "; units: {} created, {} changed, {} unchanged",
+                r.created.len(),
+                r.changed.len(),
+                r.unchanged.len()
+            );
+        }
+        let old_units = self.units();
+        let old_cfg = std::mem::replace(&mut self.cfg, new);
+        self.plan = plan;
+        self.ups = policy::upstreams(&self.plan);
+        let mut svcs = BTreeMap::new();
+        let mut respawn = Vec::new();
+        for name in self.plan.order.clone() {
+            let fresh = Svc::new(&self.cfg, &self.plan, &name);
+            let svc = match self.svcs.remove(&name) {
+                Some(mut old) => {
+                    old.stage = fresh.stage;
+                    old.restartable = fresh.restartable;
+                    if old.unit != fresh.unit {
+                        old.unit = fresh.unit;
+                        old.unit_state = None;
+                    }
+                    let same_checks =
+                        match (old_cfg.services.get(&name), self.cfg.services.get(&name)) {
+                            (Some(a), Some(b)) => {
+                                serde_json::to_string(&a.checks).ok()
+                                    == serde_json::to_string(&b.checks).ok()
+                            }
+                            _ => false,
+                        };
+                    if !same_checks {
+                        respawn.push(name.clone());
+                    }
+                    old
+                }
+                None => {
+                    respawn.push(name.clone());
+                    let mut f = fresh;
+                    f.armed = true;
+                    f
+                }
+            };
+            svcs.insert(name, svc);
+        }
+        for (gone, svc) in std::mem::take(&mut self.svcs) {
+            self.health.stop(&gone);
+            if let Some((_, h)) = svc.restart_task {
+                h.abort();
+            }
+        }
+        self.svcs = svcs;
+        for name in &respawn {
+            if self
+                .svcs
+                .get(name)
+                .is_some_and(|s| s.restart_task.is_none())
+            {
+                self.spawn_checks(name, Mode::Normal);
+            }
+        }
+        if self.units() != old_units {
+            if let Some(sd) = self.sd.clone() {
+                self.connected(sd).await;
+            }
+        }
+        let msg = format!(
+            "configuration reloaded: {} services, {} with new checks{installed}",
+            self.svcs.len(),
+            respawn.len()
+        );
+        info!("{msg}");
+        Ok(msg)
+    }
+
+    // ----- status ----------------------------------------------------------
+
+    fn status_line(&self) -> String {
+        match &self.phase {
+            Phase::Recovering {
+                index,
+                total,
+                stage,
+            } => {
+                let members = self
+                    .plan
+                    .stages
+                    .get(*index)
+                    .map_or(&[][..], |s| s.services.as_slice());
+                let healthy = members
+                    .iter()
+                    .filter(|m| self.recovery_healthy.contains(*m))
+                    .count();
+                format!(
+                    "recovering: stage {}/{} {stage}: {healthy}/{} healthy",
+                    index + 1,
+                    total,
+                    members.len()
+                )
+            }
+            Phase::Watching => {
+                let count = |st: ServiceState| self.svcs.values().filter(|s| s.state == st).count();
+                let mut line = format!(
+                    "watching {} services: {} healthy",
+                    self.svcs.len(),
+                    count(ServiceState::Healthy)
+                );
+                for st in [
+                    ServiceState::Starting,
+                    ServiceState::Unhealthy,
+                    ServiceState::Held,
+                    ServiceState::Escalated,
+                ] {
+                    let n = count(st);
+                    if n > 0 {
+                        line.push_str(&format!(", {n} {}", st.as_str()));
+                    }
+                }
+                if self.sd.is_none() {
+                    line.push_str(" (systemd unreachable, reconnecting)");
+                }
+                line
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let now = now_ms(SystemTime::now());
+        let window = self.cfg.watch.escalate_window;
+        let services = self
+            .plan
+            .order
+            .iter()
+            .filter_map(|name| {
+                let svc = self.svcs.get(name)?;
+                let rec = self.persisted.services.get(name);
+                let failing = svc.checks.iter().find(|(_, v)| !v.ok);
+                let latest = svc.checks.values().map(|v| v.at).max();
+                let health = HealthStatus {
+                    ok: if svc.checks.is_empty() {
+                        None
+                    } else {
+                        Some(svc.checks.values().all(|v| v.ok))
+                    },
+                    reason: match failing {
+                        Some((_, v)) => v.detail.clone(),
+                        None => svc
+                            .checks
+                            .iter()
+                            .map(|(k, v)| format!("{k}: {}", v.detail))
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    },
+                    check: failing.map(|(k, _)| k.clone()),
+                    age_s: latest.map(|t| t.elapsed().as_secs_f64()),
+                };
+                Some(ServiceStatus {
+                    name: name.clone(),
+                    stage: self.stage_name(svc.stage),
+                    unit: svc.unit.clone(),
+                    unit_state: svc.unit_state.as_ref().map_or_else(
+                        || {
+                            if svc.unit.is_some() {
+                                "unknown".to_owned()
+                            } else {
+                                "-".to_owned()
+                            }
+                        },
+                        |s| format!("{}/{}", s.active_state, s.sub_state),
+                    ),
+                    health,
+                    restarts: rec.map_or(0, |r| r.restarts_in_window(now, window)),
+                    total_restarts: rec.map_or(0, |r| r.total_restarts),
+                    state: svc.state,
+                    held_by: svc.held_by.clone(),
+                    next_restart_in_s: svc
+                        .restart_at
+                        .map(|t| t.saturating_duration_since(Instant::now()).as_secs_f64()),
+                    escalation: rec
+                        .and_then(|r| r.escalated.as_ref())
+                        .map(|e| format!("{} ({})", e.reason, e.event_id)),
+                })
+            })
+            .collect();
+        Snapshot {
+            pid: std::process::id(),
+            config: self.opts.config_path.display().to_string(),
+            phase: match self.phase {
+                Phase::Recovering { .. } => "recovering".to_owned(),
+                Phase::Watching => "watching".to_owned(),
+            },
+            status_line: self.status_line(),
+            services,
+        }
+    }
+
+    fn publish(&mut self) {
+        let snap = self.snapshot();
+        self.notifier.status(&snap.status_line);
+        self.snap_tx.send_if_modified(|cur| {
+            // Ages change every time; publish when anything else changed, or
+            // at most once a second for the ages.
+            let changed = strip_ages(cur) != strip_ages(&snap);
+            *cur = snap;
+            changed
+        });
+    }
+
+    fn shutdown(&mut self) {
+        self.health.stop_all();
+        if let Some(h) = self.recovery.take() {
+            h.abort();
+        }
+        if let Some(h) = self.reconnecting.take() {
+            h.abort();
+        }
+        for svc in self.svcs.values_mut() {
+            if let Some((_, h)) = svc.restart_task.take() {
+                h.abort();
+            }
+        }
+        self.save_state();
+    }
+}
+
+fn strip_ages(s: &Snapshot) -> Snapshot {
+    let mut s = s.clone();
+    for svc in &mut s.services {
+        svc.health.age_s = None;
+        svc.next_restart_in_s = svc.next_restart_in_s.map(|_| 0.0);
+    }
+    s
+}
