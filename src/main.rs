@@ -258,7 +258,7 @@ fn init_tracing() {
     use tracing_subscriber::prelude::*;
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("MCRECOVER_LOG").unwrap_or_else(|_| {
-            let daemon = std::env::args().nth(1).is_some_and(|a| a == "daemon");
+            let daemon = std::env::args().skip(1).any(|a| a == "daemon");
             tracing_subscriber::EnvFilter::new(if daemon { "info" } else { "warn" })
         });
     let journald = if std::env::var_os("JOURNAL_STREAM").is_some() {

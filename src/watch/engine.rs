@@ -586,7 +586,12 @@ impl Engine {
         }
         let prev = svc.checks.get(&r.check).and_then(|v| v.passing);
         if prev != r.passing {
-            info!(service = %r.service, check = %r.check, passing = ?r.passing,
+            let verdict = match r.passing {
+                Some(true) => "passing",
+                Some(false) => "failing",
+                None => "unknown",
+            };
+            info!(service = %r.service, check = %r.check, verdict,
                 detail = %r.outcome.detail, "check verdict changed");
         }
         svc.checks.insert(
@@ -615,7 +620,8 @@ impl Engine {
     /// (failing, why) of one service, from its unit and checks.
     fn failing(&self, name: &str, svc: &Svc) -> (bool, String) {
         if svc.restart_task.is_some() {
-            return (false, String::new());
+            // Being restarted: still failing until the job is done.
+            return (true, svc.reason.clone());
         }
         if self.cfg.watch.restart_owner == RestartOwner::Mcrecover && svc.unit_down() {
             let st = svc.unit_state.as_ref();
@@ -731,7 +737,11 @@ impl Engine {
         } else {
             new
         };
-        if matches!(decision, Decision::Held(_)) {
+        if matches!(
+            decision,
+            Decision::Held(_) | Decision::Healthy | Decision::Starting | Decision::Escalated
+        ) {
+            // Not failing any more (or not ours to restart now): no restart.
             svc.restart_at = None;
         }
         svc.held_by = held_by;
