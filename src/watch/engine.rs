@@ -921,6 +921,8 @@ impl Engine {
                 info!(service = %name, unit = %o.unit, result = %o.result,
                     active_state = %o.state.active_state, "restart finished");
                 svc.unit_state = Some(o.state);
+                // A new failure after this restart is timed from its own start.
+                svc.failing_since = None;
             }
             Err(e) => {
                 warn!(service = %name, error = %e, "restart failed");
