@@ -47,6 +47,8 @@ const RESTART_TIMEOUT: Duration = Duration::from_secs(300);
 /// Reconnect delays after the bus is lost.
 const RECONNECT_FIRST: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// Upper bound for subscribing to every unit (the loop waits for it).
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How the daemon is started (`mcrecover daemon` flags).
 #[derive(Debug, Clone)]
@@ -477,7 +479,10 @@ impl Engine {
         let watch = if units.is_empty() {
             Ok(None)
         } else {
-            sd.watch(&units).await.map(Some)
+            match tokio::time::timeout(SUBSCRIBE_TIMEOUT, sd.watch(&units)).await {
+                Ok(r) => r.map(Some).map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {}s", SUBSCRIBE_TIMEOUT.as_secs())),
+            }
         };
         match watch {
             Ok(w) => {
@@ -708,7 +713,7 @@ impl Engine {
         let Some(svc) = self.svcs.get_mut(name) else {
             return;
         };
-        if facts.failing {
+        if facts.failing && svc.armed {
             svc.troubled = true;
             if svc.failing_since.is_none() {
                 svc.failing_since = Some(Instant::now());
@@ -732,11 +737,14 @@ impl Engine {
             Decision::Escalated | Decision::Escalate => (ServiceState::Escalated, None),
             Decision::Unhealthy | Decision::Restart(_) => (ServiceState::Unhealthy, None),
         };
-        let new = if !armed && matches!(decision, Decision::Escalate) {
-            ServiceState::Unhealthy
+        // Before its stage was recovered a service is only starting: the
+        // recovery engine is bringing it up, the daemon does not act yet.
+        let new = if !armed && new != ServiceState::Healthy {
+            ServiceState::Starting
         } else {
             new
         };
+        let held_by = if armed { held_by } else { None };
         if matches!(
             decision,
             Decision::Held(_) | Decision::Healthy | Decision::Starting | Decision::Escalated
@@ -747,8 +755,12 @@ impl Engine {
         svc.held_by = held_by;
         svc.state = new;
         if old != new {
+            let reason = match new {
+                ServiceState::Healthy | ServiceState::Starting => "",
+                _ => svc.reason.as_str(),
+            };
             info!(service = %name, stage = stage.as_deref().unwrap_or(""), old = old.as_str(),
-                new = new.as_str(), reason = %svc.reason, held_by = svc.held_by.as_deref().unwrap_or(""),
+                new = new.as_str(), reason, held_by = svc.held_by.as_deref().unwrap_or(""),
                 "service state changed");
         }
         match decision {
@@ -1108,8 +1120,17 @@ impl Engine {
             RecoverEvent::StageDone { stage, status, .. } => {
                 info!(stage = %stage, status = ?status, "recovery stage done; watching its services");
                 let idx = self.plan.stages.iter().position(|s| s.name == stage);
-                for svc in self.svcs.values_mut() {
-                    if svc.stage.is_some() && svc.stage == idx {
+                let members: Vec<String> = self
+                    .svcs
+                    .iter()
+                    .filter(|(_, s)| s.stage.is_some() && s.stage == idx && !s.armed)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for name in members {
+                    // Verdicts from before the unit was started must not
+                    // count: fresh checks, then act on what they find.
+                    self.spawn_checks(&name, Mode::Normal);
+                    if let Some(svc) = self.svcs.get_mut(&name) {
                         svc.armed = true;
                     }
                 }
@@ -1121,8 +1142,17 @@ impl Engine {
     fn recover_done(&mut self, outcome: recover::Outcome) {
         info!(outcome = ?outcome, "recovery finished; watching");
         self.phase = Phase::Watching;
-        for svc in self.svcs.values_mut() {
-            svc.armed = true;
+        let unarmed: Vec<String> = self
+            .svcs
+            .iter()
+            .filter(|(_, s)| !s.armed)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in unarmed {
+            self.spawn_checks(&name, Mode::Normal);
+            if let Some(svc) = self.svcs.get_mut(&name) {
+                svc.armed = true;
+            }
         }
     }
 

@@ -237,6 +237,25 @@ mod tests {
     }
 
     #[test]
+    fn upstreams_are_transitive_and_root_first() {
+        let cfg = crate::plan::tests::sample();
+        let plan = crate::plan::build(&cfg).unwrap();
+        let ups = upstreams(&plan);
+        assert!(ups["dns"].is_empty());
+        assert!(ups["idp"].is_empty());
+        assert_eq!(ups["proxy"], vec!["dns"]);
+        assert_eq!(ups["reg"], vec!["dns", "proxy"]);
+        // web: earlier stages, plus `requires = app` (same stage).
+        assert_eq!(ups["web"], vec!["dns", "proxy", "reg", "app"]);
+        assert_eq!(ups["app"], vec!["dns", "proxy", "reg"]);
+        // The root-most failing upstream is reported.
+        assert_eq!(
+            failing_upstream(&ups["web"], |u| u == "reg" || u == "dns"),
+            Some("dns".into())
+        );
+    }
+
+    #[test]
     fn root_most_failing_upstream() {
         let ups = vec!["mcns".to_string(), "mcr".to_string(), "mcias".to_string()];
         assert_eq!(
