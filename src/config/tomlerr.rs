@@ -70,7 +70,12 @@ pub(crate) fn toml_error(ctx: &Ctx<'_>, err: &toml::de::Error, extra_keys: &[&st
         } else {
             "see docs/config.md for the expected type".to_string()
         };
-        return ctx.err(span, msg.to_string(), help);
+        // serde names the raw struct (`expected struct RawWatch`): say "a table".
+        let msg = match msg.find("expected struct ") {
+            Some(i) => format!("{}expected a table", &msg[..i]),
+            None => msg.to_string(),
+        };
+        return ctx.err(span, msg, help);
     }
     ctx.err(
         span,

@@ -70,7 +70,7 @@ pub(crate) fn load_watch(
         );
         let (span, max_note) = match (&raw.backoff_initial, &raw.backoff_max) {
             (Some(v), Some(_)) => (v.span(), String::new()),
-            (Some(v), None) => (v.span(), " (the default)".to_string()),
+            (Some(v), None) => (v.span(), ", the default".to_string()),
             (None, Some(v)) => (v.span(), String::new()),
             (None, None) => (0..0, String::new()),
         };
