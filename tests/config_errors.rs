@@ -98,6 +98,40 @@ fn example_runbook_loads() {
     assert!(
         matches!(cfg.services["mcp-master"].checks[0].kind, CheckKind::Grpc(ref g) if g.tls.is_some())
     );
+
+    // [watch] spells out the defaults; only mcr-api has a remedy (the runbook's
+    // fchmod / readonly database fix, as a quarantine).
+    assert_eq!(
+        serde_json::to_value(&cfg.watch).ok(),
+        serde_json::to_value(config::WatchPolicy::default()).ok()
+    );
+    let remedies: Vec<(&str, Vec<String>, Vec<String>)> = cfg
+        .services
+        .values()
+        .filter_map(|s| {
+            s.remedy.as_ref().map(|r| {
+                let paths = r
+                    .quarantine
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                (s.name.as_str(), paths, r.on.clone())
+            })
+        })
+        .collect();
+    assert_eq!(
+        remedies,
+        [(
+            "mcr-api",
+            vec![
+                "/srv/mcr/mcr.db".to_string(),
+                "/srv/mcr/mcr.db-wal".to_string(),
+                "/srv/mcr/mcr.db-shm".to_string()
+            ],
+            vec!["fchmod-readonly-db".to_string()]
+        )]
+    );
+    assert!(mcrecover::diagnose::signature("fchmod-readonly-db").is_some());
 }
 
 /// Parse the `# expect:` / `# help:` header of a bad config.
