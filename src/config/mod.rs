@@ -17,6 +17,7 @@ mod raw;
 mod service;
 mod tomlerr;
 mod validate;
+mod watch;
 
 pub use error::{ConfigError, Location};
 pub use model::*;
