@@ -68,8 +68,6 @@
         pkgs:
         {
           package = self.packages.${pkgs.stdenv.hostPlatform.system}.default;
-        }
-        // nixpkgs.lib.optionalAttrs pkgs.stdenv.hostPlatform.isx86_64 {
           vm = import ./nixos-module/test.nix {
             inherit pkgs;
             module = self.nixosModules.default;

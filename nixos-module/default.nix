@@ -145,7 +145,9 @@ in
 
     package = mkOption {
       type = types.package;
-      description = "The mcrecover package (the flake's `packages.default`, or `pkgs.mcrecover` with the flake's overlay).";
+      default = pkgs.mcrecover or (throw "services.mcrecover.package: import the flake's nixosModules.default, add its overlay (pkgs.mcrecover), or set this option");
+      defaultText = lib.literalExpression "pkgs.mcrecover";
+      description = "The mcrecover package (set by the flake's `nixosModules.default`; `pkgs.mcrecover` with the flake's overlay).";
     };
 
     settings = mkOption {
