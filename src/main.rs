@@ -139,6 +139,9 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Print every configuration key the loader accepts, one dotted path per line
+    /// (`*` = any name); no configuration needed.
+    ConfigKeys,
     /// Generate the man pages or shell completions (no configuration needed).
     Generate {
         #[command(subcommand)]
@@ -305,6 +308,12 @@ fn run(cli: Cli) -> Result<u8, Exit> {
     if let Command::Generate { what } = &cli.command {
         return generate(what);
     }
+    if let Command::ConfigKeys = &cli.command {
+        for key in config::known_keys() {
+            println!("{key}");
+        }
+        return Ok(0);
+    }
     let cfg = load(&cli.config)?;
     match cli.command {
         Command::CheckConfig { json } => {
@@ -425,6 +434,7 @@ fn run(cli: Cli) -> Result<u8, Exit> {
         }),
         Command::ImportMcp(args) => import_mcp(&args),
         Command::Generate { what } => generate(&what),
+        Command::ConfigKeys => Ok(0),
         Command::Status { json, api, sys: s } => runtime()?.block_on(status(&cfg, &api, &s, json)),
         Command::Ack { service, api } => control(&cfg, &api, &ApiCommand::Ack(service)),
         Command::Restart { service, api } => control(&cfg, &api, &ApiCommand::Restart(service)),

@@ -109,3 +109,26 @@ fn every_command_is_documented() {
         "commands not described in docs/ or README.md: {missing:?}"
     );
 }
+
+/// Every configuration key the loader accepts (`mcrecover config-keys`) is
+/// described in docs/config.md: its name appears there in backticks.
+#[test]
+fn every_config_key_is_documented() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/config.md")).unwrap();
+    let out = mcrecover(&["config-keys"]);
+    assert!(out.status.success(), "{out:?}");
+    let keys = String::from_utf8(out.stdout).unwrap();
+    assert!(keys.lines().count() > 50, "too few keys: {keys}");
+    let missing: Vec<&str> = keys
+        .lines()
+        .filter(|key| {
+            let leaf = key.rsplit('.').next().unwrap_or(key);
+            !doc.contains(&format!("`{leaf}`")) && !doc.contains(&format!("`{key}`"))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "config keys not described in docs/config.md: {missing:?}"
+    );
+}
