@@ -4,6 +4,11 @@
 //! (`webhook`); the optional remedy (`quarantine`) moves files aside, never
 //! deletes them.
 
+pub mod hook;
+pub mod journal;
+pub mod quarantine;
+pub mod webhook;
+
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -68,8 +73,28 @@ pub struct ActionResult {
 /// Runs every configured action for `ev` (journal always; hook and webhook
 /// when configured). Never fails: each action's failure is in its result.
 pub async fn escalate(ev: &Event, policy: &WatchPolicy) -> Vec<ActionResult> {
-    let _ = (ev, policy);
-    Vec::new()
+    let mut results = vec![journal::escalated(ev)];
+    if !policy.hook.is_empty() {
+        results.push(hook::run(&policy.hook, policy.hook_timeout, ev).await);
+    }
+    if let Some(url) = &policy.webhook {
+        results.push(
+            webhook::post(
+                url,
+                policy.webhook_ca_file.as_deref(),
+                policy.webhook_timeout,
+                ev,
+            )
+            .await,
+        );
+    }
+    results
+}
+
+/// The diagnosis ids of `diagnoses`, comma-separated (journal `DIAGNOSIS=`,
+/// hook `MCRECOVER_DIAGNOSIS`).
+pub fn diagnosis_ids(diagnoses: &[Diagnosis]) -> String {
+    diagnoses.iter().map(|d| d.id).collect::<Vec<_>>().join(",")
 }
 
 /// Whether `remedy` applies to these diagnoses (its `on` list empty, or one matched).
@@ -106,9 +131,5 @@ pub fn quarantine(
     remedy: &Remedy,
     at: SystemTime,
 ) -> Result<QuarantineReport, QuarantineError> {
-    let _ = (svc, remedy, at);
-    Ok(QuarantineReport {
-        moved: Vec::new(),
-        missing: Vec::new(),
-    })
+    quarantine::quarantine(svc, remedy, at)
 }
