@@ -106,6 +106,8 @@ async fn hook_gets_the_variables_and_the_event_on_stdin() {
     assert_eq!(stdin, serde_json::to_value(&ev).unwrap());
     assert_eq!(stdin["service"], "mcr");
     assert_eq!(stdin["diagnoses"][0]["id"], "fchmod-readonly-db");
+    assert_eq!(stdin["at"], "2026-11-25T02:15:00Z");
+    assert_eq!(stdin["window"], 600.0);
 }
 
 #[tokio::test]

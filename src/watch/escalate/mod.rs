@@ -39,8 +39,13 @@ pub struct Event {
     pub reason: String,
     /// Known failure signatures found in the unit's journal.
     pub diagnoses: Vec<Diagnosis>,
-    /// When it was escalated.
+    /// When it was escalated (JSON: `"2026-11-25T02:15:00Z"`).
+    #[serde(serialize_with = "utc")]
     pub at: SystemTime,
+}
+
+fn utc<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&quarantine::rfc3339(*t))
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

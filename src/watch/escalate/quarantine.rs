@@ -18,8 +18,8 @@ use crate::config::{Remedy, Service};
 /// Name of the directory inside a volume that holds quarantined files.
 pub const QUARANTINE_DIR: &str = "quarantine";
 
-/// `20261125T021500Z` for `at` (UTC).
-pub fn timestamp(at: SystemTime) -> String {
+/// `(year, month, day, hour, minute, second)` of `at` in UTC.
+fn utc_parts(at: SystemTime) -> (i64, u32, u32, u64, u64, u64) {
     let secs = at
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -27,12 +27,19 @@ pub fn timestamp(at: SystemTime) -> String {
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    (y, m, d, rem / 3600, (rem % 3600) / 60, rem % 60)
+}
+
+/// `20261125T021500Z` for `at` (UTC).
+pub fn timestamp(at: SystemTime) -> String {
+    let (y, mo, d, h, mi, s) = utc_parts(at);
+    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
+}
+
+/// `2026-11-25T02:15:00Z` for `at` (UTC, whole seconds).
+pub fn rfc3339(at: SystemTime) -> String {
+    let (y, mo, d, h, mi, s) = utc_parts(at);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
@@ -260,6 +267,7 @@ mod tests {
         // 2026-11-25T02:15:00Z
         let at = UNIX_EPOCH + Duration::from_secs(1_795_572_900);
         assert_eq!(timestamp(at), "20261125T021500Z");
+        assert_eq!(rfc3339(at), "2026-11-25T02:15:00Z");
         // 2024-02-29T23:59:59Z (leap day)
         let at = UNIX_EPOCH + Duration::from_secs(1_709_251_199);
         assert_eq!(timestamp(at), "20240229T235959Z");
