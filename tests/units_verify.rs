@@ -217,3 +217,136 @@ fn exposure_is_parsed() {
     );
     assert_eq!(exposure("nothing"), None);
 }
+
+/// `units/NAME` turned into a oneshot probe with the same hardening: the
+/// daemon-specific lines (notify, watchdog, restart, ExecStart) replaced.
+fn probe_unit(name: &str, exec: &str) -> String {
+    let text = fs::read_to_string(units_dir().join(name)).unwrap();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let key = line.split('=').next().unwrap_or("");
+        match key {
+            "Type" => out.push("Type=oneshot".to_owned()),
+            "NotifyAccess" | "WatchdogSec" | "ExecReload" | "Restart" | "RestartSec" => {}
+            "ExecStart" => out.push(format!("ExecStart={exec}")),
+            "WantedBy" => {}
+            _ => out.push(line.to_owned()),
+        }
+    }
+    out.join("\n") + "\n"
+}
+
+fn sandbox_service_output(sb: &mcrecover_testbed::Sandbox, unit: &str) -> String {
+    sb.journal(unit)
+}
+
+/// The hardened services, started by a real systemd (testbed sandbox), can
+/// still do what the daemon does: restart a unit over D-Bus (as root without
+/// capabilities / as the platform user against its user manager), read the
+/// journal, write rendered units and the state directory, move files inside
+/// a volume owned by the platform user, and run the mcrecover binary itself
+/// (syscall filter, MemoryDenyWriteExecute).
+#[test]
+fn hardened_services_can_still_do_the_daemons_work() {
+    use mcrecover_testbed::{e2e_gate, Sandbox, SandboxOptions};
+    if !e2e_gate("units_verify::hardened", &[]) {
+        return;
+    }
+    let mut opts = SandboxOptions::metacircular("units_hardened");
+    opts.quadlet_generator = None;
+    opts.srv_dirs = Vec::new();
+    let sb = Sandbox::boot(opts).unwrap();
+    sb.install_bin(Path::new(env!("CARGO_BIN_EXE_mcrecover")), "mcrecover")
+        .unwrap();
+
+    // ---- rootful
+    sb.write_file(
+        "/etc/systemd/system/probe-target.service",
+        b"[Service]\nExecStart=/bin/sleep infinity\n",
+    )
+    .unwrap();
+    sb.run_ok(&["mkdir", "-p", "/srv/vol", "/etc/containers/systemd"])
+        .unwrap();
+    sb.write_file("/srv/vol/data.db", b"precious").unwrap();
+    sb.run_ok(&["chown", "-R", "850:850", "/srv/vol"]).unwrap();
+    sb.run_ok(&["chmod", "0700", "/srv/vol"]).unwrap();
+    let script = "set -ex
+systemctl restart probe-target.service
+systemctl is-active probe-target.service
+busctl call org.freedesktop.systemd1 /org/freedesktop/systemd1 org.freedesktop.systemd1.Manager GetUnit s probe-target.service
+journalctl -n 3 --no-pager -u probe-target.service
+echo '# rendered' > /etc/systemd/system/probe-rendered.service
+echo '# rendered' > /etc/containers/systemd/probe.container
+mkdir -p /srv/vol/quarantine/T
+mv /srv/vol/data.db /srv/vol/quarantine/T/data.db
+echo ok > \"$STATE_DIRECTORY/probe\"
+/usr/bin/mcrecover --version
+echo PROBE-DONE
+";
+    sb.write_file("/srv/probe.sh", script.as_bytes()).unwrap();
+    sb.write_file(
+        "/etc/systemd/system/mcrecover-probe.service",
+        probe_unit("mcrecover.service", "/bin/sh /srv/probe.sh").as_bytes(),
+    )
+    .unwrap();
+    sb.run_ok(&["systemctl", "daemon-reload"]).unwrap();
+    let out = sb.run(&["systemctl", "start", "mcrecover-probe.service"]);
+    let log = sandbox_service_output(&sb, "mcrecover-probe.service");
+    eprintln!("{log}");
+    assert!(
+        out.status.success() && log.contains("PROBE-DONE"),
+        "hardened rootful probe failed: {}\n{log}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(sb.host_path("/srv/vol/quarantine/T/data.db").exists());
+    assert!(sb.host_path("/var/lib/mcrecover/probe").exists());
+
+    // ---- rootless (mcrecover@850)
+    sb.start_user_manager(850).unwrap();
+    sb.run_ok(&[
+        "mkdir",
+        "-p",
+        "/srv/mcp/.config/systemd/user",
+        "/srv/mcp/vol",
+    ])
+    .unwrap();
+    sb.write_file(
+        "/srv/mcp/.config/systemd/user/probe-user.service",
+        b"[Service]\nExecStart=/bin/sleep infinity\n",
+    )
+    .unwrap();
+    sb.write_file("/srv/mcp/vol/data.db", b"precious").unwrap();
+    sb.run_ok(&["chown", "-R", "850:850", "/srv/mcp/.config", "/srv/mcp/vol"])
+        .unwrap();
+    let script = "set -ex
+id -u
+systemctl --user daemon-reload
+systemctl --user restart probe-user.service
+systemctl --user is-active probe-user.service
+journalctl --user -n 3 --no-pager || true
+echo '# rendered' > /srv/mcp/.config/containers-probe
+mkdir -p /srv/mcp/vol/quarantine/T
+mv /srv/mcp/vol/data.db /srv/mcp/vol/quarantine/T/data.db
+echo ok > \"$STATE_DIRECTORY/probe\"
+/usr/bin/mcrecover --version
+echo PROBE-DONE
+";
+    sb.write_file("/srv/probe-user.sh", script.as_bytes())
+        .unwrap();
+    sb.write_file(
+        "/etc/systemd/system/mcrecover-probe@.service",
+        probe_unit("mcrecover@.service", "/bin/sh /srv/probe-user.sh").as_bytes(),
+    )
+    .unwrap();
+    sb.run_ok(&["systemctl", "daemon-reload"]).unwrap();
+    let out = sb.run(&["systemctl", "start", "mcrecover-probe@850.service"]);
+    let log = sandbox_service_output(&sb, "mcrecover-probe@850.service");
+    eprintln!("{log}");
+    assert!(
+        out.status.success() && log.contains("PROBE-DONE"),
+        "hardened rootless probe failed: {}\n{log}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(sb.host_path("/srv/mcp/vol/quarantine/T/data.db").exists());
+    assert!(sb.host_path("/var/lib/mcrecover/850/probe").exists());
+}
