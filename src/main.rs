@@ -153,6 +153,32 @@ enum Command {
         #[command(flatten)]
         sys: SystemArgs,
     },
+    /// Print every configuration key the loader accepts, one dotted path per line
+    /// (`*` = any name); no configuration needed.
+    ConfigKeys,
+    /// Generate the man pages or shell completions (no configuration needed).
+    Generate {
+        #[command(subcommand)]
+        what: GenerateCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GenerateCmd {
+    /// Man pages: mcrecover.1 and one mcrecover-COMMAND.1 per command.
+    Man {
+        /// Output directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// Target shell.
+        shell: clap_complete::Shell,
+        /// Output directory (default: print to stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -296,6 +322,15 @@ fn run(cli: Cli) -> Result<u8, Exit> {
     if let Command::ImportMcp(args) = &cli.command {
         return import_mcp(args);
     }
+    if let Command::Generate { what } = &cli.command {
+        return generate(what);
+    }
+    if let Command::ConfigKeys = &cli.command {
+        for key in config::known_keys() {
+            println!("{key}");
+        }
+        return Ok(0);
+    }
     let cfg = load(&cli.config)?;
     match cli.command {
         Command::CheckConfig { json } => {
@@ -415,6 +450,8 @@ fn run(cli: Cli) -> Result<u8, Exit> {
             Ok(report.exit_code())
         }),
         Command::ImportMcp(args) => import_mcp(&args),
+        Command::Generate { what } => generate(&what),
+        Command::ConfigKeys => Ok(0),
         Command::Status { json, api, sys: s } => runtime()?.block_on(status(&cfg, &api, &s, json)),
         Command::Ack { service, api } => control(&cfg, &api, &ApiCommand::Ack(service)),
         Command::Restart { service, api } => control(&cfg, &api, &ApiCommand::Restart(service)),
@@ -499,6 +536,41 @@ fn control(cfg: &Config, api: &ApiArgs, cmd: &ApiCommand) -> Result<u8, Exit> {
             Err(e) => Err(sys(e)),
         }
     })
+}
+
+/// `generate man|completions`.
+fn generate(what: &GenerateCmd) -> Result<u8, Exit> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    match what {
+        GenerateCmd::Man { out } => {
+            std::fs::create_dir_all(out)
+                .with_context(|| format!("creating {}", out.display()))
+                .map_err(sys)?;
+            clap_mangen::generate_to(cmd, out)
+                .with_context(|| format!("writing man pages into {}", out.display()))
+                .map_err(sys)?;
+            eprintln!("man pages written to {}", out.display());
+        }
+        GenerateCmd::Completions { shell, out } => {
+            let mut cmd = cmd;
+            match out {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))
+                        .map_err(sys)?;
+                    let path = clap_complete::generate_to(*shell, &mut cmd, "mcrecover", dir)
+                        .with_context(|| format!("writing completions into {}", dir.display()))
+                        .map_err(sys)?;
+                    eprintln!("{}", path.display());
+                }
+                None => {
+                    clap_complete::generate(*shell, &mut cmd, "mcrecover", &mut std::io::stdout())
+                }
+            }
+        }
+    }
+    Ok(0)
 }
 
 /// `import-mcp`: convert, print the warnings, write the validated text.

@@ -98,6 +98,40 @@ fn example_runbook_loads() {
     assert!(
         matches!(cfg.services["mcp-master"].checks[0].kind, CheckKind::Grpc(ref g) if g.tls.is_some())
     );
+
+    // [watch] spells out the defaults; only mcr-api has a remedy (the runbook's
+    // fchmod / readonly database fix, as a quarantine).
+    assert_eq!(
+        serde_json::to_value(&cfg.watch).ok(),
+        serde_json::to_value(config::WatchPolicy::default()).ok()
+    );
+    let remedies: Vec<(&str, Vec<String>, Vec<String>)> = cfg
+        .services
+        .values()
+        .filter_map(|s| {
+            s.remedy.as_ref().map(|r| {
+                let paths = r
+                    .quarantine
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                (s.name.as_str(), paths, r.on.clone())
+            })
+        })
+        .collect();
+    assert_eq!(
+        remedies,
+        [(
+            "mcr-api",
+            vec![
+                "/srv/mcr/mcr.db".to_string(),
+                "/srv/mcr/mcr.db-wal".to_string(),
+                "/srv/mcr/mcr.db-shm".to_string()
+            ],
+            vec!["fchmod-readonly-db".to_string()]
+        )]
+    );
+    assert!(mcrecover::diagnose::signature("fchmod-readonly-db").is_some());
 }
 
 /// Parse the `# expect:` / `# help:` header of a bad config.
@@ -350,4 +384,123 @@ proptest::proptest! {
             proptest::prop_assert!(e.help.is_some(), "{e}");
         }
     }
+}
+
+/// `[watch]` with every key and a `remedy` load with the values written;
+/// without `[watch]` the documented defaults apply.
+#[test]
+fn watch_and_remedy_load() {
+    use mcrecover::config::{RestartOwner, WatchPolicy};
+    use std::time::Duration;
+
+    let src = r#"
+[platform]
+name = "lab"
+mode = "rootful"
+
+[[stages]]
+name = "only"
+services = ["db", "cache"]
+
+[services.db]
+image = "db:1"
+volumes = ["/srv/db:/var/lib/db:Z", "dbsock:/run/db", "/etc/db/:/etc/db:ro"]
+
+[services.db.remedy]
+quarantine = ["/srv/db/db.sqlite", "/srv/db/db.sqlite-wal", "/etc/db/state/x"]
+on = ["fchmod-readonly-db", "address-in-use", "fchmod-readonly-db"]
+
+[services.cache]
+image = "cache:1"
+volumes = ["/srv/cache:/cache"]
+
+[services.cache.remedy]
+quarantine = ["/srv/cache/index"]
+
+[watch]
+restart_owner = "systemd"
+backoff_initial = "500ms"
+backoff_max = "2m"
+backoff_reset = "1h"
+escalate_after = 3
+escalate_window = "15m"
+state_dir = "/var/lib/mcrecover-lab"
+hook = ["/usr/local/bin/page", "--service", "all"]
+hook_timeout = "1m"
+webhook = "https://alerts.example.net:8443/hooks/mcrecover"
+webhook_ca_file = "/etc/mcrecover/alerts-ca.pem"
+webhook_timeout = "5s"
+"#;
+    let cfg = match config::parse(src, Path::new("/etc/lab.toml")) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let w = &cfg.watch;
+    assert_eq!(w.restart_owner, RestartOwner::Systemd);
+    assert_eq!(w.backoff_initial, Duration::from_millis(500));
+    assert_eq!(w.backoff_max, Duration::from_secs(120));
+    assert_eq!(w.backoff_reset, Duration::from_secs(3600));
+    assert_eq!(w.escalate_after, 3);
+    assert_eq!(w.escalate_window, Duration::from_secs(900));
+    assert_eq!(
+        w.state_dir.as_deref(),
+        Some(Path::new("/var/lib/mcrecover-lab"))
+    );
+    assert_eq!(w.hook, ["/usr/local/bin/page", "--service", "all"]);
+    assert_eq!(w.hook_timeout, Duration::from_secs(60));
+    assert_eq!(
+        w.webhook.as_ref().map(url::Url::as_str),
+        Some("https://alerts.example.net:8443/hooks/mcrecover")
+    );
+    assert_eq!(
+        w.webhook_ca_file.as_deref(),
+        Some(Path::new("/etc/mcrecover/alerts-ca.pem"))
+    );
+    assert_eq!(w.webhook_timeout, Duration::from_secs(5));
+
+    let db = cfg.services["db"]
+        .remedy
+        .as_ref()
+        .map(|r| (&r.quarantine, &r.on));
+    let want_paths: Vec<PathBuf> = [
+        "/srv/db/db.sqlite",
+        "/srv/db/db.sqlite-wal",
+        "/etc/db/state/x",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
+    let want_on: Vec<String> = vec!["fchmod-readonly-db".into(), "address-in-use".into()];
+    assert_eq!(db, Some((&want_paths, &want_on)));
+    let cache = cfg.services["cache"].remedy.as_ref();
+    assert!(cache
+        .is_some_and(|r| r.on.is_empty() && r.quarantine == [PathBuf::from("/srv/cache/index")]));
+
+    // No [watch] at all: the defaults of the contract.
+    let plain = src.split("[watch]").next().unwrap_or_default();
+    let cfg = match config::parse(plain, Path::new("/etc/lab.toml")) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let d = WatchPolicy::default();
+    assert_eq!(cfg.watch.restart_owner, RestartOwner::Mcrecover);
+    assert_eq!(
+        (
+            cfg.watch.backoff_initial,
+            cfg.watch.backoff_max,
+            cfg.watch.backoff_reset
+        ),
+        (
+            Duration::from_secs(1),
+            Duration::from_secs(300),
+            Duration::from_secs(600)
+        )
+    );
+    assert_eq!(
+        (cfg.watch.escalate_after, cfg.watch.escalate_window),
+        (d.escalate_after, d.escalate_window)
+    );
+    assert!(
+        cfg.watch.hook.is_empty() && cfg.watch.webhook.is_none() && cfg.watch.state_dir.is_none()
+    );
 }

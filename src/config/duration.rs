@@ -57,6 +57,23 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(total_ms))
 }
 
+/// Format a duration in the accepted syntax, largest unit first (`"1m30s"`,
+/// `"500ms"`, `"0s"`); `parse_duration` gives it back.
+pub(crate) fn format_duration(d: Duration) -> String {
+    let mut ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if ms == 0 {
+        return "0s".to_string();
+    }
+    let mut out = String::new();
+    for (unit, factor) in UNITS {
+        if ms >= factor {
+            out.push_str(&format!("{}{unit}", ms / factor));
+            ms %= factor;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -116,7 +133,23 @@ mod tests {
         );
     }
 
+    #[test]
+    fn formats_round_trip() {
+        assert_eq!(format_duration(Duration::ZERO), "0s");
+        assert_eq!(format_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(format_duration(Duration::from_millis(90_500)), "1m30s500ms");
+        assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
+    }
+
     proptest::proptest! {
+        /// Formatting then parsing gives the same duration (ms precision).
+        #[test]
+        fn format_parses_back(ms in 0u64..1_000_000_000) {
+            let d = Duration::from_millis(ms);
+            proptest::prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+
+
         /// Any combination of units, largest first, parses to the sum.
         #[test]
         fn combinations_add_up(h in 0u64..48, m in 0u64..600, sec in 0u64..600, ms in 0u64..5000,

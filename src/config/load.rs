@@ -11,12 +11,13 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use super::checks::{load_checks, Schedule};
 use super::error::{ConfigError, Ctx};
 use super::fields::{choice, is_unit_safe, nonzero_duration, span_or};
-use super::model::{Config, FailurePolicy, Service, Stage, WatchPolicy};
+use super::model::{Config, FailurePolicy, Service, Stage};
 use super::platform::load_platform;
 use super::raw::{RawConfig, RawService, RawStage, S};
 use super::service::load_service;
 use super::tomlerr::toml_error;
 use super::validate;
+use super::watch::load_watch;
 
 /// A service with the spans validation needs.
 #[derive(Debug)]
@@ -69,6 +70,7 @@ pub(crate) fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
     .map_err(|e| toml_error(&ctx, &e, &[]))?;
 
     let platform = load_platform(&ctx, raw.platform.as_ref(), path)?;
+    let watch = load_watch(&ctx, raw.watch.as_ref())?;
     let defaults = match &raw.check_defaults {
         Some(d) => Schedule::default().overlay(&ctx, d.get_ref())?,
         None => Schedule::default(),
@@ -149,7 +151,7 @@ pub(crate) fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
             .into_iter()
             .map(|s| (s.service.name.clone(), s.service))
             .collect(),
-        watch: WatchPolicy::default(),
+        watch,
     })
 }
 

@@ -9,6 +9,7 @@ mod checks;
 mod duration;
 mod error;
 mod fields;
+mod keys;
 mod load;
 mod model;
 mod net;
@@ -17,8 +18,10 @@ mod raw;
 mod service;
 mod tomlerr;
 mod validate;
+mod watch;
 
 pub use error::{ConfigError, Location};
+pub use keys::known_keys;
 pub use model::*;
 
 use std::path::Path;

@@ -446,7 +446,6 @@ pub struct ExecCheck {
     pub user: Option<String>,
 }
 
-/// Serialize durations as fractional seconds in JSON output.
 /// Who restarts a container unit whose process exits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -524,6 +523,7 @@ pub struct Remedy {
     pub on: Vec<String>,
 }
 
+/// Serialize durations as fractional seconds in JSON output.
 mod duration_secs {
     use serde::Serializer;
     use std::time::Duration;

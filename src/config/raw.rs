@@ -23,6 +23,33 @@ pub(crate) struct RawConfig {
     pub(crate) check_defaults: Option<S<RawCheckDefaults>>,
     pub(crate) stages: Option<S<Vec<S<RawStage>>>>,
     pub(crate) services: Option<S<BTreeMap<S<String>, S<RawService>>>>,
+    pub(crate) watch: Option<S<RawWatch>>,
+}
+
+/// `[watch]`: the daemon's restart, backoff and escalation policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWatch {
+    pub(crate) restart_owner: OptStr,
+    pub(crate) backoff_initial: OptStr,
+    pub(crate) backoff_max: OptStr,
+    pub(crate) backoff_reset: OptStr,
+    pub(crate) escalate_after: Option<S<u32>>,
+    pub(crate) escalate_window: OptStr,
+    pub(crate) state_dir: OptStr,
+    pub(crate) hook: OptList,
+    pub(crate) hook_timeout: OptStr,
+    pub(crate) webhook: OptStr,
+    pub(crate) webhook_ca_file: OptStr,
+    pub(crate) webhook_timeout: OptStr,
+}
+
+/// `[services.<name>.remedy]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRemedy {
+    pub(crate) quarantine: OptList,
+    pub(crate) on: OptList,
 }
 
 /// `[platform]`.
@@ -91,6 +118,7 @@ pub(crate) struct RawService {
     pub(crate) after: OptList,
     pub(crate) requires: OptList,
     pub(crate) external: Option<S<bool>>,
+    pub(crate) remedy: Option<S<RawRemedy>>,
     /// Read from the spanned document instead (`checks.rs`); listed so that
     /// unknown-key suggestions know it.
     #[allow(dead_code)]

@@ -1,5 +1,5 @@
 //! `[services.<name>]`: the service name, the external flag and the container
-//! (image, network, ports, volumes, command, env, restart).
+//! (image, network, ports, volumes, command, env, restart) and its remedy.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -9,12 +9,13 @@ use super::fields::{argv, choice, is_unit_safe, no_control, text};
 use super::model::{Check, Container, Network, Platform, RestartPolicy, Service};
 use super::net::{is_podman_name, parse_port, parse_volume, PORT_FORMS, VOLUME_FORMS};
 use super::raw::{RawService, S};
+use super::watch::load_remedy;
 
 /// Longest service name accepted (unit names are limited to 255 bytes).
 const MAX_SERVICE_NAME: usize = 200;
 
 /// The keys that describe a container (not allowed on external services).
-fn container_keys(raw: &RawService) -> [(&'static str, Option<Range<usize>>); 10] {
+fn container_keys(raw: &RawService) -> [(&'static str, Option<Range<usize>>); 11] {
     [
         ("image", raw.image.as_ref().map(S::span)),
         ("container_name", raw.container_name.as_ref().map(S::span)),
@@ -26,6 +27,7 @@ fn container_keys(raw: &RawService) -> [(&'static str, Option<Range<usize>>); 10
         ("env", raw.env.as_ref().map(S::span)),
         ("restart", raw.restart.as_ref().map(S::span)),
         ("podman_args", raw.podman_args.as_ref().map(S::span)),
+        ("remedy", raw.remedy.as_ref().map(S::span)),
     ]
 }
 
@@ -82,6 +84,7 @@ pub(crate) fn load_service(
         .as_ref()
         .map(|l| l.get_ref().iter().map(|s| s.get_ref().clone()).collect())
         .unwrap_or_default();
+    let mut remedy = None;
     let container = if external {
         if let Some((k, span)) = container_keys(raw)
             .into_iter()
@@ -109,7 +112,13 @@ pub(crate) fn load_service(
         }
         None
     } else {
-        Some(load_container(ctx, key, raw, platform)?)
+        let container = load_container(ctx, key, raw, platform)?;
+        remedy = raw
+            .remedy
+            .as_ref()
+            .map(|r| load_remedy(ctx, &name, r, &container))
+            .transpose()?;
+        Some(container)
     };
     Ok(Service {
         name,
@@ -118,7 +127,7 @@ pub(crate) fn load_service(
         checks,
         after,
         requires,
-        remedy: None,
+        remedy,
     })
 }
 

@@ -39,8 +39,20 @@ pub(crate) fn toml_error(ctx: &Ctx<'_>, err: &toml::de::Error, extra_keys: &[&st
     if msg.starts_with("invalid type:") || msg.starts_with("invalid value:") {
         let key = key_before(ctx, span.start);
         let help = if msg.ends_with("expected a string")
-            && matches!(key, Some("interval" | "timeout" | "start_period"))
-        {
+            && matches!(
+                key,
+                Some(
+                    "interval"
+                        | "timeout"
+                        | "start_period"
+                        | "backoff_initial"
+                        | "backoff_max"
+                        | "backoff_reset"
+                        | "escalate_window"
+                        | "hook_timeout"
+                        | "webhook_timeout"
+                )
+            ) {
             format!(
                 "durations are quoted strings with a unit, e.g. {} = \"2s\"",
                 key.unwrap_or_default()
@@ -58,7 +70,12 @@ pub(crate) fn toml_error(ctx: &Ctx<'_>, err: &toml::de::Error, extra_keys: &[&st
         } else {
             "see docs/config.md for the expected type".to_string()
         };
-        return ctx.err(span, msg.to_string(), help);
+        // serde names the raw struct (`expected struct RawWatch`): say "a table".
+        let msg = match msg.find("expected struct ") {
+            Some(i) => format!("{}expected a table", &msg[..i]),
+            None => msg.to_string(),
+        };
+        return ctx.err(span, msg, help);
     }
     ctx.err(
         span,

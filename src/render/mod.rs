@@ -22,6 +22,12 @@
 //! (and what quadlet cannot carry: a lone `;` or an empty argument) are in
 //! [`escape`].
 //!
+//! `Restart=` of container units: with `[watch] restart_owner = "mcrecover"`
+//! (the default) always `Restart=no`, because the daemon restarts exited
+//! units itself (with backoff, and stops at escalation; a systemd restart
+//! would bypass both); with `restart_owner = "systemd"` the service's
+//! `restart` key mapped by [`RestartPolicy::systemd_value`].
+//!
 //! Both backends also write, to `platform.unit_dir`:
 //! - `<platform>-<stage>.target` per stage: `Wants=` its services and its
 //!   gate, `After=` its gate (so starting the target waits for the verdict);
@@ -62,7 +68,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::{BackendChoice, Config, FailurePolicy, Mode, Network, PullPolicy, Service};
+use crate::config::{
+    BackendChoice, Config, Container, FailurePolicy, Mode, Network, PullPolicy, RestartOwner,
+    RestartPolicy, Service,
+};
 use crate::plan::{EdgeKind, Plan, PlanService};
 
 pub use escape::EscapeError;
@@ -210,6 +219,14 @@ fn secs(d: Duration) -> String {
         s += 1;
     }
     format!("{s}s")
+}
+
+/// The `Restart=` value of a container unit (see the module docs).
+fn restart_value(cfg: &Config, c: &Container) -> &'static str {
+    match cfg.watch.restart_owner {
+        RestartOwner::Mcrecover => RestartPolicy::No.systemd_value(),
+        RestartOwner::Systemd => c.restart.systemd_value(),
+    }
 }
 
 fn header(cfg: &Config) -> Vec<String> {
@@ -513,8 +530,7 @@ fn quadlet_body(u: &mut UnitFile, cfg: &Config, svc: &Service) -> Result<(), Ren
         )?;
         s.add("Exec", line);
     }
-    u.section("Service")
-        .add("Restart", c.restart.systemd_value());
+    u.section("Service").add("Restart", restart_value(cfg, c));
     Ok(())
 }
 
@@ -612,7 +628,7 @@ fn service_body(u: &mut UnitFile, cfg: &Config, svc: &Service) -> Result<(), Ren
             "ExecStopPost",
             esc_line(name, "podman rm command", &rm, escape::exec_line(&rm))?,
         )
-        .add("Restart", c.restart.systemd_value())
+        .add("Restart", restart_value(cfg, c))
         .add("TimeoutStopSec", "70s");
     Ok(())
 }

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::config::{PortMapping, Proto, VolumeMount};
+use crate::config::{PortMapping, Proto, RestartOwner, RestartPolicy, VolumeMount};
 use crate::plan::{self, tests::sample};
 
 fn rendered(cfg: &Config, backend: Backend) -> Rendered {
@@ -97,7 +97,7 @@ PodmanArgs=--log-opt \"tag=a b\"
 Exec=server --config /srv/reg/reg.toml \"with space\"
 
 [Service]
-Restart=always
+Restart=no
 TimeoutStartSec=90s
 
 [Install]
@@ -156,7 +156,7 @@ Environment=PODMAN_SYSTEMD_UNIT=%n
 ExecStart=/usr/bin/podman run --replace --rm --name web --cgroups=no-conmon --sdnotify=conmon -d --pull=never --publish 127.0.0.1:38080:8080 mcr.svc.mcp.metacircular.net:8443/web:v1 server --config /srv/web/web.toml
 ExecStop=/usr/bin/podman stop --ignore -t 10 web
 ExecStopPost=/usr/bin/podman rm -f --ignore web
-Restart=always
+Restart=no
 TimeoutStopSec=70s
 TimeoutStartSec=90s
 
@@ -164,6 +164,57 @@ TimeoutStartSec=90s
 WantedBy=metacircular-services.target
 ";
     assert_eq!(file(&r, "web.service"), expected);
+}
+
+#[test]
+fn restart_owner_decides_restart() {
+    let mut cfg = sample();
+    let containers: Vec<String> = cfg
+        .services
+        .values()
+        .filter(|s| !s.is_external())
+        .map(|s| s.name.clone())
+        .collect();
+    assert!(containers.len() >= 3);
+    if let Some(c) = cfg.services.get_mut("reg").unwrap().container.as_mut() {
+        c.restart = RestartPolicy::OnFailure;
+    }
+    if let Some(c) = cfg.services.get_mut("dns").unwrap().container.as_mut() {
+        c.restart = RestartPolicy::No;
+    }
+    // Default owner: the daemon restarts, every container unit says no.
+    assert_eq!(cfg.watch.restart_owner, RestartOwner::Mcrecover);
+    for (backend, ext) in [
+        (Backend::Quadlet, "container"),
+        (Backend::Service, "service"),
+    ] {
+        let r = rendered(&cfg, backend);
+        for name in &containers {
+            let text = file(&r, &format!("{name}.{ext}"));
+            assert_eq!(text.matches("\nRestart=").count(), 1, "{text}");
+            assert!(text.contains("\nRestart=no\n"), "{text}");
+        }
+    }
+    // systemd owns restarts: the service's `restart` key as mapped before.
+    cfg.watch.restart_owner = RestartOwner::Systemd;
+    for (backend, ext) in [
+        (Backend::Quadlet, "container"),
+        (Backend::Service, "service"),
+    ] {
+        let r = rendered(&cfg, backend);
+        for name in &containers {
+            let want = match name.as_str() {
+                "reg" => "on-failure",
+                "dns" => "no",
+                _ => "always",
+            };
+            let text = file(&r, &format!("{name}.{ext}"));
+            assert!(
+                text.contains(&format!("\nRestart={want}\n")),
+                "{name}: {text}"
+            );
+        }
+    }
 }
 
 #[test]

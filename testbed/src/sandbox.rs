@@ -1058,6 +1058,41 @@ impl Sandbox {
         text.push_str(&String::from_utf8_lossy(&out.stderr));
         text
     }
+
+    /// Installs the D-Bus policy file `host` as `/etc/dbus-1/system.d/NAME` inside the sandbox
+    /// only (an overlay over that directory in the sandbox's mount namespace; the host's is
+    /// untouched), then makes the sandbox's system bus reload its configuration.
+    pub fn install_dbus_policy(&self, host: &Path) -> Result<(), TestbedError> {
+        let dir = "/etc/dbus-1/system.d";
+        self.run_ok(&["mkdir", "-p", dir])?;
+        let mounted = self.run(&["mountpoint", "-q", dir]).status.success();
+        if !mounted {
+            self.run_ok(&[
+                "mkdir",
+                "-p",
+                "/run/testbed-dbus/upper",
+                "/run/testbed-dbus/work",
+            ])?;
+            let opts = format!(
+                "lowerdir={dir},upperdir=/run/testbed-dbus/upper,workdir=/run/testbed-dbus/work"
+            );
+            self.run_ok(&["mount", "-t", "overlay", "overlay", "-o", &opts, dir])?;
+        }
+        let name = host
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "testbed.conf".into());
+        self.copy_in(host, &format!("{dir}/{name}"), 0o644, None)?;
+        self.run_ok(&[
+            "busctl",
+            "call",
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "ReloadConfig",
+        ])?;
+        Ok(())
+    }
 }
 
 impl Drop for Sandbox {

@@ -158,8 +158,17 @@ fn kind_names() -> impl Iterator<Item = &'static str> + Clone {
     KIND_TABLE.iter().map(|(name, _, _)| *name)
 }
 
+/// Every key a check table may have, whatever its kind (for `config-keys`).
+pub(crate) fn all_check_keys() -> std::collections::BTreeSet<&'static str> {
+    let mut keys: std::collections::BTreeSet<&'static str> = COMMON_KEYS.iter().copied().collect();
+    for (_, _, fields) in KIND_TABLE {
+        keys.extend(fields().iter().copied());
+    }
+    keys
+}
+
 /// The field names `K` deserializes (read from its derived `Deserialize`).
-fn fields_of<K: DeserializeOwned>() -> &'static [&'static str] {
+pub(crate) fn fields_of<K: DeserializeOwned>() -> &'static [&'static str] {
     let mut fields: &'static [&'static str] = &[];
     let _ = K::deserialize(FieldNames(&mut fields));
     fields

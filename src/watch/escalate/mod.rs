@@ -4,6 +4,11 @@
 //! (`webhook`); the optional remedy (`quarantine`) moves files aside, never
 //! deletes them.
 
+pub mod hook;
+pub mod journal;
+pub mod quarantine;
+pub mod webhook;
+
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -34,8 +39,13 @@ pub struct Event {
     pub reason: String,
     /// Known failure signatures found in the unit's journal.
     pub diagnoses: Vec<Diagnosis>,
-    /// When it was escalated.
+    /// When it was escalated (JSON: `"2026-11-25T02:15:00Z"`).
+    #[serde(serialize_with = "utc")]
     pub at: SystemTime,
+}
+
+fn utc<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&quarantine::rfc3339(*t))
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -68,8 +78,28 @@ pub struct ActionResult {
 /// Runs every configured action for `ev` (journal always; hook and webhook
 /// when configured). Never fails: each action's failure is in its result.
 pub async fn escalate(ev: &Event, policy: &WatchPolicy) -> Vec<ActionResult> {
-    let _ = (ev, policy);
-    Vec::new()
+    let mut results = vec![journal::escalated(ev)];
+    if !policy.hook.is_empty() {
+        results.push(hook::run(&policy.hook, policy.hook_timeout, ev).await);
+    }
+    if let Some(url) = &policy.webhook {
+        results.push(
+            webhook::post(
+                url,
+                policy.webhook_ca_file.as_deref(),
+                policy.webhook_timeout,
+                ev,
+            )
+            .await,
+        );
+    }
+    results
+}
+
+/// The diagnosis ids of `diagnoses`, comma-separated (journal `DIAGNOSIS=`,
+/// hook `MCRECOVER_DIAGNOSIS`).
+pub fn diagnosis_ids(diagnoses: &[Diagnosis]) -> String {
+    diagnoses.iter().map(|d| d.id).collect::<Vec<_>>().join(",")
 }
 
 /// Whether `remedy` applies to these diagnoses (its `on` list empty, or one matched).
@@ -106,9 +136,5 @@ pub fn quarantine(
     remedy: &Remedy,
     at: SystemTime,
 ) -> Result<QuarantineReport, QuarantineError> {
-    let _ = (svc, remedy, at);
-    Ok(QuarantineReport {
-        moved: Vec::new(),
-        missing: Vec::new(),
-    })
+    quarantine::quarantine(svc, remedy, at)
 }

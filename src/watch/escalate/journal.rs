@@ -1,0 +1,155 @@
+//! The escalation action that always runs: a `crit` (priority 2) journal
+//! entry with a stable `MESSAGE_ID` and structured fields, sent over the
+//! journald native protocol (`libsystemd`). Also the `notice` entry the engine
+//! writes whenever it issues a restart. Without journald (no socket) both fall
+//! back to a tracing line; neither ever fails the caller.
+
+use std::path::Path;
+use std::time::Duration;
+
+use libsystemd::logging::{journal_send, Priority};
+
+use super::{Action, ActionResult, Event};
+
+/// `MESSAGE_ID` of the escalation entry (priority `crit`).
+pub const ESCALATED_MESSAGE_ID: &str = "9d2f1c4e7b3a4f0e8c6d5b2a1f0e9c87";
+/// `MESSAGE_ID` of the restart-issued entry (priority `notice`).
+pub const RESTART_MESSAGE_ID: &str = "5e8a0b3c2d1f4e6a9b7c8d0e1f2a3b4c";
+/// `SYSLOG_IDENTIFIER` of both entries.
+pub const SYSLOG_IDENTIFIER: &str = "mcrecover";
+/// Where journald listens for native-protocol datagrams.
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// Whether journald's native socket exists on this machine.
+pub fn journald_present() -> bool {
+    Path::new(JOURNAL_SOCKET).exists()
+}
+
+/// The structured fields of the escalation entry for `ev` (without
+/// `PRIORITY`/`MESSAGE`).
+pub fn escalated_fields(ev: &Event) -> Vec<(&'static str, String)> {
+    vec![
+        ("MESSAGE_ID", ESCALATED_MESSAGE_ID.to_owned()),
+        ("SYSLOG_IDENTIFIER", SYSLOG_IDENTIFIER.to_owned()),
+        ("SERVICE", ev.service.clone()),
+        ("UNIT", ev.unit.clone()),
+        ("STAGE", ev.stage.clone().unwrap_or_default()),
+        ("RESTARTS", ev.restarts.to_string()),
+        ("WINDOW_S", ev.window.as_secs().to_string()),
+        ("REASON", ev.reason.clone()),
+        ("DIAGNOSIS", super::diagnosis_ids(&ev.diagnoses)),
+        ("EVENT_ID", ev.id.clone()),
+        ("PLATFORM", ev.platform.clone()),
+    ]
+}
+
+/// The human message of the escalation entry.
+fn escalated_message(ev: &Event) -> String {
+    let diag = super::diagnosis_ids(&ev.diagnoses);
+    let diag = if diag.is_empty() {
+        "no known failure signature".to_owned()
+    } else {
+        format!("diagnosis: {diag}")
+    };
+    format!(
+        "{} ({}) escalated after {} restarts within {}s: {}; {diag}",
+        ev.service,
+        ev.unit,
+        ev.restarts,
+        ev.window.as_secs(),
+        ev.reason
+    )
+}
+
+/// Writes the `crit` escalation entry for `ev`. Never fails: without
+/// journald, or when sending fails, the entry becomes a tracing `error!` line
+/// and the result says so.
+pub fn escalated(ev: &Event) -> ActionResult {
+    let message = escalated_message(ev);
+    let fields = escalated_fields(ev);
+    let detail = match send(Priority::Critical, &message, &fields) {
+        Ok(()) => {
+            return ActionResult {
+                action: Action::Journal,
+                ok: true,
+                detail: format!("crit journal entry MESSAGE_ID={ESCALATED_MESSAGE_ID}"),
+            }
+        }
+        Err(why) => why,
+    };
+    tracing::error!(
+        service = %ev.service,
+        unit = %ev.unit,
+        stage = ev.stage.as_deref().unwrap_or(""),
+        restarts = ev.restarts,
+        event_id = %ev.id,
+        message_id = ESCALATED_MESSAGE_ID,
+        "{message}"
+    );
+    ActionResult {
+        action: Action::Journal,
+        ok: false,
+        detail: format!("{detail}; logged as an error line instead"),
+    }
+}
+
+/// Writes the `notice` entry "restart issued" (MESSAGE_ID
+/// [`RESTART_MESSAGE_ID`]) with `SERVICE`, `UNIT`, `STAGE`, `REASON`,
+/// `REACTION_MS` (time from detecting the failure to issuing the restart, when
+/// known) and `DELAY_S` (the backoff delay waited). Falls back to a tracing
+/// `info!` line without journald; never fails.
+pub fn restart_issued(
+    service: &str,
+    unit: &str,
+    stage: Option<&str>,
+    reason: &str,
+    reaction_ms: Option<u64>,
+    delay: Duration,
+) {
+    let reaction = reaction_ms.map(|ms| ms.to_string()).unwrap_or_default();
+    let delay_s = format!("{:.3}", delay.as_secs_f64());
+    let message = match reaction_ms {
+        Some(ms) => format!(
+            "restart of {service} ({unit}) issued {ms} ms after the failure (backoff {delay_s}s): {reason}"
+        ),
+        None => format!("restart of {service} ({unit}) issued (backoff {delay_s}s): {reason}"),
+    };
+    let fields = vec![
+        ("MESSAGE_ID", RESTART_MESSAGE_ID.to_owned()),
+        ("SYSLOG_IDENTIFIER", SYSLOG_IDENTIFIER.to_owned()),
+        ("SERVICE", service.to_owned()),
+        ("UNIT", unit.to_owned()),
+        ("STAGE", stage.unwrap_or_default().to_owned()),
+        ("REASON", reason.to_owned()),
+        ("REACTION_MS", reaction),
+        ("DELAY_S", delay_s),
+    ];
+    if let Err(why) = send(Priority::Notice, &message, &fields) {
+        tracing::info!(
+            service,
+            unit,
+            stage = stage.unwrap_or(""),
+            reaction_ms,
+            message_id = RESTART_MESSAGE_ID,
+            journal = %why,
+            "{message}"
+        );
+    }
+}
+
+/// One native-protocol datagram; `Err` says why it was not sent.
+fn send(
+    priority: Priority,
+    message: &str,
+    fields: &[(&'static str, String)],
+) -> Result<(), String> {
+    if !journald_present() {
+        return Err(format!("journald is not running (no {JOURNAL_SOCKET})"));
+    }
+    journal_send(
+        priority,
+        message,
+        fields.iter().map(|(k, v)| (*k, v.as_str())),
+    )
+    .map_err(|e| format!("cannot write to the journal: {e}"))
+}
