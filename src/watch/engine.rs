@@ -1242,6 +1242,10 @@ impl Engine {
         };
         rec.reset_backoff();
         self.save_state();
+        if let Some(svc) = self.svcs.get_mut(name) {
+            // Reaction times after an ack count from the ack.
+            svc.failing_since = None;
+        }
         info!(service = %name, event_id = %esc.event_id, "acknowledged: escalation re-armed");
         Ok(format!(
             "{name} re-armed (event {}); restarts resume with the initial backoff",
