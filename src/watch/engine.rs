@@ -515,10 +515,16 @@ impl Engine {
         self.watch = None;
         self.mgr = None;
         self.sd = None;
-        for svc in self.svcs.values_mut() {
+        let mut aborted = Vec::new();
+        for (name, svc) in &mut self.svcs {
             if let Some((_, h)) = svc.restart_task.take() {
                 h.abort();
+                aborted.push(name.clone());
             }
+        }
+        // Their checks were paused for the restart: run them again.
+        for name in aborted {
+            self.spawn_checks(&name, Mode::AfterStart);
         }
         let target = self.opts.bus.clone();
         let tx = self.ev_tx.clone();
