@@ -618,9 +618,14 @@ impl Engine {
 
     // ----- evaluation ------------------------------------------------------
 
+    /// Whether `name` counts as a failing upstream: failing since it was
+    /// last healthy, in a failing state, or its latest probe of any check
+    /// failed (even below the failure threshold: a dependent whose checks
+    /// fail because of it must not win the race and be restarted first).
     fn is_troubled(&self, name: &str) -> bool {
         self.svcs.get(name).is_some_and(|s| {
             s.troubled
+                || s.checks.values().any(|v| !v.ok)
                 || matches!(
                     s.state,
                     ServiceState::Unhealthy | ServiceState::Held | ServiceState::Escalated
