@@ -147,9 +147,8 @@ enum Command {
         /// State directory (default: [watch] state_dir, $STATE_DIRECTORY, /var/lib/mcrecover).
         #[arg(long)]
         state_dir: Option<PathBuf>,
-        /// Where to serve the D-Bus API: `system` (default), `session`, `none`, or an address.
-        #[arg(long, env = "MCRECOVER_API_BUS", default_value = "system")]
-        api_bus: String,
+        #[command(flatten)]
+        api: ApiArgs,
         #[command(flatten)]
         sys: SystemArgs,
     },
@@ -183,23 +182,15 @@ enum GenerateCmd {
 
 #[derive(clap::Args, Debug, Clone)]
 struct ApiArgs {
-    /// Where the daemon's D-Bus API is: `system` (default), `session`, or a D-Bus address.
+    /// The daemon's D-Bus API: `system` (default), `session`, a D-Bus address, or `none`
+    /// (the daemon serves no API; clients find no daemon).
     #[arg(long, env = "MCRECOVER_API_BUS", default_value = "system")]
     api_bus: String,
 }
 
 impl ApiArgs {
     fn bus(&self) -> ApiBus {
-        parse_api_bus(&self.api_bus)
-    }
-}
-
-fn parse_api_bus(text: &str) -> ApiBus {
-    match text {
-        "system" => ApiBus::System,
-        "session" => ApiBus::Session,
-        "none" => ApiBus::None,
-        addr => ApiBus::Address(addr.to_string()),
+        ApiBus::parse(&self.api_bus)
     }
 }
 
@@ -269,8 +260,14 @@ enum BackendArg {
 struct Exit(u8, anyhow::Error);
 
 fn main() -> ExitCode {
-    init_tracing();
     let cli = Cli::parse();
+    // The daemon logs what it does (restarts, escalations) at info; the
+    // one-shot commands only warnings. MCRECOVER_LOG overrides both.
+    init_tracing(if matches!(cli.command, Command::Daemon { .. }) {
+        "info"
+    } else {
+        "warn"
+    });
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(Exit(code, err)) => {
@@ -280,13 +277,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default_level: &str) {
     use tracing_subscriber::prelude::*;
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("MCRECOVER_LOG").unwrap_or_else(|_| {
-            let daemon = std::env::args().skip(1).any(|a| a == "daemon");
-            tracing_subscriber::EnvFilter::new(if daemon { "info" } else { "warn" })
-        });
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MCRECOVER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let journald = if std::env::var_os("JOURNAL_STREAM").is_some() {
         // Fields land unprefixed (SERVICE=, UNIT=, STAGE=, CHECK=) so
         // `journalctl SERVICE=mcns` works.
@@ -459,7 +453,7 @@ fn run(cli: Cli) -> Result<u8, Exit> {
         Command::Daemon {
             no_install,
             state_dir,
-            api_bus,
+            api,
             sys: s,
         } => runtime()?.block_on(async {
             let opts = mcrecover::watch::DaemonOptions {
@@ -470,7 +464,7 @@ fn run(cli: Cli) -> Result<u8, Exit> {
                 unit_dir: s.unit_dir.clone(),
                 install: !no_install,
                 state_dir,
-                api_bus: parse_api_bus(&api_bus),
+                api_bus: api.bus(),
             };
             mcrecover::watch::run(opts).await.map_err(sys)?;
             Ok(0)
@@ -660,9 +654,8 @@ async fn connect(cfg: &Config, s: &SystemArgs) -> Result<Systemd, Exit> {
 /// Render into the manager's directories; reload if anything changed.
 /// Returns whether anything changed.
 async fn install(cfg: &Config, s: &SystemArgs, dry_run: bool) -> Result<bool, Exit> {
+    use mcrecover::watch::install::{render_and_write, InstallError};
     let backend = resolve_backend(cfg, s.backend);
-    let plan = plan::build(cfg).map_err(|e| Exit(EXIT_CONFIG, e.into()))?;
-    let rendered = render::render(cfg, &plan, backend).map_err(|e| Exit(EXIT_CONFIG, e.into()))?;
     let qdir = s
         .quadlet_dir
         .clone()
@@ -671,15 +664,13 @@ async fn install(cfg: &Config, s: &SystemArgs, dry_run: bool) -> Result<bool, Ex
         .unit_dir
         .clone()
         .unwrap_or_else(|| cfg.platform.unit_dir.clone());
-    let report = render::write(&rendered, &qdir, &udir, dry_run)
-        .with_context(|| {
-            format!(
-                "installing units into {} and {}",
-                qdir.display(),
-                udir.display()
-            )
-        })
-        .map_err(sys)?;
+    let report = render_and_write(cfg, backend, &qdir, &udir, dry_run).map_err(|e| match e {
+        InstallError::Plan(_) => Exit(EXIT_CONFIG, e.into()),
+        InstallError::Render { ref source, .. } if source.is_config() => {
+            Exit(EXIT_CONFIG, e.into())
+        }
+        _ => sys(e),
+    })?;
     let prefix = if dry_run { "would change" } else { "installed" };
     eprintln!(
         "{} backend, {prefix}: {}",

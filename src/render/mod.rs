@@ -183,6 +183,17 @@ pub enum RenderError {
     },
 }
 
+impl RenderError {
+    /// True when the configuration is at fault (exit code 2), false for the
+    /// file system (a foreign file in the way, I/O).
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            RenderError::Escape { .. } | RenderError::Inconsistent(_)
+        )
+    }
+}
+
 fn esc(
     service: &str,
     field: impl Into<String>,
