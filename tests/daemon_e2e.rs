@@ -100,6 +100,57 @@ fn config_text(escalate_after: u32, edit: impl FnOnce(String) -> String) -> Stri
     )
 }
 
+/// Test 2's config: mcq's https check every `interval_s` s, `threshold` failures.
+fn https_500_config(interval_s: u64, threshold: u64) -> String {
+    config_text(ESCALATE_AFTER, |t| {
+        let old = "body_contains = '\"status\":\"ok\"'\n";
+        assert!(t.contains(old), "the example's mcq check changed");
+        t.replacen(
+            old,
+            &format!("{old}interval = \"{interval_s}s\"\nfailure_threshold = {threshold}\n"),
+            1,
+        )
+    })
+}
+
+/// Test 4's config: mc-proxy (stage core) also checks a name through MCNS
+/// (stage foundation), so when MCNS fails, so does mc-proxy's check.
+fn dns_config() -> String {
+    config_text(10, |t| {
+        let anchor = "# MCR API: the container registry.";
+        assert!(t.contains(anchor), "the example changed around mc-proxy");
+        t.replacen(
+            anchor,
+            &format!(
+                "[[services.mc-proxy.checks]]\nkind = \"dns\"\nserver = \"192.168.88.181:53\"\n\
+                 query = \"mc-proxy.svc.mcp.metacircular.net\"\nrecord = \"A\"\n\
+                 transport = \"udp\"\n\n{anchor}"
+            ),
+            1,
+        )
+    })
+}
+
+/// Test 8's volume, files to quarantine, and config (mcdoc's remedy).
+fn quarantine_config() -> (&'static str, [String; 3], String) {
+    let vol = "/srv/mcdoc";
+    let files = [
+        format!("{vol}/mcdoc.db"),
+        format!("{vol}/data/mcdoc.db-wal"),
+        // The crash's cause: the remedy moving it aside fixes the service.
+        format!("{vol}/fault"),
+    ];
+    let list = files
+        .iter()
+        .map(|f| format!("\"{f}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cfg = config_text(ESCALATE_AFTER, |t| {
+        format!("{t}\n[services.mcdoc.remedy]\nquarantine = [{list}]\n")
+    });
+    (vol, files, cfg)
+}
+
 /// `text` without its `[watch]` table (if any): the tests write their own.
 fn without_watch(text: &str) -> String {
     let Some(start) = text.find("\n[watch]\n") else {
@@ -439,15 +490,7 @@ fn killed_container_is_restarted_by_the_daemon() {
 fn https_500_restarts_only_after_the_failure_threshold() {
     const INTERVAL_S: u64 = 2;
     const THRESHOLD: u64 = 3;
-    let cfg = config_text(ESCALATE_AFTER, |t| {
-        let old = "body_contains = '\"status\":\"ok\"'\n";
-        assert!(t.contains(old), "the example's mcq check changed");
-        t.replacen(
-            old,
-            &format!("{old}interval = \"{INTERVAL_S}s\"\nfailure_threshold = {THRESHOLD}\n"),
-            1,
-        )
-    });
+    let cfg = https_500_config(INTERVAL_S, THRESHOLD);
     let Some(p) = Platform::boot("daemon-https-500", &cfg, true) else {
         return;
     };
@@ -572,7 +615,7 @@ fn crash_loop_escalates_runs_the_hook_and_ack_rearms() {
     let st = p.status().unwrap();
     assert_eq!(state_of(&st, "mcq"), "escalated");
     assert_eq!(service(&st, "mcq")["total_restarts"], total);
-    assert_eq!(p.hook_runs(), vec![event_id.clone()]);
+    assert_eq!(p.hook_runs(), [event_id]);
 
     // Fixed, then acked: re-armed, restarted, healthy.
     p.clear_fault("/srv/mcq");
@@ -591,19 +634,7 @@ fn crash_loop_escalates_runs_the_hook_and_ack_rearms() {
 fn failing_dns_is_restarted_and_its_dependents_are_held() {
     // mc-proxy (stage core) also checks a name through MCNS (stage
     // foundation): when MCNS fails, so does mc-proxy's check.
-    let cfg = config_text(10, |t| {
-        let anchor = "# MCR API: the container registry.";
-        assert!(t.contains(anchor), "the example changed around mc-proxy");
-        t.replacen(
-            anchor,
-            &format!(
-                "[[services.mc-proxy.checks]]\nkind = \"dns\"\nserver = \"192.168.88.181:53\"\n\
-                 query = \"mc-proxy.svc.mcp.metacircular.net\"\nrecord = \"A\"\n\
-                 transport = \"udp\"\n\n{anchor}"
-            ),
-            1,
-        )
-    });
+    let cfg = dns_config();
     let Some(p) = Platform::boot("daemon-dns-upstream", &cfg, true) else {
         return;
     };
@@ -726,7 +757,7 @@ fn sigkilled_daemon_resumes_without_losing_counts_or_repeating_actions() {
             && p.prop(DAEMON, "MainPID") != second_pid
     });
     let st = p.wait_status("the daemon watching again", 120, |st| {
-        st["phase"] == "watching" && st["pid"].to_string() == p.prop(DAEMON, "MainPID")
+        st["phase"] == "watching" && st["pid"].as_u64() == p.prop(DAEMON, "MainPID").parse().ok()
     });
     // Give a repeated action every chance to happen.
     std::thread::sleep(Duration::from_secs(8));
@@ -866,21 +897,7 @@ fn api_refuses_mutating_calls_from_unprivileged_users() {
 
 #[test]
 fn quarantine_remedy_moves_files_and_loses_nothing() {
-    let vol = "/srv/mcdoc";
-    let files = [
-        format!("{vol}/mcdoc.db"),
-        format!("{vol}/data/mcdoc.db-wal"),
-        // The crash's cause: the remedy moving it aside fixes the service.
-        format!("{vol}/fault"),
-    ];
-    let list = files
-        .iter()
-        .map(|f| format!("\"{f}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let cfg = config_text(ESCALATE_AFTER, |t| {
-        format!("{t}\n[services.mcdoc.remedy]\nquarantine = [{list}]\n")
-    });
+    let (vol, files, cfg) = quarantine_config();
     let Some(p) = Platform::boot("daemon-quarantine", &cfg, true) else {
         return;
     };
@@ -973,20 +990,11 @@ fn quarantine_remedy_moves_files_and_loses_nothing() {
 
 #[test]
 fn test_configurations_are_valid() {
-    let mcq = "body_contains = '\"status\":\"ok\"'\n";
     let variants = [
         config_text(ESCALATE_AFTER, |t| t),
-        config_text(10, |t| t),
-        config_text(ESCALATE_AFTER, |t| {
-            t.replacen(
-                mcq,
-                &format!("{mcq}interval = \"2s\"\nfailure_threshold = 3\n"),
-                1,
-            )
-        }),
-        config_text(ESCALATE_AFTER, |t| {
-            format!("{t}\n[services.mcdoc.remedy]\nquarantine = [\"/srv/mcdoc/mcdoc.db\", \"/srv/mcdoc/fault\"]\n")
-        }),
+        https_500_config(2, 3),
+        dns_config(),
+        quarantine_config().2,
     ];
     for text in variants {
         if let Err(e) = mcrecover::config::parse(&text, Path::new(CONFIG)) {
