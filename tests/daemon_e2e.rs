@@ -166,6 +166,16 @@ impl Platform {
     /// (`systemctl start`, or `--no-block` when `block` is false). With
     /// `block`, waits until the daemon watches a healthy platform.
     fn boot(name: &str, config: &str, block: bool) -> Option<Platform> {
+        Self::boot_with(name, config, block, |_| {})
+    }
+
+    /// [`Platform::boot`], running `setup` just before the daemon starts.
+    fn boot_with(
+        name: &str,
+        config: &str,
+        block: bool,
+        setup: impl FnOnce(&Sandbox),
+    ) -> Option<Platform> {
         let mut needs = Vec::new();
         for f in [shipped_unit(), shipped_policy()] {
             if !f.is_file() {
@@ -217,6 +227,7 @@ impl Platform {
         );
         ok(sb, sb.add_dbus_policy(&shipped_policy()));
         ok(sb, sb.run_ok(&["systemctl", "daemon-reload"]).map(|_| ()));
+        setup(sb);
         let start: &[&str] = if block {
             &["systemctl", "start", DAEMON]
         } else {
@@ -704,16 +715,16 @@ fn failing_dns_is_restarted_and_its_dependents_are_held() {
 
 #[test]
 fn sigkilled_daemon_resumes_without_losing_counts_or_repeating_actions() {
-    let Some(p) = Platform::boot("daemon-sigkill", &config_text(ESCALATE_AFTER, |t| t), false)
-    else {
-        return;
-    };
     // MCP master (stage management) binds nothing for 6 s: the boot
     // recovery waits there, with MCNS up and stage services not started.
-    ok(
-        &p.sb,
-        p.sb.write_file("/srv/mcp-master/ready-delay-ms", b"6000"),
-    );
+    let Some(p) = Platform::boot_with(
+        "daemon-sigkill",
+        &config_text(ESCALATE_AFTER, |t| t),
+        false,
+        |sb| ok(sb, sb.write_file("/srv/mcp-master/ready-delay-ms", b"6000")),
+    ) else {
+        return;
+    };
     p.wait("the boot recovery in stage management", 90, || {
         p.prop("mcns.service", "ActiveState") == "active"
             && p.prop("mcp-master.service", "ActiveState") == "active"
