@@ -62,12 +62,46 @@ impl Drop for Platform {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!(
-                "=== journal of {DAEMON} ===\n{}\n=== last 400 lines of the whole journal ===\n{}",
-                self.sb.journal(DAEMON),
+                "=== journal of {DAEMON} (with fields) ===\n{}\n=== last 400 lines of the whole journal ===\n{}",
+                daemon_journal(&self.sb),
                 self.sb.journal_tail(400)
             );
         }
     }
+}
+
+/// The daemon's journal, one line per entry with its own fields (the
+/// structured ones the short formats hide).
+fn daemon_journal(sb: &Sandbox) -> String {
+    let skip = [
+        "MESSAGE",
+        "PRIORITY",
+        "SYSLOG_IDENTIFIER",
+        "TARGET",
+        "CODE_FILE",
+        "CODE_LINE",
+    ];
+    sb.journal_json(&["-u", DAEMON])
+        .iter()
+        .map(|e| {
+            let mut line = format!(
+                "{} {} [{}] {}",
+                usec(e),
+                field(e, "SYSLOG_IDENTIFIER"),
+                field(e, "PRIORITY"),
+                field(e, "MESSAGE")
+            );
+            if let Some(obj) = e.as_object() {
+                for (k, v) in obj {
+                    if !k.starts_with('_') && !skip.contains(&k.as_str()) {
+                        line.push_str(&format!(" {k}={}", v.as_str().unwrap_or("?")));
+                    }
+                }
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn ok<T>(sb: &Sandbox, r: Result<T, mcrecover_testbed::TestbedError>) -> T {
@@ -252,7 +286,7 @@ impl Platform {
 
     /// `mcrecover ARGS` inside, as root or as `uid`.
     fn mcrecover(&self, uid: Option<u32>, args: &[&str]) -> Output {
-        let mut argv = vec!["/usr/bin/mcrecover"];
+        let mut argv = vec!["/usr/bin/mcrecover", "--config", CONFIG];
         argv.extend_from_slice(args);
         let out = match uid {
             Some(uid) => self.sb.run_as(uid, &argv),
@@ -270,7 +304,9 @@ impl Platform {
 
     /// The daemon's snapshot (`mcrecover status --json`), if it answered.
     fn status(&self) -> Option<Value> {
-        let out = self.sb.run(&["/usr/bin/mcrecover", "status", "--json"]);
+        let out = self
+            .sb
+            .run(&["/usr/bin/mcrecover", "--config", CONFIG, "status", "--json"]);
         let v: Value = serde_json::from_slice(&out.stdout).ok()?;
         (v.get("phase").is_some() && v["services"].is_array()).then_some(v)
     }
