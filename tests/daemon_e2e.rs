@@ -256,11 +256,11 @@ impl Platform {
         );
         // The test's command line; the unit's hardening stays as shipped,
         // plus write access to where this test puts units (a sandbox has no
-        // /etc of its own) and where its hook records its runs.
+        // /etc of its own).
         let dropin = format!(
             "[Service]\nExecStart=\nExecStart=/usr/bin/mcrecover daemon --config {CONFIG} \
              --backend service --unit-dir /run/systemd/system\n\
-             ReadWritePaths=-/run/systemd/system -{HOOK_DIR}\n"
+             ReadWritePaths=/run/systemd/system\n"
         );
         ok(
             sb,
