@@ -171,7 +171,16 @@ fn sigkill_config() -> String {
     config_text(ESCALATE_AFTER, |t| {
         let anchor = "server_name = \"mcp-master.svc.mcp.metacircular.net\"\n";
         assert!(t.contains(anchor), "the example's mcp-master check changed");
-        t.replacen(anchor, &format!("{anchor}start_period = \"30s\"\n"), 1)
+        let t = t.replacen(anchor, &format!("{anchor}start_period = \"30s\"\n"), 1);
+        // Stage services gives up on an escalated service after 20 s.
+        let last = t
+            .rfind("timeout = \"120s\"")
+            .expect("stage timeouts changed");
+        format!(
+            "{}timeout = \"20s\"{}",
+            &t[..last],
+            &t[last + "timeout = \"120s\"".len()..]
+        )
     })
 }
 
@@ -865,6 +874,7 @@ fn sigkilled_daemon_resumes_without_losing_counts_or_repeating_actions() {
     let events = p.hook_runs();
     assert_eq!(events.len(), 1, "{events:?}");
     let restarts_before = p.restarts_of(unit).len();
+    let kls_invocation = p.prop(unit, "InvocationID");
     let second_pid = p.prop(DAEMON, "MainPID");
     ok(
         &p.sb,
@@ -899,6 +909,11 @@ fn sigkilled_daemon_resumes_without_losing_counts_or_repeating_actions() {
         "kls restarted again"
     );
     assert_eq!(p.hook_runs(), events, "the hook ran again");
+    assert_eq!(
+        p.prop(unit, "InvocationID"),
+        kls_invocation,
+        "the resumed daemon started the escalated kls again"
+    );
     let esc = p.escalations_of(unit);
     assert_eq!(esc.len(), 1, "escalation repeated: {esc:#?}");
     assert_eq!(field(&esc[0], "EVENT_ID"), events[0]);
