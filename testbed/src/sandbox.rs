@@ -1113,3 +1113,93 @@ impl Drop for Sandbox {
         let _ = std::fs::remove_dir_all(&self.info.state_dir);
     }
 }
+
+/// Helpers for running the mcrecover daemon as a real service inside a sandbox (tests/daemon_e2e.rs).
+impl Sandbox {
+    /// Mounts a writable overlay over the host directory `dir` in the sandbox's mount namespace
+    /// only (upper and work dirs on the sandbox's `/run` tmpfs): what is written there inside is
+    /// invisible on the host. Idempotent.
+    pub fn overlay_dir(&self, dir: &str) -> Result<(), TestbedError> {
+        if self.run(&["mountpoint", "-q", dir]).status.success() {
+            return Ok(());
+        }
+        let key: String = dir
+            .trim_matches('/')
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let upper = format!("/run/testbed-overlay/{key}/upper");
+        let work = format!("/run/testbed-overlay/{key}/work");
+        self.run_ok(&["mkdir", "-p", dir, &upper, &work])?;
+        let opts = format!("lowerdir={dir},upperdir={upper},workdir={work}");
+        self.run_ok(&["mount", "-t", "overlay", "overlay", "-o", &opts, dir])?;
+        Ok(())
+    }
+
+    /// Gives the sandbox a `/var/lib` of its own (an overlay over the host's, see
+    /// [`Sandbox::overlay_dir`]) and removes `/var/lib/NAME` in it for each of `fresh`: services
+    /// with `StateDirectory=` then keep their state per sandbox, never on the host, and start
+    /// empty even when the host has such a directory.
+    pub fn private_var_lib(&self, fresh: &[&str]) -> Result<(), TestbedError> {
+        self.overlay_dir("/var/lib")?;
+        for name in fresh {
+            if name.is_empty() || name.contains('/') || name.contains("..") {
+                return Err(TestbedError::Sandbox(format!("bad /var/lib name {name:?}")));
+            }
+            self.run_ok(&["rm", "-rf", &format!("/var/lib/{name}")])?;
+        }
+        Ok(())
+    }
+
+    /// Installs the D-Bus policy file `host` into the sandbox's system bus configuration
+    /// (`/etc/dbus-1/system.d/`, through an overlay: the host's `/etc` is untouched) and makes
+    /// the sandbox's bus daemon reload its configuration.
+    pub fn add_dbus_policy(&self, host: &Path) -> Result<(), TestbedError> {
+        let name = host
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| TestbedError::Sandbox(format!("no file name in {}", host.display())))?;
+        self.overlay_dir("/etc/dbus-1/system.d")?;
+        self.copy_in(host, &format!("/etc/dbus-1/system.d/{name}"), 0o644, None)?;
+        self.run_ok(&[
+            "busctl",
+            "--system",
+            "call",
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "ReloadConfig",
+        ])?;
+        Ok(())
+    }
+
+    /// Writes `contents` to `path_inside` with `mode` (root-owned), creating parent directories:
+    /// e.g. an executable hook script.
+    pub fn write_file_mode(
+        &self,
+        path_inside: &str,
+        contents: &[u8],
+        mode: u32,
+    ) -> Result<(), TestbedError> {
+        write_mode(&self.host_path(path_inside), contents, mode)
+    }
+
+    /// The sandbox journal's entries matching `args` (journalctl matches such as
+    /// `MESSAGE_ID=...`, or options such as `-p crit`), one JSON object per entry
+    /// (`journalctl -o json`), oldest first. Lines that are not JSON are skipped.
+    pub fn journal_json(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut argv = vec!["journalctl", "--no-pager", "-q", "-o", "json"];
+        argv.extend_from_slice(args);
+        let out = self.run(&argv);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The last `lines` lines of the sandbox's whole journal (for dumping after a failure).
+    pub fn journal_tail(&self, lines: usize) -> String {
+        let n = lines.to_string();
+        self.journal_args(&["-n", &n])
+    }
+}

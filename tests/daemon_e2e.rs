@@ -1,0 +1,1144 @@
+//! End-to-end fault tests of `mcrecover daemon` (issue 4): the daemon runs
+//! as the SHIPPED `units/mcrecover.service` (plus a test drop-in for its
+//! command line) in a REAL systemd (see `testbed/`), with its D-Bus policy
+//! installed on the sandbox's system bus, managing the example platform's
+//! stand-in containers (rootful, service backend, real podman). Faults are
+//! made the way they happen: a container's main process killed, a fault file
+//! read by the stand-in (`500`, `exit`), the daemon itself SIGKILLed,
+//! systemd re-executed.
+//!
+//! Tests poll the daemon's status (`mcrecover status --json`) and the
+//! journal with generous timeouts; they assert on states, entries and their
+//! order, never on speed.
+//!
+//! Needs root and the packages of `scripts/install-deps`; with
+//! MCRECOVER_REQUIRE_E2E=1 a missing prerequisite fails instead of skipping.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mcrecover_testbed::{e2e_gate, workspace_root, ImageSet, Sandbox, SandboxOptions};
+use serde_json::Value;
+
+const EXAMPLE: &str = include_str!("../examples/metacircular.toml");
+const DAEMON: &str = "mcrecover.service";
+const CONFIG: &str = "/srv/daemon-test.toml";
+const HOOK: &str = "/srv/hook.sh";
+const HOOK_DIR: &str = "/srv/hook-runs";
+/// Restart issued (priority 5).
+const RESTART_ID: &str = "5e8a0b3c2d1f4e6a9b7c8d0e1f2a3b4c";
+/// Escalation (priority 2).
+const ESCALATE_ID: &str = "9d2f1c4e7b3a4f0e8c6d5b2a1f0e9c87";
+const ESCALATE_AFTER: u32 = 3;
+
+/// Records its environment and stdin per event id, and one line per run.
+const HOOK_SCRIPT: &str = r#"#!/bin/sh
+d=/srv/hook-runs
+mkdir -p "$d"
+env | grep '^MCRECOVER_' | sort > "$d/$MCRECOVER_EVENT_ID.env"
+cat > "$d/$MCRECOVER_EVENT_ID.json"
+echo "$MCRECOVER_EVENT_ID" >> "$d/runs.log"
+"#;
+
+fn shipped_unit() -> PathBuf {
+    workspace_root().join("units/mcrecover.service")
+}
+
+fn shipped_policy() -> PathBuf {
+    workspace_root().join("units/dbus/net.metacircular.Recovery1.conf")
+}
+
+/// A sandbox with the example platform (rootful, service backend) under the
+/// daemon. Dropped during a panic, it prints the journal first.
+struct Platform {
+    sb: Sandbox,
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "=== journal of {DAEMON} (with fields) ===\n{}\n=== last 400 lines of the whole journal ===\n{}",
+                daemon_journal(&self.sb),
+                self.sb.journal_tail(400)
+            );
+        }
+    }
+}
+
+/// The daemon's journal, one line per entry with its own fields (the
+/// structured ones the short formats hide).
+fn daemon_journal(sb: &Sandbox) -> String {
+    let skip = [
+        "MESSAGE",
+        "PRIORITY",
+        "SYSLOG_IDENTIFIER",
+        "TARGET",
+        "CODE_FILE",
+        "CODE_LINE",
+    ];
+    sb.journal_json(&["-u", DAEMON])
+        .iter()
+        .map(|e| {
+            let mut line = format!(
+                "{} {} [{}] {}",
+                usec(e),
+                field(e, "SYSLOG_IDENTIFIER"),
+                field(e, "PRIORITY"),
+                field(e, "MESSAGE")
+            );
+            if let Some(obj) = e.as_object() {
+                for (k, v) in obj {
+                    if !k.starts_with('_') && !skip.contains(&k.as_str()) {
+                        line.push_str(&format!(" {k}={}", v.as_str().unwrap_or("?")));
+                    }
+                }
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn ok<T>(sb: &Sandbox, r: Result<T, mcrecover_testbed::TestbedError>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}\njournal (tail):\n{}", sb.journal_tail(300)))
+}
+
+/// The rootful example with 1 s checks (without the external mcias, which
+/// cannot be reached from a sandbox), a `[watch]` section with short
+/// backoffs and the hook, and `edit` applied.
+fn config_text(escalate_after: u32, edit: impl FnOnce(String) -> String) -> String {
+    let text = EXAMPLE.replacen("mode = \"rootless\"", "mode = \"rootful\"", 1);
+    assert_ne!(
+        text, EXAMPLE,
+        "the example no longer says mode = \"rootless\""
+    );
+    let defaults = "interval = \"10s\"\ntimeout = \"2s\"";
+    assert!(
+        text.contains(defaults),
+        "the example's check_defaults changed"
+    );
+    let text = text.replacen(defaults, "interval = \"1s\"\ntimeout = \"1s\"", 1);
+    let cut = text
+        .find("# MCIAS runs on svc")
+        .expect("the example's mcias section moved");
+    let text = edit(without_watch(&text[..cut]));
+    format!(
+        "{text}\n[watch]\nbackoff_initial = \"200ms\"\nbackoff_max = \"2s\"\n\
+         escalate_after = {escalate_after}\nescalate_window = \"2m\"\n\
+         hook = [\"{HOOK}\"]\nhook_timeout = \"10s\"\n"
+    )
+}
+
+/// Test 2's config: mcq's https check every `interval_s` s, `threshold` failures.
+fn https_500_config(interval_s: u64, threshold: u64) -> String {
+    config_text(ESCALATE_AFTER, |t| {
+        let old = "body_contains = '\"status\":\"ok\"'\n";
+        assert!(t.contains(old), "the example's mcq check changed");
+        t.replacen(
+            old,
+            &format!("{old}interval = \"{interval_s}s\"\nfailure_threshold = {threshold}\n"),
+            1,
+        )
+    })
+}
+
+/// Test 4's config: mc-proxy (stage core) also checks a name through MCNS
+/// (stage foundation), so when MCNS fails, so does mc-proxy's check.
+fn dns_config() -> String {
+    config_text(10, |t| {
+        let anchor = "# MCR API: the container registry.";
+        assert!(t.contains(anchor), "the example changed around mc-proxy");
+        t.replacen(
+            anchor,
+            &format!(
+                "[[services.mc-proxy.checks]]\nkind = \"dns\"\nserver = \"192.168.88.181:53\"\n\
+                 query = \"mc-proxy.svc.mcp.metacircular.net\"\nrecord = \"A\"\n\
+                 transport = \"udp\"\n\n{anchor}"
+            ),
+            1,
+        )
+    })
+}
+
+/// Test 5's config: MCP master's check has a start period longer than the
+/// stand-in's startup delay there (the watch must not count it as failures).
+fn sigkill_config() -> String {
+    config_text(ESCALATE_AFTER, |t| {
+        let anchor = "server_name = \"mcp-master.svc.mcp.metacircular.net\"\n";
+        assert!(t.contains(anchor), "the example's mcp-master check changed");
+        let t = t.replacen(anchor, &format!("{anchor}start_period = \"30s\"\n"), 1);
+        // Stage services gives up on an escalated service after 20 s.
+        let last = t
+            .rfind("timeout = \"120s\"")
+            .expect("stage timeouts changed");
+        format!(
+            "{}timeout = \"20s\"{}",
+            &t[..last],
+            &t[last + "timeout = \"120s\"".len()..]
+        )
+    })
+}
+
+/// Test 8's volume, files to quarantine, and config (mcdoc's remedy).
+fn quarantine_config() -> (&'static str, [String; 3], String) {
+    let vol = "/srv/mcdoc";
+    let files = [
+        format!("{vol}/mcdoc.db"),
+        format!("{vol}/data/mcdoc.db-wal"),
+        // The crash's cause: the remedy moving it aside fixes the service.
+        format!("{vol}/fault"),
+    ];
+    let list = files
+        .iter()
+        .map(|f| format!("\"{f}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cfg = config_text(ESCALATE_AFTER, |t| {
+        format!("{t}\n[services.mcdoc.remedy]\nquarantine = [{list}]\n")
+    });
+    (vol, files, cfg)
+}
+
+/// `text` without its `[watch]` table (if any): the tests write their own.
+fn without_watch(text: &str) -> String {
+    let Some(start) = text.find("\n[watch]\n") else {
+        return text.to_string();
+    };
+    let body = start + "\n[watch]\n".len();
+    let end = text[body..].find("\n[").map_or(text.len(), |i| body + i);
+    format!("{}{}", &text[..start], &text[end..])
+}
+
+impl Platform {
+    /// Boots the sandbox, installs everything and starts the daemon
+    /// (`systemctl start`, or `--no-block` when `block` is false). With
+    /// `block`, waits until the daemon watches a healthy platform.
+    fn boot(name: &str, config: &str, block: bool) -> Option<Platform> {
+        Self::boot_with(name, config, block, |_| {})
+    }
+
+    /// [`Platform::boot`], running `setup` just before the daemon starts.
+    fn boot_with(
+        name: &str,
+        config: &str,
+        block: bool,
+        setup: impl FnOnce(&Sandbox),
+    ) -> Option<Platform> {
+        let mut needs = Vec::new();
+        for f in [shipped_unit(), shipped_policy()] {
+            if !f.is_file() {
+                needs.push(format!("{} (helper C's units)", f.display()));
+            }
+        }
+        if !e2e_gate(name, &needs) {
+            return None;
+        }
+        let mut opts = SandboxOptions::metacircular(name);
+        opts.rootless_user = None;
+        opts.quadlet_generator = None;
+        let sb = Sandbox::boot(opts).unwrap();
+        let p = Platform { sb };
+        let sb = &p.sb;
+        ok(
+            sb,
+            sb.install_bin(Path::new(env!("CARGO_BIN_EXE_mcrecover")), "mcrecover"),
+        );
+        ok(sb, sb.load_images(&ImageSet::metacircular().unwrap(), None));
+        // StateDirectory=mcrecover: per sandbox, empty at start.
+        ok(sb, sb.private_var_lib(&["mcrecover"]));
+        ok(sb, sb.write_file_mode(HOOK, HOOK_SCRIPT.as_bytes(), 0o755));
+        ok(sb, sb.run_ok(&["mkdir", "-p", HOOK_DIR]).map(|_| ()));
+        ok(sb, sb.write_file(CONFIG, config.as_bytes()));
+        ok(
+            sb,
+            sb.copy_in(
+                &shipped_unit(),
+                "/run/systemd/system/mcrecover.service",
+                0o644,
+                None,
+            ),
+        );
+        // The test's command line; the unit's hardening stays as shipped,
+        // plus write access to where this test puts units (a sandbox has no
+        // /etc of its own).
+        let dropin = format!(
+            "[Service]\nExecStart=\nExecStart=/usr/bin/mcrecover daemon --config {CONFIG} \
+             --backend service --unit-dir /run/systemd/system\n\
+             ReadWritePaths=/run/systemd/system\n"
+        );
+        ok(
+            sb,
+            sb.write_file(
+                "/run/systemd/system/mcrecover.service.d/50-testbed.conf",
+                dropin.as_bytes(),
+            ),
+        );
+        ok(sb, sb.add_dbus_policy(&shipped_policy()));
+        ok(sb, sb.run_ok(&["systemctl", "daemon-reload"]).map(|_| ()));
+        setup(sb);
+        let start: &[&str] = if block {
+            &["systemctl", "start", DAEMON]
+        } else {
+            &["systemctl", "start", "--no-block", DAEMON]
+        };
+        let out = sb.run(start);
+        assert!(
+            out.status.success(),
+            "systemctl start {DAEMON}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            sb.run(&["systemctl", "status", "--no-pager", DAEMON])
+                .stdout
+                .iter()
+                .map(|b| *b as char)
+                .collect::<String>()
+        );
+        if block {
+            p.wait_status("the daemon watching a healthy platform", 180, all_healthy);
+        }
+        Some(p)
+    }
+
+    /// `mcrecover ARGS` inside, as root or as `uid`.
+    fn mcrecover(&self, uid: Option<u32>, args: &[&str]) -> Output {
+        let mut argv = vec!["/usr/bin/mcrecover", "--config", CONFIG];
+        argv.extend_from_slice(args);
+        let out = match uid {
+            Some(uid) => self.sb.run_as(uid, &argv),
+            None => self.sb.run(&argv),
+        };
+        eprintln!(
+            "$ {}mcrecover {} -> {:?}\n{}",
+            uid.map(|u| format!("(uid {u}) ")).unwrap_or_default(),
+            args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        out
+    }
+
+    /// The daemon's snapshot (`mcrecover status --json`), if it answered.
+    fn status(&self) -> Option<Value> {
+        let out = self
+            .sb
+            .run(&["/usr/bin/mcrecover", "--config", CONFIG, "status", "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v.get("phase").is_some() && v["services"].is_array()).then_some(v)
+    }
+
+    /// Polls the status until `pred` holds; panics with the last one after
+    /// `secs` seconds.
+    fn wait_status(&self, what: &str, secs: u64, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut last = None;
+        loop {
+            if let Some(st) = self.status() {
+                if pred(&st) {
+                    return st;
+                }
+                last = Some(st);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {secs} s waiting for {what}; last status: {:#}",
+                last.unwrap_or(Value::Null)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Polls `cond` until it holds; panics after `secs` seconds.
+    fn wait(&self, what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !cond() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {secs} s waiting for {what}; status: {:#}",
+                self.status().unwrap_or(Value::Null)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// A system unit's property.
+    fn prop(&self, unit: &str, name: &str) -> String {
+        let out = self.sb.run(&["systemctl", "show", "-P", name, unit]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The daemon's "restart issued" entries for `unit`, oldest first.
+    fn restarts_of(&self, unit: &str) -> Vec<Value> {
+        self.entries(RESTART_ID)
+            .into_iter()
+            .filter(|e| e["UNIT"] == unit)
+            .collect()
+    }
+
+    /// The journal entries with MESSAGE_ID=`id`.
+    fn entries(&self, id: &str) -> Vec<Value> {
+        self.sb.journal_json(&[&format!("MESSAGE_ID={id}")])
+    }
+
+    /// The `crit` escalation entries for `unit`.
+    fn escalations_of(&self, unit: &str) -> Vec<Value> {
+        self.sb
+            .journal_json(&["-p", "crit", &format!("MESSAGE_ID={ESCALATE_ID}")])
+            .into_iter()
+            .filter(|e| e["UNIT"] == unit)
+            .collect()
+    }
+
+    /// Event ids the hook ran for, one per run, in order.
+    fn hook_runs(&self) -> Vec<String> {
+        std::fs::read_to_string(self.sb.host_path(&format!("{HOOK_DIR}/runs.log")))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Kills the main process of `svc`'s container with SIGKILL (from the
+    /// sandbox's PID namespace, as an OOM kill would).
+    fn kill_container(&self, svc: &str) {
+        let pid = ok(
+            &self.sb,
+            self.sb
+                .run_ok(&["podman", "inspect", "--format", "{{.State.Pid}}", svc]),
+        );
+        let pid = pid.trim();
+        assert!(
+            pid.parse::<u32>().is_ok_and(|p| p > 0),
+            "{svc}: pid {pid:?}"
+        );
+        ok(
+            &self.sb,
+            self.sb.run_ok(&["kill", "-KILL", pid]).map(|_| ()),
+        );
+        eprintln!("killed {svc}'s main process {pid}");
+    }
+
+    fn fault(&self, dir: &str, what: &str) {
+        ok(
+            &self.sb,
+            self.sb.write_file(&format!("{dir}/fault"), what.as_bytes()),
+        );
+    }
+
+    fn clear_fault(&self, dir: &str) {
+        ok(&self.sb, self.sb.remove(&format!("{dir}/fault")));
+    }
+}
+
+/// Boot recoveries of the daemon that did not end `AllHealthy` (journal
+/// entries "recovery finished; watching" with their OUTCOME), and every
+/// "preflight failed" ERROR: empty when each recovery went through.
+fn recovery_problems(sb: &Sandbox) -> Vec<String> {
+    let mut out: Vec<String> = sb
+        .journal_json(&["-u", DAEMON, "MESSAGE=recovery finished; watching"])
+        .iter()
+        .filter(|e| e.get("OUTCOME").is_some() && field(e, "OUTCOME") != "AllHealthy")
+        .map(|e| format!("recovery at {}: {}", usec(e), field(e, "OUTCOME")))
+        .collect();
+    out.extend(
+        sb.journal_json(&["-u", DAEMON, "MESSAGE=preflight failed"])
+            .iter()
+            .map(|e| format!("preflight failed at {}: {}", usec(e), field(e, "ERROR"))),
+    );
+    out
+}
+
+fn service<'a>(st: &'a Value, name: &str) -> &'a Value {
+    st["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in status: {st:#}"))
+}
+
+fn state_of(st: &Value, name: &str) -> String {
+    service(st, name)["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn all_healthy(st: &Value) -> bool {
+    st["phase"] == "watching"
+        && st["services"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty() && s.iter().all(|s| s["state"] == "healthy"))
+}
+
+/// A journal entry's wall-clock time in microseconds.
+fn usec(e: &Value) -> u128 {
+    e["__REALTIME_TIMESTAMP"].as_str().unwrap().parse().unwrap()
+}
+
+fn now_usec() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+}
+
+fn field(e: &Value, name: &str) -> String {
+    e[name].as_str().unwrap_or("").to_string()
+}
+
+fn sha256(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    ring::digest::digest(&ring::digest::SHA256, &bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Every regular file below `dir` (relative path -> sha256).
+fn tree_hashes(dir: &Path) -> BTreeMap<PathBuf, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.filter_map(Result::ok) {
+            let p = e.path();
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                walk(root, &p, out);
+            } else if t.is_file() {
+                out.insert(p.strip_prefix(root).unwrap().to_path_buf(), sha256(&p));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+// 1 ---------------------------------------------------------------------------
+
+#[test]
+fn killed_container_is_restarted_by_the_daemon() {
+    let Some(p) = Platform::boot(
+        "daemon-kill-container",
+        &config_text(ESCALATE_AFTER, |t| t),
+        true,
+    ) else {
+        return;
+    };
+    let unit = "mcq.service";
+    assert_eq!(p.prop(unit, "Restart"), "no", "the daemon owns restarts");
+    let invocation = p.prop(unit, "InvocationID");
+    let killed_at = now_usec();
+    p.kill_container("mcq");
+
+    let before = service(&p.status().unwrap(), "mcq")["total_restarts"]
+        .as_u64()
+        .unwrap();
+    let since_kill = || -> Vec<Value> {
+        p.restarts_of(unit)
+            .into_iter()
+            .filter(|e| usec(e) >= killed_at)
+            .collect()
+    };
+    p.wait("the daemon's restart entry for mcq", 60, || {
+        !since_kill().is_empty()
+    });
+    let st = p.wait_status("mcq healthy again", 60, |st| {
+        state_of(st, "mcq") == "healthy"
+            && service(st, "mcq")["total_restarts"].as_u64() == Some(before + 1)
+    });
+    let entries = since_kill();
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    let e = &entries[0];
+    assert!(usec(e) >= killed_at, "{e:#}");
+    assert_eq!(field(e, "PRIORITY"), "5", "{e:#}");
+    assert_eq!(field(e, "SERVICE"), "mcq", "{e:#}");
+    assert_eq!(field(e, "SYSLOG_IDENTIFIER"), "mcrecover", "{e:#}");
+    let reaction: Vec<&String> = e
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.contains("REACTION"))
+        .collect();
+    assert!(
+        !reaction.is_empty(),
+        "no field with the time from failure to restart issued (REACTION...): {e:#}"
+    );
+    // The daemon restarted it (systemd's own restart counter stays 0),
+    // and it is a new run.
+    assert_eq!(p.prop(unit, "NRestarts"), "0");
+    assert_ne!(p.prop(unit, "InvocationID"), invocation);
+    assert_eq!(p.prop(unit, "ActiveState"), "active");
+    assert!(all_healthy(&st) || p.status().is_some_and(|s| all_healthy(&s)));
+    // The boot recovery of healthy stand-ins went through and restarted
+    // nothing.
+    let problems = recovery_problems(&p.sb);
+    assert!(problems.is_empty(), "{problems:#?}");
+    let at_boot: Vec<String> = p
+        .entries(RESTART_ID)
+        .iter()
+        .filter(|e| usec(e) < killed_at)
+        .map(|e| format!("{}: {}", field(e, "UNIT"), field(e, "REASON")))
+        .collect();
+    assert!(
+        at_boot.is_empty(),
+        "restarts issued during the boot recovery of a healthy platform: {at_boot:#?}"
+    );
+}
+
+// 2 ---------------------------------------------------------------------------
+
+#[test]
+fn https_500_restarts_only_after_the_failure_threshold() {
+    const INTERVAL_S: u64 = 2;
+    const THRESHOLD: u64 = 3;
+    let cfg = https_500_config(INTERVAL_S, THRESHOLD);
+    let Some(p) = Platform::boot("daemon-https-500", &cfg, true) else {
+        return;
+    };
+    let unit = "mcq.service";
+    let invocation = p.prop(unit, "InvocationID");
+    let before = service(&p.status().unwrap(), "mcq")["total_restarts"].clone();
+    let faulted_at = now_usec();
+    let since_fault = || -> Vec<Value> {
+        p.restarts_of(unit)
+            .into_iter()
+            .filter(|e| usec(e) >= faulted_at)
+            .collect()
+    };
+    p.fault("/srv/mcq", "500");
+
+    // The first failing result: not restarted for it.
+    let st = p.wait_status("mcq's check to fail", 60, |st| {
+        service(st, "mcq")["health"]["ok"] == false
+    });
+    let mcq = service(&st, "mcq");
+    assert_eq!(mcq["total_restarts"], before, "{mcq:#}");
+    assert!(since_fault().is_empty(), "restarted on the first failure");
+    assert_eq!(p.prop(unit, "InvocationID"), invocation);
+
+    p.wait("the restart of mcq", 90, || !since_fault().is_empty());
+    let e = since_fault()[0].clone();
+    p.clear_fault("/srv/mcq");
+    // THRESHOLD consecutive failures at least INTERVAL_S apart, all after
+    // the fault was written: the restart cannot come earlier (0.5 s slack
+    // for timer granularity).
+    let min_us = u128::from((THRESHOLD - 1) * INTERVAL_S) * 1_000_000 - 500_000;
+    assert!(
+        usec(&e) - faulted_at >= min_us,
+        "restart issued {} ms after the fault, before {THRESHOLD} checks {INTERVAL_S} s apart could fail: {e:#}",
+        (usec(&e) - faulted_at) / 1000
+    );
+    assert!(field(&e, "REASON").contains("500"), "{e:#}");
+    p.wait_status("mcq healthy after the fault is gone", 90, |st| {
+        state_of(st, "mcq") == "healthy"
+    });
+    assert_ne!(p.prop(unit, "InvocationID"), invocation);
+    assert!(p.escalations_of(unit).is_empty());
+}
+
+// 3 ---------------------------------------------------------------------------
+
+#[test]
+fn crash_loop_escalates_runs_the_hook_and_ack_rearms() {
+    let Some(p) = Platform::boot(
+        "daemon-crash-loop",
+        &config_text(ESCALATE_AFTER, |t| t),
+        true,
+    ) else {
+        return;
+    };
+    let unit = "mcq.service";
+    p.fault("/srv/mcq", "exit");
+    let st = p.wait_status("mcq escalated", 120, |st| {
+        state_of(st, "mcq") == "escalated"
+    });
+    let mcq = service(&st, "mcq");
+    assert!(mcq["escalation"].is_string(), "{mcq:#}");
+
+    // The crit entry, once, with its fields.
+    p.wait("the escalation entry", 30, || {
+        !p.escalations_of(unit).is_empty()
+    });
+    let esc = p.escalations_of(unit);
+    assert_eq!(esc.len(), 1, "{esc:#?}");
+    let e = &esc[0];
+    assert_eq!(field(e, "PRIORITY"), "2");
+    assert_eq!(field(e, "SERVICE"), "mcq");
+    assert_eq!(field(e, "STAGE"), "services");
+    assert_eq!(field(e, "RESTARTS"), ESCALATE_AFTER.to_string());
+    assert_eq!(field(e, "WINDOW_S"), "120");
+    assert_eq!(field(e, "SYSLOG_IDENTIFIER"), "mcrecover");
+    assert!(!field(e, "REASON").is_empty(), "{e:#}");
+    assert!(e.get("DIAGNOSIS").is_some(), "{e:#}");
+    let event_id = field(e, "EVENT_ID");
+    assert!(!event_id.is_empty(), "{e:#}");
+
+    // Exactly escalate_after restarts, all before the escalation.
+    let restarts = p.restarts_of(unit);
+    assert_eq!(restarts.len(), ESCALATE_AFTER as usize, "{restarts:#?}");
+    assert!(restarts.iter().all(|r| usec(r) <= usec(e)));
+
+    // The hook ran once, with the event in its environment and on stdin.
+    p.wait("the hook to run", 30, || !p.hook_runs().is_empty());
+    let env_file = p.sb.host_path(&format!("{HOOK_DIR}/{event_id}.env"));
+    p.wait("the hook's environment record", 30, || env_file.is_file());
+    let env: BTreeMap<String, String> = std::fs::read_to_string(&env_file)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for (k, v) in [
+        ("MCRECOVER_EVENT", "escalated"),
+        ("MCRECOVER_EVENT_ID", event_id.as_str()),
+        ("MCRECOVER_PLATFORM", "metacircular"),
+        ("MCRECOVER_SERVICE", "mcq"),
+        ("MCRECOVER_UNIT", unit),
+        ("MCRECOVER_STAGE", "services"),
+        ("MCRECOVER_RESTARTS", "3"),
+        ("MCRECOVER_WINDOW_S", "120"),
+    ] {
+        assert_eq!(env.get(k).map(String::as_str), Some(v), "{k} in {env:#?}");
+    }
+    for k in [
+        "MCRECOVER_REASON",
+        "MCRECOVER_DIAGNOSIS",
+        "MCRECOVER_REMEDY",
+    ] {
+        assert!(env.contains_key(k), "{k} missing: {env:#?}");
+    }
+    let json_file = p.sb.host_path(&format!("{HOOK_DIR}/{event_id}.json"));
+    let ev: Value = serde_json::from_str(&std::fs::read_to_string(json_file).unwrap())
+        .expect("the event as JSON on the hook's stdin");
+    assert_eq!(ev["id"], event_id.as_str(), "{ev:#}");
+    assert_eq!(ev["service"], "mcq", "{ev:#}");
+
+    // No restart afterwards: well past backoff_max, nothing changed.
+    let total = mcq["total_restarts"].clone();
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(p.restarts_of(unit).len(), ESCALATE_AFTER as usize);
+    let st = p.status().unwrap();
+    assert_eq!(state_of(&st, "mcq"), "escalated");
+    assert_eq!(service(&st, "mcq")["total_restarts"], total);
+    assert_eq!(p.hook_runs(), [event_id]);
+
+    // Fixed, then acked: re-armed, restarted, healthy.
+    p.clear_fault("/srv/mcq");
+    let out = p.mcrecover(None, &["ack", "mcq"]);
+    assert_eq!(out.status.code(), Some(0));
+    p.wait_status("mcq healthy after ack", 90, |st| {
+        state_of(st, "mcq") == "healthy"
+    });
+    assert_eq!(p.prop(unit, "ActiveState"), "active");
+    assert_eq!(p.escalations_of(unit).len(), 1);
+}
+
+// 4 ---------------------------------------------------------------------------
+
+#[test]
+fn failing_dns_is_restarted_and_its_dependents_are_held() {
+    // mc-proxy (stage core) also checks a name through MCNS (stage
+    // foundation): when MCNS fails, so does mc-proxy's check.
+    let cfg = dns_config();
+    let Some(p) = Platform::boot("daemon-dns-upstream", &cfg, true) else {
+        return;
+    };
+    let st = p.status().unwrap();
+    let units: Vec<String> = st["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["unit"].as_str().unwrap().to_string())
+        .collect();
+    let invocations: BTreeMap<String, String> = units
+        .iter()
+        .map(|u| (u.clone(), p.prop(u, "InvocationID")))
+        .collect();
+    let proxy_entered = p.prop("mc-proxy.service", "ActiveEnterTimestamp");
+    let totals: BTreeMap<String, Value> = st["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["total_restarts"].clone(),
+            )
+        })
+        .collect();
+    let faulted_at = now_usec();
+    let restarts_since = |unit: &str| -> usize {
+        p.restarts_of(unit)
+            .iter()
+            .filter(|e| usec(e) >= faulted_at)
+            .count()
+    };
+
+    p.fault("/srv/mcns", "500");
+    let mut held = None;
+    p.wait("mc-proxy held while mcns is restarted", 90, || {
+        if held.is_none() {
+            if let Some(st) = p.status() {
+                let s = service(&st, "mc-proxy");
+                if s["state"] == "held" {
+                    held = Some(s.clone());
+                }
+            }
+        }
+        held.is_some() && restarts_since("mcns.service") > 0
+    });
+    let held = held.unwrap();
+    assert_eq!(held["held_by"], "mcns", "{held:#}");
+    p.clear_fault("/srv/mcns");
+
+    let st = p.wait_status("everything healthy again", 120, all_healthy);
+    for s in st["services"].as_array().unwrap() {
+        let name = s["name"].as_str().unwrap();
+        if name != "mcns" {
+            assert_eq!(s["total_restarts"], totals[name], "{s:#}");
+        }
+    }
+    // Only MCNS was restarted: by the daemon's journal and by systemd.
+    let restarted: BTreeSet<String> = p
+        .entries(RESTART_ID)
+        .iter()
+        .filter(|e| usec(e) >= faulted_at)
+        .map(|e| field(e, "UNIT"))
+        .collect();
+    assert_eq!(
+        restarted,
+        BTreeSet::from(["mcns.service".to_string()]),
+        "restart entries"
+    );
+    for (unit, inv) in &invocations {
+        if unit != "mcns.service" {
+            assert_eq!(&p.prop(unit, "InvocationID"), inv, "{unit} was restarted");
+        }
+    }
+    assert_ne!(
+        p.prop("mcns.service", "InvocationID"),
+        invocations["mcns.service"]
+    );
+    assert_eq!(
+        p.prop("mc-proxy.service", "ActiveEnterTimestamp"),
+        proxy_entered
+    );
+}
+
+// 5 ---------------------------------------------------------------------------
+
+#[test]
+fn sigkilled_daemon_resumes_without_losing_counts_or_repeating_actions() {
+    // MCP master (stage management) binds nothing for 6 s: the boot
+    // recovery waits there, with MCNS up and stage services not started.
+    let Some(p) = Platform::boot_with("daemon-sigkill", &sigkill_config(), false, |sb| {
+        ok(sb, sb.write_file("/srv/mcp-master/ready-delay-ms", b"6000"))
+    }) else {
+        return;
+    };
+    p.wait("the boot recovery in stage management", 90, || {
+        p.prop("mcns.service", "ActiveState") == "active"
+            && p.prop("mcp-master.service", "ActiveState") == "active"
+            && p.prop("mcq.service", "InactiveExitTimestampMonotonic") == "0"
+    });
+    let first_pid = p.prop(DAEMON, "MainPID");
+    ok(
+        &p.sb,
+        p.sb.run_ok(&["systemctl", "kill", "-s", "KILL", DAEMON])
+            .map(|_| ()),
+    );
+    p.wait("systemd to restart the daemon", 60, || {
+        p.prop(DAEMON, "NRestarts") == "1"
+            && p.prop(DAEMON, "ActiveState") == "active"
+            && p.prop(DAEMON, "MainPID") != first_pid
+    });
+    let st = p.wait_status("the restarted daemon to finish recovery", 180, all_healthy);
+    assert_eq!(st["pid"].to_string(), p.prop(DAEMON, "MainPID"));
+    ok(&p.sb, p.sb.remove("/srv/mcp-master/ready-delay-ms"));
+
+    // Escalate kls, then kill the daemon again.
+    let unit = "kls.service";
+    p.fault("/srv/kls", "exit");
+    let st = p.wait_status("kls escalated", 120, |st| {
+        state_of(st, "kls") == "escalated"
+    });
+    p.wait("the hook to run", 30, || !p.hook_runs().is_empty());
+    let before = service(&st, "kls").clone();
+    let events = p.hook_runs();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let restarts_before = p.restarts_of(unit).len();
+    let kls_invocation = p.prop(unit, "InvocationID");
+    let second_pid = p.prop(DAEMON, "MainPID");
+    ok(
+        &p.sb,
+        p.sb.run_ok(&["systemctl", "kill", "-s", "KILL", DAEMON])
+            .map(|_| ()),
+    );
+    p.wait("systemd to restart the daemon again", 60, || {
+        p.prop(DAEMON, "NRestarts") == "2"
+            && p.prop(DAEMON, "ActiveState") == "active"
+            && p.prop(DAEMON, "MainPID") != second_pid
+    });
+    let st = p.wait_status("the daemon watching again", 120, |st| {
+        st["phase"] == "watching" && st["pid"].as_u64() == p.prop(DAEMON, "MainPID").parse().ok()
+    });
+    // Give a repeated action every chance to happen.
+    std::thread::sleep(Duration::from_secs(8));
+    let st = p.status().unwrap_or(st);
+    let after = service(&st, "kls");
+    assert_eq!(after["state"], "escalated", "{after:#}");
+    assert!(
+        after["total_restarts"].as_u64() >= before["total_restarts"].as_u64()
+            && after["total_restarts"].as_u64() >= Some(u64::from(ESCALATE_AFTER)),
+        "restart counters lost: before {before:#}, after {after:#}"
+    );
+    assert!(
+        after["restarts"].as_u64() >= before["restarts"].as_u64(),
+        "restarts in window lost: before {before:#}, after {after:#}"
+    );
+    assert_eq!(
+        p.restarts_of(unit).len(),
+        restarts_before,
+        "kls restarted again"
+    );
+    assert_eq!(p.hook_runs(), events, "the hook ran again");
+    assert_eq!(
+        p.prop(unit, "InvocationID"),
+        kls_invocation,
+        "the resumed daemon started the escalated kls again"
+    );
+    let esc = p.escalations_of(unit);
+    assert_eq!(esc.len(), 1, "escalation repeated: {esc:#?}");
+    assert_eq!(field(&esc[0], "EVENT_ID"), events[0]);
+    // Each resumed boot recovery went through (the platform's own
+    // containers holding their ports is no reason to block).
+    let problems = recovery_problems(&p.sb);
+    assert!(problems.is_empty(), "{problems:#?}");
+    // The other services were never touched by the daemon.
+    let others: Vec<Value> = p
+        .entries(RESTART_ID)
+        .into_iter()
+        .filter(|e| e["UNIT"] != unit)
+        .collect();
+    assert!(others.is_empty(), "{others:#?}");
+}
+
+// 6 ---------------------------------------------------------------------------
+
+#[test]
+fn fault_after_daemon_reexec_is_still_handled() {
+    let Some(p) = Platform::boot("daemon-reexec", &config_text(ESCALATE_AFTER, |t| t), true) else {
+        return;
+    };
+    let pid = p.prop(DAEMON, "MainPID");
+    let reexec_at = now_usec();
+    ok(
+        &p.sb,
+        p.sb.run_ok(&["systemctl", "daemon-reexec"]).map(|_| ()),
+    );
+    p.wait("systemd back after reexec", 60, || {
+        p.sb.run(&["systemctl", "is-system-running"])
+            .status
+            .success()
+    });
+    // Give the daemon time to notice and resubscribe.
+    std::thread::sleep(Duration::from_secs(3));
+    p.wait_status("the daemon answering after reexec", 60, all_healthy);
+    let unit = "mcdoc.service";
+    let invocation = p.prop(unit, "InvocationID");
+    p.kill_container("mcdoc");
+    p.wait("the daemon's restart of mcdoc", 60, || {
+        p.restarts_of(unit).iter().any(|e| usec(e) > reexec_at)
+    });
+    p.wait_status("mcdoc healthy again", 60, |st| {
+        state_of(st, "mcdoc") == "healthy"
+    });
+    assert_ne!(p.prop(unit, "InvocationID"), invocation);
+    assert_eq!(p.prop(unit, "NRestarts"), "0");
+    // The same daemon process went on (it reconnected; it was not restarted).
+    assert_eq!(p.prop(DAEMON, "MainPID"), pid);
+    assert_eq!(p.prop(DAEMON, "NRestarts"), "0");
+}
+
+// 7 ---------------------------------------------------------------------------
+
+#[test]
+fn api_refuses_mutating_calls_from_unprivileged_users() {
+    const NOBODY: u32 = 65534;
+    let Some(p) = Platform::boot(
+        "daemon-api-authz",
+        &config_text(ESCALATE_AFTER, |t| t),
+        true,
+    ) else {
+        return;
+    };
+    p.fault("/srv/mcq", "exit");
+    p.wait_status("mcq escalated", 120, |st| {
+        state_of(st, "mcq") == "escalated"
+    });
+    p.clear_fault("/srv/mcq");
+
+    // Reading is allowed to anyone.
+    let out = p.mcrecover(Some(NOBODY), &["status", "--json"]);
+    let st: Value = serde_json::from_slice(&out.stdout).expect("status JSON for uid 65534");
+    assert_eq!(state_of(&st, "mcq"), "escalated", "{st:#}");
+
+    // Ack from nobody: refused, by the CLI and on the bus.
+    let out = p.mcrecover(Some(NOBODY), &["ack", "mcq"]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        err.contains("access denied") || err.contains("accessdenied"),
+        "{err}"
+    );
+    let out = p.sb.run_as(
+        NOBODY,
+        &[
+            "busctl",
+            "--system",
+            "call",
+            "net.metacircular.Recovery1",
+            "/net/metacircular/Recovery1",
+            "net.metacircular.Recovery1",
+            "Ack",
+            "s",
+            "mcq",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    eprintln!("busctl Ack as {NOBODY}: {:?} {err}", out.status.code());
+    assert!(!out.status.success());
+    assert!(
+        err.contains("access denied")
+            || err.contains("accessdenied")
+            || err.contains("not allowed"),
+        "{err}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(state_of(&p.status().unwrap(), "mcq"), "escalated");
+
+    // From root: accepted, re-armed, healthy.
+    let out = p.mcrecover(None, &["ack", "mcq"]);
+    assert_eq!(out.status.code(), Some(0));
+    p.wait_status("mcq healthy after root's ack", 90, |st| {
+        state_of(st, "mcq") == "healthy"
+    });
+}
+
+// 8 ---------------------------------------------------------------------------
+
+#[test]
+fn quarantine_remedy_moves_files_and_loses_nothing() {
+    let (vol, files, cfg) = quarantine_config();
+    let Some(p) = Platform::boot("daemon-quarantine", &cfg, true) else {
+        return;
+    };
+    let unit = "mcdoc.service";
+    // Operator data: some random bytes, and a WAL in a subdirectory.
+    let mut db = Vec::with_capacity(256 * 1024);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..(256 * 1024 / 8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        db.extend_from_slice(&x.to_le_bytes());
+    }
+    ok(&p.sb, p.sb.write_file(&files[0], &db));
+    ok(&p.sb, p.sb.write_file(&files[1], b"wal frames\n"));
+    let host_vol = p.sb.host_path(vol);
+    let before = tree_hashes(&host_vol);
+    p.fault(vol, "exit");
+    let fault_hash = sha256(&p.sb.host_path(&files[2]));
+
+    p.wait("the escalation of mcdoc", 120, || {
+        !p.escalations_of(unit).is_empty()
+    });
+    let esc = p.escalations_of(unit)[0].clone();
+    p.wait_status("mcdoc healthy after the remedy", 120, |st| {
+        state_of(st, "mcdoc") == "healthy"
+    });
+
+    // One more restart after the escalation (the remedy's attempt).
+    let after_esc: Vec<Value> = p
+        .restarts_of(unit)
+        .into_iter()
+        .filter(|e| usec(e) >= usec(&esc))
+        .collect();
+    assert_eq!(after_esc.len(), 1, "{after_esc:#?}");
+
+    // Moved, not copied, not lost: each file once under
+    // <volume>/quarantine/<timestamp>/, same content.
+    for f in &files {
+        assert!(!p.sb.host_path(f).exists(), "{f} still in place");
+    }
+    let qdir = host_vol.join("quarantine");
+    let stamps: Vec<PathBuf> = std::fs::read_dir(&qdir)
+        .unwrap_or_else(|e| panic!("{}: {e}", qdir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(stamps.len(), 1, "one quarantine/<timestamp>/: {stamps:?}");
+    let quarantined = tree_hashes(&stamps[0]);
+    eprintln!("quarantined: {quarantined:#?}");
+    let mut expected = before.clone();
+    expected.insert(PathBuf::from("fault"), fault_hash);
+    for f in &files {
+        let rel = Path::new(f).strip_prefix(vol).unwrap();
+        let hash = &expected[rel];
+        let found: Vec<&PathBuf> = quarantined
+            .iter()
+            .filter(|(p, h)| *h == hash && p.file_name() == rel.file_name())
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "{f} (sha256 {hash}) in quarantine: {quarantined:#?}"
+        );
+    }
+    assert_eq!(quarantined.len(), files.len(), "{quarantined:#?}");
+    // Everything else in the volume is where it was, unchanged.
+    let now = tree_hashes(&host_vol);
+    for (rel, hash) in &before {
+        if files
+            .iter()
+            .any(|f| Path::new(f).strip_prefix(vol).unwrap() == rel)
+        {
+            continue;
+        }
+        if rel.starts_with(".standin") {
+            continue; // the stand-in's own run files (ready, started)
+        }
+        assert_eq!(
+            now.get(rel),
+            Some(hash),
+            "{} changed or vanished",
+            rel.display()
+        );
+    }
+}
+
+// The configurations above, checked by the real parser (no sandbox) --------
+
+#[test]
+fn test_configurations_are_valid() {
+    let variants = [
+        config_text(ESCALATE_AFTER, |t| t),
+        https_500_config(2, 3),
+        dns_config(),
+        sigkill_config(),
+        quarantine_config().2,
+    ];
+    for text in variants {
+        if let Err(e) = mcrecover::config::parse(&text, Path::new(CONFIG)) {
+            panic!("{e}\n--- config ---\n{text}");
+        }
+    }
+}
