@@ -258,6 +258,12 @@ fn hardened_services_can_still_do_the_daemons_work() {
     let sb = Sandbox::boot(opts).unwrap();
     sb.install_bin(Path::new(env!("CARGO_BIN_EXE_mcrecover")), "mcrecover")
         .unwrap();
+    // The sandbox shares the host's /etc and /var/lib: give it its own
+    // /etc/systemd/system (the probes write rendered units there) and
+    // /var/lib (StateDirectory=), so nothing lands on the host.
+    sb.overlay_dir("/etc/systemd/system").unwrap();
+    sb.private_var_lib(&["mcrecover"]).unwrap();
+    sb.run_ok(&["systemctl", "daemon-reload"]).unwrap();
 
     // ---- rootful
     sb.write_file(
