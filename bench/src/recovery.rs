@@ -22,20 +22,22 @@ use crate::report::{fmt_num, summarize, Row};
 use crate::sandbox::{self, now_ms, UNIT_DIR};
 use crate::Ctx;
 
-/// Readiness delay (ms) of every stand-in: known, different within a stage.
+/// Readiness delay (ms) of every stand-in: known, different within a stage,
+/// and the slowest of each stage not a multiple of 1 s (a 1 s poller's
+/// detection delay then varies per stage: 700, 900, 300, 400 ms here).
 pub const DELAYS: &[(&str, u64)] = &[
-    ("mcns", 800),
-    ("mc-proxy", 400),
-    ("mcr-api", 1200),
-    ("mcr-web", 300),
-    ("metacrypt-api", 900),
-    ("metacrypt-web", 600),
-    ("mcp-master", 700),
-    ("mcq", 500),
-    ("mcdoc", 300),
-    ("mcat", 900),
-    ("kls", 400),
-    ("sgardd", 600),
+    ("mcns", 1300),
+    ("mc-proxy", 600),
+    ("mcr-api", 2100),
+    ("mcr-web", 400),
+    ("metacrypt-api", 1500),
+    ("metacrypt-web", 900),
+    ("mcp-master", 1700),
+    ("mcq", 800),
+    ("mcdoc", 500),
+    ("mcat", 2600),
+    ("kls", 1200),
+    ("sgardd", 1900),
 ];
 
 const STAGES: &[(&str, &[&str])] = &[
@@ -64,6 +66,11 @@ struct Trial {
     skew_ms: f64,
     /// Last stage ready → command exit.
     tail_ms: f64,
+    /// Of `detect_ms`: time the previous stage's gate unit (`mcrecover gate`,
+    /// pulled in by Requires=) ran: InactiveExit → ActiveEnter (mcrecover only).
+    gate_unit_ms: f64,
+    /// Per stage: [detect, launch, slowest ready − started, skew] (ms).
+    stages: Vec<(String, [f64; 4])>,
 }
 
 fn read_ms(sb: &Sandbox, path: &str) -> Option<f64> {
@@ -81,9 +88,26 @@ fn analyse(sb: &Sandbox, who: &'static str, prefix: &str, t0: f64, t1: f64) -> R
         }
     }
     let unit_start = sandbox::unit_times_rt(sb, &units, "InactiveExitTimestamp");
+    let gates: Vec<String> = STAGES
+        .iter()
+        .map(|(st, _)| format!("metacircular-{st}-gate.service"))
+        .collect();
+    let gate_start = sandbox::unit_times_rt(sb, &gates, "InactiveExitTimestamp");
+    let gate_done = sandbox::unit_times_rt(sb, &gates, "ActiveEnterTimestamp");
+    let mut gate_unit = 0.0;
+    let mut per_stage = Vec::new();
     let (mut critical, mut gap, mut detect, mut launch, mut skew) = (0.0, 0.0, 0.0, 0.0, 0.0);
     let mut boundary = t0;
-    for (stage, svcs) in STAGES {
+    for (i, (stage, svcs)) in STAGES.iter().enumerate() {
+        if prefix.is_empty() && i > 0 {
+            let g = &gates[i - 1];
+            if let (Some(Some(a)), Some(Some(b))) = (gate_start.get(g), gate_done.get(g)) {
+                // Only this run's gate (a stale one from an earlier run would predate t0).
+                if *a >= t0 {
+                    gate_unit += b - a;
+                }
+            }
+        }
         let mut times = Vec::new();
         let mut first_unit = f64::INFINITY;
         for s in *svcs {
@@ -105,11 +129,15 @@ fn analyse(sb: &Sandbox, who: &'static str, prefix: &str, t0: f64, t1: f64) -> R
         let max_ready = times.iter().map(|t| t.1).fold(0.0, f64::max);
         critical += max_dur;
         gap += min_started - boundary;
-        if first_unit.is_finite() {
-            detect += first_unit - boundary;
-            launch += min_started - first_unit;
-        }
+        let (d, l) = if first_unit.is_finite() {
+            (first_unit - boundary, min_started - first_unit)
+        } else {
+            (f64::NAN, f64::NAN)
+        };
+        detect += d;
+        launch += l;
         skew += max_ready - min_started - max_dur;
+        per_stage.push((stage.to_string(), [d, l, max_dur, max_ready - min_started - max_dur]));
         boundary = max_ready;
     }
     let total = t1 - t0;
@@ -123,6 +151,8 @@ fn analyse(sb: &Sandbox, who: &'static str, prefix: &str, t0: f64, t1: f64) -> R
         launch_ms: launch,
         skew_ms: skew,
         tail_ms: t1 - boundary,
+        gate_unit_ms: gate_unit,
+        stages: per_stage,
     })
 }
 
@@ -180,7 +210,13 @@ pub fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
             std::thread::sleep(Duration::from_millis(500));
             let t0 = now_ms();
             let (out, argv, who, prefix) = if which == 0 {
-                let argv = sandbox::recover_argv(&config);
+                // MCBENCH_RECOVER_LOG=<filter>: run with MCRECOVER_LOG=<filter>, stderr into --raw.
+                let log = std::env::var("MCBENCH_RECOVER_LOG").ok().map(|f| format!("MCRECOVER_LOG={f}"));
+                let mut argv = sandbox::recover_argv(&config);
+                if let Some(l) = &log {
+                    argv.insert(0, l);
+                    argv.insert(0, "env");
+                }
                 (sb.run(&argv), argv.join(" "), "mcrecover", "")
             } else {
                 let argv = ["mcbench", "__baseline", "--config", &config, "--prefix", "bl-", "--interval-ms", "1000"];
@@ -204,7 +240,17 @@ pub fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
                 "mcbench: recovery trial {trial} {who}: total {:.0} ms, critical path {:.0} ms, overhead {:.0} ms (detect {:.0}, launch {:.0}, skew {:.0}, tail {:.0})",
                 t.total_ms, t.critical_ms, t.overhead_ms, t.detect_ms, t.launch_ms, t.skew_ms, t.tail_ms
             );
-            raw.push(json!({"trial": trial, "analysis": t, "report": report}));
+            for (st, v) in &t.stages {
+                eprintln!(
+                    "mcbench:   {st:<11} detect {:>5.0}  launch {:>5.0}  slowest {:>5.0}  skew {:>4.0}",
+                    v[0], v[1], v[2], v[3]
+                );
+            }
+            if which == 0 {
+                eprintln!("mcbench:   gate units ran {:.0} ms in total", t.gate_unit_ms);
+            }
+            raw.push(json!({"trial": trial, "who": who, "t0_ms": t0, "analysis": t, "report": report,
+                "stderr": String::from_utf8_lossy(&out.stderr)}));
             results.push(t);
         }
     }
@@ -248,6 +294,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
     );
     for (name, f) in [
         ("  of which: stage ready → next stage's units start (gate detection)", (|t: &Trial| t.detect_ms) as fn(&Trial) -> f64),
+        ("    of that: the gate units (`mcrecover gate` pulled in by Requires=)", |t: &Trial| t.gate_unit_ms),
         ("  of which: unit start → stand-in process start (systemd + podman)", |t: &Trial| t.launch_ms),
         ("  of which: start skew inside stages", |t: &Trial| t.skew_ms),
         ("  of which: last ready → exit (last gate + report)", |t: &Trial| t.tail_ms),
