@@ -168,10 +168,10 @@ pub fn unit_times_rt(sb: &Sandbox, units: &[String], prop: &str) -> BTreeMap<Str
     map
 }
 
-/// 4c: N units (200; 50 with --quick) in one stage, no checks: `mcrecover
+/// 4c: N units (200; 40 with --quick) in one stage, no checks: `mcrecover
 /// recover` vs `systemctl start` of a target that Wants= and is After= them all.
 pub fn scale_start(ctx: &mut Ctx) -> Result<Vec<Row>> {
-    let n = if ctx.quick { 50 } else { 200 };
+    let n = if ctx.quick { 40 } else { 200 };
     let trials = ctx.trials.unwrap_or(if ctx.quick { 1 } else { 3 });
     let sb = platform("bench-scale-start", ctx)?;
     let image = "mcr.svc.mcp.metacircular.net:8443/kls:v0.2.0";
