@@ -40,7 +40,9 @@ fn watch_table() -> String {
         // backoff level fall back to 0 between trials (healthy for 3 s).
         "escalate_after = 1000\nbackoff_reset = \"3s\"".into()
     });
-    format!("\n[watch]\nrestart_owner = \"mcrecover\"\nstate_dir = \"/run/mcbench-state\"\n{extra}\n")
+    format!(
+        "\n[watch]\nrestart_owner = \"mcrecover\"\nstate_dir = \"/run/mcbench-state\"\n{extra}\n"
+    )
 }
 
 /// The example, rootful, without the external mcias entry (not reachable in a
@@ -50,7 +52,11 @@ fn daemon_config(sb: &Sandbox, interval: &str) -> Result<String> {
         mcrecover_testbed::workspace_root().join("examples/metacircular.toml"),
     )?;
     let mut text = text.replacen("mode = \"rootless\"", "mode = \"rootful\"", 1);
-    text = text.replacen("interval = \"10s\"", &format!("interval = \"{interval}\""), 1);
+    text = text.replacen(
+        "interval = \"10s\"",
+        &format!("interval = \"{interval}\""),
+        1,
+    );
     if let Some(i) = text.find("[services.mcias]") {
         text.truncate(i);
     }
@@ -115,7 +121,11 @@ fn start_daemon(sb: &Sandbox, config: &str) -> Result<()> {
         "none",
     ]);
     if !out.status.success() {
-        let j = String::from_utf8_lossy(&sb.run(&["journalctl", "-u", DAEMON_UNIT, "--no-pager", "-n", "40"]).stdout).into_owned();
+        let j = String::from_utf8_lossy(
+            &sb.run(&["journalctl", "-u", DAEMON_UNIT, "--no-pager", "-n", "40"])
+                .stdout,
+        )
+        .into_owned();
         bail!(
             "the daemon did not start (needs `mcrecover daemon`, branch wt-b): {}\n{j}",
             String::from_utf8_lossy(&out.stderr)
@@ -200,7 +210,9 @@ fn wait_restart(sb: &Sandbox, service: &str, since_ms: f64, timeout: Duration) -
 
 /// Waits until the stand-in of `service` wrote a `ready` newer than `since_ms`.
 fn wait_ready(sb: &Sandbox, service: &str, since_ms: f64, timeout: Duration) -> Result<()> {
-    let dir = metacircular_service(service).map(|x| x.standin_dir).context("service")?;
+    let dir = metacircular_service(service)
+        .map(|x| x.standin_dir)
+        .context("service")?;
     let p = sb.host_path(&format!("{dir}/.standin/ready"));
     let t = Instant::now();
     loop {
@@ -223,15 +235,26 @@ pub fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
     let trials = ctx.trials.unwrap_or(if ctx.quick { 4 } else { 20 });
     let (sb, _config) = platform_with_daemon(ctx, "bench-reaction", "1s")?;
     std::thread::sleep(Duration::from_secs(4));
-    let victims = ["mcq", "mcdoc", "mcat", "kls", "sgardd", "mcr-web", "metacrypt-web"];
+    let victims = [
+        "mcq",
+        "mcdoc",
+        "mcat",
+        "kls",
+        "sgardd",
+        "mcr-web",
+        "metacrypt-web",
+    ];
     let (mut total, mut systemd_part, mut daemon_part, mut own) = (vec![], vec![], vec![], vec![]);
     let mut raw = Vec::new();
     for i in 0..trials {
         let svc = victims[i % victims.len()];
         let pid = container_host_pid(&sb, svc)?;
         let t_kill = now_ms();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
-            .context("kill")?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .context("kill")?;
         let entry = wait_restart(&sb, svc, t_kill, Duration::from_secs(30))?;
         let t_restart = entry_ms(&entry);
         // systemd's last word on the unit before the restart (e.g. "Failed with result" after ExecStopPost).
@@ -247,7 +270,10 @@ pub fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
             systemd_part.push(sd_done - t_kill);
             daemon_part.push(t_restart - sd_done);
         }
-        if let Some(x) = entry["REACTION_MS"].as_str().and_then(|s| s.parse::<f64>().ok()) {
+        if let Some(x) = entry["REACTION_MS"]
+            .as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+        {
             own.push(x);
         }
         eprintln!("mcbench: reaction kill {i} {svc}: restart entry after {r:.0} ms (systemd done at {:.0} ms)", sd_done - t_kill);
@@ -297,7 +323,7 @@ pub fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
 }
 
 /// Σ VmRSS (KiB) of the processes in host cgroup dir `cg`, and its usage_usec.
-fn cgroup_sample(cg: &PathBuf) -> (u64, u64) {
+fn cgroup_sample(cg: &std::path::Path) -> (u64, u64) {
     let mut rss = 0;
     if let Ok(procs) = std::fs::read_to_string(cg.join("cgroup.procs")) {
         for p in procs.lines() {
@@ -326,10 +352,11 @@ fn cgroup_sample(cg: &PathBuf) -> (u64, u64) {
 /// The host cgroup directory of `unit` in the sandbox: the v2 line of
 /// /proc/<host pid of its MainPID>/cgroup.
 fn unit_cgroup(sb: &Sandbox, unit: &str) -> Result<PathBuf> {
-    let main: u32 = String::from_utf8_lossy(&sb.run(&["systemctl", "show", "-P", "MainPID", unit]).stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
+    let main: u32 =
+        String::from_utf8_lossy(&sb.run(&["systemctl", "show", "-P", "MainPID", unit]).stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
     if main == 0 {
         bail!("{unit} has no main process");
     }
@@ -352,9 +379,20 @@ fn unit_cgroup(sb: &Sandbox, unit: &str) -> Result<PathBuf> {
 fn measure(sb: &Sandbox, unit: &str, secs: u64) -> Result<(Vec<f64>, f64)> {
     let cg = unit_cgroup(sb, unit)?;
     if !cg.join("cgroup.procs").exists() {
-        let status = String::from_utf8_lossy(&sb.run(&["systemctl", "status", "--no-pager", "-n", "0", unit]).stdout).into_owned();
-        let log = String::from_utf8_lossy(&sb.run(&["journalctl", "--no-pager", "-n", "15", "-u", unit]).stdout).into_owned();
-        bail!("no cgroup {} for {unit} (not running?)\n{status}\n{log}", cg.display());
+        let status = String::from_utf8_lossy(
+            &sb.run(&["systemctl", "status", "--no-pager", "-n", "0", unit])
+                .stdout,
+        )
+        .into_owned();
+        let log = String::from_utf8_lossy(
+            &sb.run(&["journalctl", "--no-pager", "-n", "15", "-u", unit])
+                .stdout,
+        )
+        .into_owned();
+        bail!(
+            "no cgroup {} for {unit} (not running?)\n{status}\n{log}",
+            cg.display()
+        );
     }
     let (_, u0) = cgroup_sample(&cg);
     let t = Instant::now();
@@ -383,15 +421,34 @@ fn monitrc() -> String {
     let tcp = |port: u16| format!("port {port} type tcp");
     // monit's DNS protocol test asks a fixed query the stand-in answers with no records
     // (a failure): plain udp/tcp port tests instead.
-    s += &host("mcns", "192.168.88.181", &["port 53 type udp".into(), "port 53 type tcp".into()]);
+    s += &host(
+        "mcns",
+        "192.168.88.181",
+        &["port 53 type udp".into(), "port 53 type tcp".into()],
+    );
     s += &host("mcns-api", "127.0.0.1", &[https(38443, "/v1/health")]);
-    s += &host("mc-proxy", "127.0.0.1", &[format!("{} status = 404", https(443, "/"))]);
+    s += &host(
+        "mc-proxy",
+        "127.0.0.1",
+        &[format!("{} status = 404", https(443, "/"))],
+    );
     s += &host("mcr-api", "127.0.0.1", &[https(28443, "/v2/"), tcp(29443)]);
     s += &host("mcr-web", "127.0.0.1", &[tcp(28080)]);
-    s += &host("metacrypt-api", "127.0.0.1", &[https(18443, "/v1/health"), tcp(19443)]);
+    s += &host(
+        "metacrypt-api",
+        "127.0.0.1",
+        &[https(18443, "/v1/health"), tcp(19443)],
+    );
     s += &host("metacrypt-web", "127.0.0.1", &[tcp(18080)]);
     s += &host("mcp-master", "127.0.0.1", &["port 9555 type tcpssl".into()]);
-    s += &host("mcq", "127.0.0.1", &[format!("{} content = \"status\"", https(48080, "/v1/health"))]);
+    s += &host(
+        "mcq",
+        "127.0.0.1",
+        &[format!(
+            "{} content = \"status\"",
+            https(48080, "/v1/health")
+        )],
+    );
     s += &host("mcdoc", "127.0.0.1", &[tcp(38080)]);
     s += &host("mcat", "127.0.0.1", &[tcp(48116)]);
     s += &host("kls", "127.0.0.1", &[tcp(58080)]);
@@ -407,20 +464,43 @@ pub fn footprint(ctx: &mut Ctx) -> Result<Vec<Row>> {
     let (d_rss, d_cpu) = measure(&sb, DAEMON_UNIT, secs)?;
     let _ = sb.run(&["systemctl", "stop", DAEMON_UNIT]);
     // monit, same endpoints, same window.
-    let monit = ["/usr/bin/monit", "/usr/sbin/monit"].into_iter().find(|p| std::path::Path::new(p).exists());
-    let mut monit_res: Result<(Vec<f64>, f64)> = Err(anyhow::anyhow!("monit not installed (apt-get install -y monit)"));
+    let monit = ["/usr/bin/monit", "/usr/sbin/monit"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let mut monit_res: Result<(Vec<f64>, f64)> = Err(anyhow::anyhow!(
+        "monit not installed (apt-get install -y monit)"
+    ));
     if let Some(monit) = monit {
         sb.write_file("/srv/mcbench-monitrc", monitrc().as_bytes())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let _ = sb.run(&["chmod", "0600", "/srv/mcbench-monitrc"]);
         let syntax = sb.run(&[monit, "-t", "-c", "/srv/mcbench-monitrc"]);
         if !syntax.status.success() {
-            monit_res = Err(anyhow::anyhow!("monitrc rejected: {}{}", String::from_utf8_lossy(&syntax.stdout), String::from_utf8_lossy(&syntax.stderr)));
+            monit_res = Err(anyhow::anyhow!(
+                "monitrc rejected: {}{}",
+                String::from_utf8_lossy(&syntax.stdout),
+                String::from_utf8_lossy(&syntax.stderr)
+            ));
         } else {
-            run_ok(&sb, &["systemd-run", "--unit", MONIT_UNIT, monit, "-I", "-c", "/srv/mcbench-monitrc"])?;
+            run_ok(
+                &sb,
+                &[
+                    "systemd-run",
+                    "--unit",
+                    MONIT_UNIT,
+                    monit,
+                    "-I",
+                    "-c",
+                    "/srv/mcbench-monitrc",
+                ],
+            )?;
             std::thread::sleep(Duration::from_secs(5));
             monit_res = measure(&sb, MONIT_UNIT, secs);
-            let log = run_ok(&sb, &["journalctl", "-u", MONIT_UNIT, "--no-pager", "-n", "20"]).unwrap_or_default();
+            let log = run_ok(
+                &sb,
+                &["journalctl", "-u", MONIT_UNIT, "--no-pager", "-n", "20"],
+            )
+            .unwrap_or_default();
             ctx.raw.insert("monit-log".into(), json!(log));
         }
     }
@@ -459,7 +539,12 @@ pub fn footprint(ctx: &mut Ctx) -> Result<Vec<Row>> {
                 r.pass(ratio <= 2.0)
             });
         }
-        Err(e) => rows.push(Row::skipped("footprint", "monit RSS / CPU", "", &format!("{e:#}"))),
+        Err(e) => rows.push(Row::skipped(
+            "footprint",
+            "monit RSS / CPU",
+            "",
+            &format!("{e:#}"),
+        )),
     }
     Ok(rows)
 }
@@ -469,6 +554,9 @@ mod tests {
     #[test]
     fn drops_one_table() {
         let t = "[platform]\na = 1\n\n[watch]\nb = 2\n# c\n[[stages]]\nd = 3\n";
-        assert_eq!(super::without_table(t, "[watch]"), "[platform]\na = 1\n\n[[stages]]\nd = 3\n");
+        assert_eq!(
+            super::without_table(t, "[watch]"),
+            "[platform]\na = 1\n\n[[stages]]\nd = 3\n"
+        );
     }
 }

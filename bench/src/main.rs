@@ -36,7 +36,10 @@ pub const ITEMS: &[&str] = &[
 ];
 
 #[derive(Parser, Debug)]
-#[command(name = "mcbench", about = "mcrecover benchmarks (issue 7); see docs/performance.md")]
+#[command(
+    name = "mcbench",
+    about = "mcrecover benchmarks (issue 7); see docs/performance.md"
+)]
 struct Cli {
     /// Short variants (each item well under a minute; fewer trials).
     #[arg(long)]
@@ -85,7 +88,10 @@ fn expand(items: &[String]) -> Result<Vec<String>> {
             "3" | "footprint" => vec!["footprint"],
             "4" | "scale" => vec!["scale-config", "scale-checks", "scale-start"],
             "scale-config" | "scale-checks" | "scale-start" => vec![i.as_str()],
-            other => bail!("unknown item `{other}` (known: {}, 1-4, scale)", ITEMS.join(" ")),
+            other => bail!(
+                "unknown item `{other}` (known: {}, 1-4, scale)",
+                ITEMS.join(" ")
+            ),
         };
         for a in add {
             if !out.iter().any(|o| o == a) {

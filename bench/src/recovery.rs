@@ -42,7 +42,16 @@ pub const DELAYS: &[(&str, u64)] = &[
 
 const STAGES: &[(&str, &[&str])] = &[
     ("foundation", &["mcns"]),
-    ("core", &["mc-proxy", "mcr-api", "mcr-web", "metacrypt-api", "metacrypt-web"]),
+    (
+        "core",
+        &[
+            "mc-proxy",
+            "mcr-api",
+            "mcr-web",
+            "metacrypt-api",
+            "metacrypt-web",
+        ],
+    ),
     ("management", &["mcp-master"]),
     ("services", &["mcq", "mcdoc", "mcat", "kls", "sgardd"]),
 ];
@@ -118,7 +127,9 @@ fn analyse(sb: &Sandbox, who: &'static str, prefix: &str, t0: f64, t1: f64) -> R
             let ready = read_ms(sb, &format!("{dir}/.standin/ready"));
             match (started, ready) {
                 (Some(a), Some(b)) if a >= t0 - 1.0 => times.push((a, b)),
-                _ => bail!("{who}: stand-in {s} of stage {stage} has no fresh started/ready timestamps"),
+                _ => bail!(
+                    "{who}: stand-in {s} of stage {stage} has no fresh started/ready timestamps"
+                ),
             }
             if let Some(Some(u)) = unit_start.get(&format!("{prefix}{s}.service")) {
                 first_unit = first_unit.min(*u);
@@ -137,7 +148,10 @@ fn analyse(sb: &Sandbox, who: &'static str, prefix: &str, t0: f64, t1: f64) -> R
         detect += d;
         launch += l;
         skew += max_ready - min_started - max_dur;
-        per_stage.push((stage.to_string(), [d, l, max_dur, max_ready - min_started - max_dur]));
+        per_stage.push((
+            stage.to_string(),
+            [d, l, max_dur, max_ready - min_started - max_dur],
+        ));
         boundary = max_ready;
     }
     let total = t1 - t0;
@@ -159,8 +173,10 @@ fn analyse(sb: &Sandbox, who: &'static str, prefix: &str, t0: f64, t1: f64) -> R
 fn clear_standin_files(sb: &Sandbox) {
     for (s, _) in DELAYS {
         if let Some(x) = metacircular_service(s) {
-            let _ = std::fs::remove_file(sb.host_path(&format!("{}/.standin/ready", x.standin_dir)));
-            let _ = std::fs::remove_file(sb.host_path(&format!("{}/.standin/started", x.standin_dir)));
+            let _ =
+                std::fs::remove_file(sb.host_path(&format!("{}/.standin/ready", x.standin_dir)));
+            let _ =
+                std::fs::remove_file(sb.host_path(&format!("{}/.standin/started", x.standin_dir)));
         }
     }
 }
@@ -171,7 +187,9 @@ pub fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
     let sb = sandbox::platform("bench-recovery", ctx)?;
     let config = sandbox::rootful_example(&sb, "/srv/bench-recovery.toml")?;
     for (s, ms) in DELAYS {
-        let dir = metacircular_service(s).map(|x| x.standin_dir).context("service")?;
+        let dir = metacircular_service(s)
+            .map(|x| x.standin_dir)
+            .context("service")?;
         sb.write_file(&format!("{dir}/ready-delay-ms"), ms.to_string().as_bytes())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
@@ -211,7 +229,9 @@ pub fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
             let t0 = now_ms();
             let (out, argv, who, prefix) = if which == 0 {
                 // MCBENCH_RECOVER_LOG=<filter>: run with MCRECOVER_LOG=<filter>, stderr into --raw.
-                let log = std::env::var("MCBENCH_RECOVER_LOG").ok().map(|f| format!("MCRECOVER_LOG={f}"));
+                let log = std::env::var("MCBENCH_RECOVER_LOG")
+                    .ok()
+                    .map(|f| format!("MCRECOVER_LOG={f}"));
                 let mut argv = sandbox::recover_argv(&config);
                 if let Some(l) = &log {
                     argv.insert(0, l);
@@ -219,7 +239,16 @@ pub fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
                 }
                 (sb.run(&argv), argv.join(" "), "mcrecover", "")
             } else {
-                let argv = ["mcbench", "__baseline", "--config", &config, "--prefix", "bl-", "--interval-ms", "1000"];
+                let argv = [
+                    "mcbench",
+                    "__baseline",
+                    "--config",
+                    &config,
+                    "--prefix",
+                    "bl-",
+                    "--interval-ms",
+                    "1000",
+                ];
                 (sb.run(&argv), argv.join(" "), "baseline", "bl-")
             };
             let t1 = now_ms();
@@ -247,10 +276,15 @@ pub fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
                 );
             }
             if which == 0 {
-                eprintln!("mcbench:   gate units ran {:.0} ms in total", t.gate_unit_ms);
+                eprintln!(
+                    "mcbench:   gate units ran {:.0} ms in total",
+                    t.gate_unit_ms
+                );
             }
-            raw.push(json!({"trial": trial, "who": who, "t0_ms": t0, "analysis": t, "report": report,
-                "stderr": String::from_utf8_lossy(&out.stderr)}));
+            raw.push(
+                json!({"trial": trial, "who": who, "t0_ms": t0, "analysis": t, "report": report,
+                "stderr": String::from_utf8_lossy(&out.stderr)}),
+            );
             results.push(t);
         }
     }
@@ -282,22 +316,43 @@ pub fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
     let (ok, ratio) = match (m_over, m_cp) {
         (Some(o), Some(c)) => (
             o.median <= 500.0 || o.median <= 0.05 * c.median,
-            format!("{} % of critical path", fmt_num(100.0 * o.median / c.median)),
+            format!(
+                "{} % of critical path",
+                fmt_num(100.0 * o.median / c.median)
+            ),
         ),
         _ => (false, String::new()),
     };
     rows.push(
-        Row::new("recovery", "overhead = time to all healthy − critical path", "≤ 5 % of critical path or ≤ 500 ms")
-            .summary(m_over, "ms")
-            .pass(ok)
-            .ratio(ratio),
+        Row::new(
+            "recovery",
+            "overhead = time to all healthy − critical path",
+            "≤ 5 % of critical path or ≤ 500 ms",
+        )
+        .summary(m_over, "ms")
+        .pass(ok)
+        .ratio(ratio),
     );
     for (name, f) in [
-        ("  of which: stage ready → next stage's units start (gate detection)", (|t: &Trial| t.detect_ms) as fn(&Trial) -> f64),
-        ("    of that: the gate units (`mcrecover gate` pulled in by Requires=)", |t: &Trial| t.gate_unit_ms),
-        ("  of which: unit start → stand-in process start (systemd + podman)", |t: &Trial| t.launch_ms),
-        ("  of which: start skew inside stages", |t: &Trial| t.skew_ms),
-        ("  of which: last ready → exit (last gate + report)", |t: &Trial| t.tail_ms),
+        (
+            "  of which: stage ready → next stage's units start (gate detection)",
+            (|t: &Trial| t.detect_ms) as fn(&Trial) -> f64,
+        ),
+        (
+            "    of that: the gate units (`mcrecover gate` pulled in by Requires=)",
+            |t: &Trial| t.gate_unit_ms,
+        ),
+        (
+            "  of which: unit start → stand-in process start (systemd + podman)",
+            |t: &Trial| t.launch_ms,
+        ),
+        ("  of which: start skew inside stages", |t: &Trial| {
+            t.skew_ms
+        }),
+        (
+            "  of which: last ready → exit (last gate + report)",
+            |t: &Trial| t.tail_ms,
+        ),
     ] {
         rows.push(Row::new("recovery", name, "").summary(summarize(&pick("mcrecover", f)), "ms"));
     }
@@ -311,15 +366,21 @@ pub fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
             .summary(summarize(&pick("baseline", |t| t.detect_ms)), "ms"),
     );
     let (ok2, ratio2) = match (b_over, m_over) {
-        (Some(b), Some(m)) if m.median > 0.0 => (b.median >= 10.0 * m.median, format!("{}×", fmt_num(b.median / m.median))),
+        (Some(b), Some(m)) if m.median > 0.0 => (
+            b.median >= 10.0 * m.median,
+            format!("{}×", fmt_num(b.median / m.median)),
+        ),
         _ => (false, String::new()),
     };
     rows.push(
-        Row::new("recovery", "overhead of the 1 s polling baseline", "")
-            .summary(b_over, "ms"),
+        Row::new("recovery", "overhead of the 1 s polling baseline", "").summary(b_over, "ms"),
     );
     rows.push({
-        let mut r = Row::new("recovery", "baseline overhead ÷ mcrecover overhead", "≥ 10×");
+        let mut r = Row::new(
+            "recovery",
+            "baseline overhead ÷ mcrecover overhead",
+            "≥ 10×",
+        );
         r.measured = ratio2.clone();
         r.spread = format!("medians of {trials} paired runs");
         r.pass(ok2 && !ratio2.is_empty())
@@ -344,7 +405,9 @@ pub fn baseline_main(args: &[String]) -> Result<()> {
     }
     let config = config.context("--config")?;
     let cfg = mcrecover::config::load(Path::new(&config)).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let t0 = Instant::now();
     let mut stages = Vec::new();
     for stage in &cfg.stages {
@@ -353,11 +416,21 @@ pub fn baseline_main(args: &[String]) -> Result<()> {
             .iter()
             .filter_map(|n| cfg.services.get(n))
             .collect();
-        let units: Vec<String> = svcs.iter().map(|s| format!("{prefix}{}.service", s.name)).collect();
+        let units: Vec<String> = svcs
+            .iter()
+            .map(|s| format!("{prefix}{}.service", s.name))
+            .collect();
         let started = t0.elapsed().as_secs_f64() * 1000.0;
-        let out = std::process::Command::new("systemctl").arg("start").args(&units).output()?;
+        let out = std::process::Command::new("systemctl")
+            .arg("start")
+            .args(&units)
+            .output()?;
         if !out.status.success() {
-            bail!("systemctl start {}: {}", units.join(" "), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "systemctl start {}: {}",
+                units.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let jobs_done = t0.elapsed().as_secs_f64() * 1000.0;
         let checks: Vec<mcrecover::config::Check> =
@@ -370,7 +443,9 @@ pub fn baseline_main(args: &[String]) -> Result<()> {
                 let mut set = Vec::new();
                 for c in &checks {
                     let c = c.clone();
-                    set.push(tokio::spawn(async move { mcrecover::check::probe(&c).await.ok }));
+                    set.push(tokio::spawn(
+                        async move { mcrecover::check::probe(&c).await.ok },
+                    ));
                 }
                 let mut all = true;
                 for h in set {
@@ -381,12 +456,19 @@ pub fn baseline_main(args: &[String]) -> Result<()> {
             if ok {
                 break;
             }
-            if t0.elapsed().as_secs_f64() * 1000.0 - started > stage.timeout.as_secs_f64() * 1000.0 {
-                bail!("stage {} not healthy within {:?}", stage.name, stage.timeout);
+            if t0.elapsed().as_secs_f64() * 1000.0 - started > stage.timeout.as_secs_f64() * 1000.0
+            {
+                bail!(
+                    "stage {} not healthy within {:?}",
+                    stage.name,
+                    stage.timeout
+                );
             }
         }
-        stages.push(json!({"stage": stage.name, "start_ms": started, "jobs_done_ms": jobs_done,
-            "healthy_ms": t0.elapsed().as_secs_f64() * 1000.0, "polls": polls}));
+        stages.push(
+            json!({"stage": stage.name, "start_ms": started, "jobs_done_ms": jobs_done,
+            "healthy_ms": t0.elapsed().as_secs_f64() * 1000.0, "polls": polls}),
+        );
     }
     let mut m = BTreeMap::new();
     m.insert("stages", json!(stages));

@@ -76,7 +76,13 @@ pub fn install(sb: &Sandbox, config: &str) -> Result<()> {
     run_ok(
         sb,
         &[
-            "mcrecover", "install", "--config", config, "--backend", "service", "--unit-dir",
+            "mcrecover",
+            "install",
+            "--config",
+            config,
+            "--backend",
+            "service",
+            "--unit-dir",
             UNIT_DIR,
         ],
     )?;
@@ -86,8 +92,17 @@ pub fn install(sb: &Sandbox, config: &str) -> Result<()> {
 /// The `mcrecover recover` argv used by every item (no install: done once before).
 pub fn recover_argv(config: &str) -> Vec<&str> {
     vec![
-        "mcrecover", "recover", "--json", "--quiet", "--no-install", "--config", config,
-        "--backend", "service", "--unit-dir", UNIT_DIR,
+        "mcrecover",
+        "recover",
+        "--json",
+        "--quiet",
+        "--no-install",
+        "--config",
+        config,
+        "--backend",
+        "service",
+        "--unit-dir",
+        UNIT_DIR,
     ]
 }
 
@@ -116,11 +131,21 @@ pub fn reset(sb: &Sandbox, units: &[String]) -> Result<()> {
 pub fn parse_utc_us(text: &str) -> Option<f64> {
     let mut it = text.split_whitespace();
     let first = it.next()?;
-    let date = if first.contains('-') { first } else { it.next()? };
+    let date = if first.contains('-') {
+        first
+    } else {
+        it.next()?
+    };
     let time = it.next()?;
-    let d: Vec<i64> = date.split('-').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
     let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let t: Vec<i64> = hms.split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let t: Vec<i64> = hms
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
     if d.len() != 3 || t.len() != 3 {
         return None;
     }
@@ -147,7 +172,15 @@ pub fn now_ms() -> f64 {
 
 /// `prop` (a realtime `...Timestamp` property) of each unit, as unix ms (None if unset).
 pub fn unit_times_rt(sb: &Sandbox, units: &[String], prop: &str) -> BTreeMap<String, Option<f64>> {
-    let mut argv = vec!["systemctl", "show", "--timestamp=us+utc", "-p", "Id", "-p", prop];
+    let mut argv = vec![
+        "systemctl",
+        "show",
+        "--timestamp=us+utc",
+        "-p",
+        "Id",
+        "-p",
+        prop,
+    ];
     argv.extend(units.iter().map(String::as_str));
     let out = String::from_utf8_lossy(&sb.run(&argv).stdout).into_owned();
     let mut map = BTreeMap::new();
@@ -179,7 +212,11 @@ pub fn scale_start(ctx: &mut Ctx) -> Result<Vec<Row>> {
     let names: Vec<String> = (0..n).map(|i| format!("u{i:03}")).collect();
     cfg.push_str(&format!(
         "[[stages]]\nname = \"one\"\nservices = [{}]\ntimeout = \"600s\"\n\n",
-        names.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+        names
+            .iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     for (i, s) in names.iter().enumerate() {
         cfg.push_str(&format!(
@@ -188,17 +225,19 @@ pub fn scale_start(ctx: &mut Ctx) -> Result<Vec<Row>> {
         ));
     }
     let path = "/srv/bench-scale-start.toml";
-    sb.write_file(path, cfg.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    sb.write_file(path, cfg.as_bytes())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     install(&sb, path)?;
     let units: Vec<String> = names.iter().map(|s| format!("{s}.service")).collect();
-    let mut target = String::from("[Unit]\nDescription=mcbench: the same units, one systemctl start\n");
+    let mut target =
+        String::from("[Unit]\nDescription=mcbench: the same units, one systemctl start\n");
     for u in &units {
         target.push_str(&format!("Wants={u}\nAfter={u}\n"));
     }
     sb.write_file(&format!("{UNIT_DIR}/bench-scale.target"), target.as_bytes())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     run_ok(&sb, &["systemctl", "daemon-reload"])?;
-    let mut all_units = units.clone();
+    let mut all_units = units;
     all_units.push("bench-scale.target".into());
     all_units.push("scale.target".into());
     all_units.push("scale-one.target".into());
@@ -212,8 +251,8 @@ pub fn scale_start(ctx: &mut Ctx) -> Result<Vec<Row>> {
                 let out = sb.run(&argv);
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
                 check(&argv, &out)?;
-                let rep: serde_json::Value = serde_json::from_slice(&out.stdout)
-                    .context("recover --json report")?;
+                let rep: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).context("recover --json report")?;
                 if rep["outcome"] != "all_healthy" {
                     bail!("recover outcome {}", rep["outcome"]);
                 }
@@ -224,8 +263,18 @@ pub fn scale_start(ctx: &mut Ctx) -> Result<Vec<Row>> {
                 let out = sb.run(&argv);
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
                 check(&argv, &out)?;
-                let active = run_ok(&sb, &["sh", "-c", "systemctl list-units --state=active --no-legend 'u[0-9]*.service' | wc -l"])?;
-                eprintln!("mcbench: scale-start trial {trial}: systemctl start {ms:.0} ms ({} active)", active.trim());
+                let active = run_ok(
+                    &sb,
+                    &[
+                        "sh",
+                        "-c",
+                        "systemctl list-units --state=active --no-legend 'u[0-9]*.service' | wc -l",
+                    ],
+                )?;
+                eprintln!(
+                    "mcbench: scale-start trial {trial}: systemctl start {ms:.0} ms ({} active)",
+                    active.trim()
+                );
                 sys.push(ms);
             }
         }
@@ -244,12 +293,20 @@ pub fn scale_start(ctx: &mut Ctx) -> Result<Vec<Row>> {
         "{n} Type=notify podman units (stand-in, host network, one tcp port each, no checks) in one stage; rootful sandbox; wall time of `mcrecover recover --no-install` vs `systemctl start` of a target with Wants=+After= every unit; containers removed between runs; order alternates"
     );
     Ok(vec![
-        Row::new("scale-start", &format!("{n} units, one stage: mcrecover recover"), "")
-            .summary(r.map(|x| scale_s(x)), "s")
-            .ratio(ratio)
-            .note(note),
-        Row::new("scale-start", &format!("{n} units: systemctl start target"), "")
-            .summary(s.map(|x| scale_s(x)), "s"),
+        Row::new(
+            "scale-start",
+            &format!("{n} units, one stage: mcrecover recover"),
+            "",
+        )
+        .summary(r.map(scale_s), "s")
+        .ratio(ratio)
+        .note(note),
+        Row::new(
+            "scale-start",
+            &format!("{n} units: systemctl start target"),
+            "",
+        )
+        .summary(s.map(scale_s), "s"),
     ])
 }
 

@@ -57,7 +57,9 @@ pub fn generated_config(services: usize, stages: usize, checks: bool, image: &st
 
 /// `mcbench __gen-config FILE [SERVICES STAGES]` (default 1000 20).
 pub fn gen_config_main(args: &[String]) -> Result<()> {
-    let file = args.first().context("usage: mcbench __gen-config FILE [SERVICES STAGES]")?;
+    let file = args
+        .first()
+        .context("usage: mcbench __gen-config FILE [SERVICES STAGES]")?;
     let n: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(1000);
     let st: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(20);
     std::fs::write(file, generated_config(n, st, true, "standin:v1"))?;
@@ -106,8 +108,14 @@ pub fn config(ctx: &mut Ctx) -> Result<Vec<Row>> {
         let out_d = disk.join(format!("out{i}")).to_string_lossy().to_string();
         let a = time_cmd(&ctx.mcrecover, &["check-config", "--config", &cfg_s])?;
         let b = time_cmd(&ctx.mcrecover, &["plan", "--config", &cfg_s])?;
-        let c = time_cmd(&ctx.mcrecover, &["render", "--config", &cfg_s, "--out", &out_t])?;
-        let d = time_cmd(&ctx.mcrecover, &["render", "--config", &cfg_s, "--out", &out_d])?;
+        let c = time_cmd(
+            &ctx.mcrecover,
+            &["render", "--config", &cfg_s, "--out", &out_t],
+        )?;
+        let d = time_cmd(
+            &ctx.mcrecover,
+            &["render", "--config", &cfg_s, "--out", &out_d],
+        )?;
         std::fs::remove_dir_all(&out_t).ok();
         std::fs::remove_dir_all(&out_d).ok();
         cc.push(a);
@@ -129,7 +137,10 @@ pub fn config(ctx: &mut Ctx) -> Result<Vec<Row>> {
         Row::new("scale-config", figure, "≤ 200 ms")
             .summary(t, "ms")
             .pass(t.map(|t| t.median <= 200.0).unwrap_or(false))
-            .ratio(t.map(|t| format!("{}× target", fmt_num(t.median / 200.0))).unwrap_or_default())
+            .ratio(
+                t.map(|t| format!("{}× target", fmt_num(t.median / 200.0)))
+                    .unwrap_or_default(),
+            )
             .note(note)
     };
     Ok(vec![
@@ -314,7 +325,11 @@ pub fn checks(ctx: &mut Ctx) -> Result<Vec<Row>> {
         wall_s,
         rate
     );
-    let mut cpu_row = Row::new("scale-checks", "check engine CPU, 1000 checks / 5 s", "≤ 10 % of a core");
+    let mut cpu_row = Row::new(
+        "scale-checks",
+        "check engine CPU, 1000 checks / 5 s",
+        "≤ 10 % of a core",
+    );
     cpu_row.measured = format!("{} %", fmt_num(cpu_pct));
     cpu_row.spread = format!("{:.0} s window", wall_s);
     let mut lat_row = Row::new("scale-checks", "check latency p50 / p99", "");
