@@ -1,0 +1,562 @@
+//! Items 2 and 3, written against the daemon contract (docs/daemon.md, team
+//! brief): `mcrecover daemon` runs as a transient Type=notify service in a
+//! rootful sandbox, owning restarts (`[watch] restart_owner = "mcrecover"`, so
+//! units get Restart=no), watching the example platform (12 stand-ins).
+//!
+//! Reaction (2): (a) SIGKILL of a container's main process (host PID, signal
+//! sent by the harness) → the daemon's restart journal entry
+//! (MESSAGE_ID=5e8a0b3c2d1f4e6a9b7c8d0e1f2a3b4c, SERVICE=); split into
+//! systemd's part (kill → the unit's last journal line before the restart, i.e.
+//! ExecStopPost done) and the daemon's part; its own REACTION_MS is recorded
+//! too. (b) The stand-in's `fault` file set to `500` → the restart entry;
+//! expected ≈ failure_threshold × interval (3 × 1 s here).
+//!
+//! Footprint (3): the daemon's cgroup (RSS = Σ VmRSS of its processes, CPU =
+//! cpu.stat usage_usec) over 60 s (15 s with --quick), 12 services, 5 s
+//! interval; then monit (Debian package) with equivalent checks in the same
+//! sandbox over the same window.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use mcrecover_testbed::{metacircular_service, Sandbox};
+use serde_json::{json, Value};
+
+use crate::report::{fmt_num, summarize, Row};
+use crate::sandbox::{self, now_ms, run_ok, UNIT_DIR};
+use crate::Ctx;
+
+/// The restart journal entry's MESSAGE_ID (contract).
+pub const RESTART_MESSAGE_ID: &str = "5e8a0b3c2d1f4e6a9b7c8d0e1f2a3b4c";
+const DAEMON_UNIT: &str = "mcbench-daemon.service";
+const MONIT_UNIT: &str = "mcbench-monit.service";
+
+/// `[watch]` of the bench configurations; `MCBENCH_WATCH` (TOML lines) replaces it,
+/// e.g. `MCBENCH_WATCH='backoff_initial = "50ms"'`.
+fn watch_table() -> String {
+    let extra = std::env::var("MCBENCH_WATCH").unwrap_or_else(|_| {
+        // Trials restart services repeatedly: never escalate, and let the
+        // backoff level fall back to 0 between trials (healthy for 3 s).
+        "escalate_after = 1000\nbackoff_reset = \"3s\"".into()
+    });
+    format!(
+        "\n[watch]\nrestart_owner = \"mcrecover\"\nstate_dir = \"/run/mcbench-state\"\n{extra}\n"
+    )
+}
+
+/// The example, rootful, without the external mcias entry (not reachable in a
+/// sandbox), with check interval `interval`, plus the bench `[watch]`.
+fn daemon_config(sb: &Sandbox, interval: &str) -> Result<String> {
+    let text = std::fs::read_to_string(
+        mcrecover_testbed::workspace_root().join("examples/metacircular.toml"),
+    )?;
+    let mut text = text.replacen("mode = \"rootless\"", "mode = \"rootful\"", 1);
+    text = text.replacen(
+        "interval = \"10s\"",
+        &format!("interval = \"{interval}\""),
+        1,
+    );
+    if let Some(i) = text.find("[services.mcias]") {
+        text.truncate(i);
+    }
+    text = without_table(&text, "[watch]");
+    text.push_str(&watch_table());
+    let path = "/srv/bench-daemon.toml";
+    sb.write_file(path, text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(path.into())
+}
+
+/// `text` without the TOML table `header` (its header line up to the next table header).
+fn without_table(text: &str, header: &str) -> String {
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            skipping = t.starts_with(header);
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Platform up (install + recover), then the daemon as a transient notify service.
+fn platform_with_daemon(ctx: &Ctx, name: &str, interval: &str) -> Result<(Sandbox, String)> {
+    let sb = sandbox::platform(name, ctx)?;
+    let config = daemon_config(&sb, interval)?;
+    sandbox::install(&sb, &config)?;
+    let argv = sandbox::recover_argv(&config);
+    sandbox::check(&argv, &sb.run(&argv))?;
+    start_daemon(&sb, &config)?;
+    Ok((sb, config))
+}
+
+fn start_daemon(sb: &Sandbox, config: &str) -> Result<()> {
+    let out = sb.run(&[
+        "systemd-run",
+        "--unit",
+        DAEMON_UNIT,
+        "-p",
+        "Type=notify",
+        "-p",
+        "NotifyAccess=main",
+        "-p",
+        "TimeoutStartSec=180",
+        "/usr/bin/mcrecover",
+        "daemon",
+        "--config",
+        config,
+        "--backend",
+        "service",
+        "--unit-dir",
+        UNIT_DIR,
+        "--state-dir",
+        "/run/mcbench-state",
+        "--api-bus",
+        "none",
+    ]);
+    if !out.status.success() {
+        let j = String::from_utf8_lossy(
+            &sb.run(&["journalctl", "-u", DAEMON_UNIT, "--no-pager", "-n", "40"])
+                .stdout,
+        )
+        .into_owned();
+        bail!(
+            "the daemon did not start (needs `mcrecover daemon`, branch wt-b): {}\n{j}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Host PID of the container's main process (the stand-in).
+fn container_host_pid(sb: &Sandbox, name: &str) -> Result<u32> {
+    let inner: u32 = run_ok(sb, &["podman", "inspect", "-f", "{{.State.Pid}}", name])?
+        .trim()
+        .parse()
+        .context("podman inspect pid")?;
+    host_pid(sb, inner).with_context(|| format!("container {name}"))
+}
+
+/// Host PID of the sandbox's process `inner` (PID in the sandbox's namespace):
+/// the process whose NSpid has `inner` second and that lives in the sandbox's cgroup tree.
+fn host_pid(sb: &Sandbox, inner: u32) -> Result<u32> {
+    let cg = sb.info().cgroup.trim_matches('/').to_string();
+    for e in std::fs::read_dir("/proc")?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let Some(ns) = status.lines().find(|l| l.starts_with("NSpid:")) else {
+            continue;
+        };
+        let f: Vec<&str> = ns.split_whitespace().skip(1).collect();
+        if f.len() >= 2 && f[1] == inner.to_string() {
+            let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+            if cgroup.contains(&cg) {
+                return Ok(pid);
+            }
+        }
+    }
+    bail!("no host process for sandbox pid {inner}")
+}
+
+/// Journal entries (JSON) inside the sandbox matching `matches`, since `since_ms` (unix ms).
+fn journal(sb: &Sandbox, matches: &[&str], since_ms: f64) -> Vec<Value> {
+    let since = format!("@{}", (since_ms / 1000.0).floor() as u64);
+    let mut argv = vec!["journalctl", "--no-pager", "-o", "json", "--since", &since];
+    argv.extend_from_slice(matches);
+    let out = sb.run(&argv);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| entry_ms(v) >= since_ms)
+        .collect()
+}
+
+fn entry_ms(v: &Value) -> f64 {
+    v["__REALTIME_TIMESTAMP"]
+        .as_str()
+        .and_then(|s| s.parse::<f64>().ok())
+        .map(|us| us / 1000.0)
+        .unwrap_or(0.0)
+}
+
+/// Waits for the daemon's restart entry for `service` after `since_ms`.
+fn wait_restart(sb: &Sandbox, service: &str, since_ms: f64, timeout: Duration) -> Result<Value> {
+    let t = Instant::now();
+    let m = format!("MESSAGE_ID={RESTART_MESSAGE_ID}");
+    let s = format!("SERVICE={service}");
+    loop {
+        if let Some(e) = journal(sb, &[&m, &s], since_ms)
+            .into_iter()
+            .min_by(|a, b| entry_ms(a).total_cmp(&entry_ms(b)))
+        {
+            return Ok(e);
+        }
+        if t.elapsed() > timeout {
+            bail!("no restart journal entry (MESSAGE_ID={RESTART_MESSAGE_ID}, SERVICE={service}) within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the stand-in of `service` wrote a `ready` newer than `since_ms`.
+fn wait_ready(sb: &Sandbox, service: &str, since_ms: f64, timeout: Duration) -> Result<()> {
+    let dir = metacircular_service(service)
+        .map(|x| x.standin_dir)
+        .context("service")?;
+    let p = sb.host_path(&format!("{dir}/.standin/ready"));
+    let t = Instant::now();
+    loop {
+        let ready = std::fs::read_to_string(&p)
+            .ok()
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if ready > since_ms {
+            return Ok(());
+        }
+        if t.elapsed() > timeout {
+            bail!("{service} not ready again within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Item 2.
+pub fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
+    let trials = ctx.trials.unwrap_or(if ctx.quick { 4 } else { 20 });
+    let (sb, _config) = platform_with_daemon(ctx, "bench-reaction", "1s")?;
+    std::thread::sleep(Duration::from_secs(4));
+    let victims = [
+        "mcq",
+        "mcdoc",
+        "mcat",
+        "kls",
+        "sgardd",
+        "mcr-web",
+        "metacrypt-web",
+    ];
+    let (mut total, mut systemd_part, mut daemon_part, mut own) = (vec![], vec![], vec![], vec![]);
+    let mut raw = Vec::new();
+    for i in 0..trials {
+        let svc = victims[i % victims.len()];
+        let pid = container_host_pid(&sb, svc)?;
+        let t_kill = now_ms();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .context("kill")?;
+        let entry = wait_restart(&sb, svc, t_kill, Duration::from_secs(30))?;
+        let t_restart = entry_ms(&entry);
+        // systemd's last word on the unit before the restart (e.g. "Failed with result" after ExecStopPost).
+        let unit = format!("UNIT={svc}.service");
+        let sd_done = journal(&sb, &["_PID=1", &unit], t_kill)
+            .iter()
+            .map(entry_ms)
+            .filter(|&t| t <= t_restart)
+            .fold(f64::NAN, f64::max);
+        let r = t_restart - t_kill;
+        total.push(r);
+        if sd_done.is_finite() {
+            systemd_part.push(sd_done - t_kill);
+            daemon_part.push(t_restart - sd_done);
+        }
+        if let Some(x) = entry["REACTION_MS"]
+            .as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+        {
+            own.push(x);
+        }
+        eprintln!("mcbench: reaction kill {i} {svc}: restart entry after {r:.0} ms (systemd done at {:.0} ms)", sd_done - t_kill);
+        raw.push(json!({"kind": "kill", "service": svc, "kill_ms": t_kill, "restart_ms": t_restart, "systemd_done_ms": sd_done, "entry": entry}));
+        wait_ready(&sb, svc, t_kill, Duration::from_secs(60))?;
+        std::thread::sleep(Duration::from_millis(3500));
+    }
+    // (b) failing check: HTTP 500 from mcq, threshold 3 × interval 1 s.
+    let thr_int_ms = 3.0 * 1000.0;
+    let mut fail_lat = Vec::new();
+    let fault = sb.host_path("/srv/mcq/fault");
+    for i in 0..trials.min(if ctx.quick { 2 } else { 20 }) {
+        let t_fault = now_ms();
+        std::fs::write(&fault, "500")?;
+        let entry = wait_restart(&sb, "mcq", t_fault, Duration::from_secs(30));
+        let _ = std::fs::remove_file(&fault);
+        let entry = entry?;
+        let l = entry_ms(&entry) - t_fault;
+        eprintln!("mcbench: reaction fault {i} mcq: restart entry after {l:.0} ms");
+        fail_lat.push(l);
+        raw.push(json!({"kind": "check", "service": "mcq", "fault_ms": t_fault, "entry": entry}));
+        wait_ready(&sb, "mcq", t_fault, Duration::from_secs(60))?;
+        std::thread::sleep(Duration::from_millis(3500));
+    }
+    ctx.raw.insert("reaction".into(), Value::Array(raw));
+    let max_of = |v: &[f64]| v.iter().cloned().fold(f64::NAN, f64::max);
+    let t = summarize(&total);
+    let f = summarize(&fail_lat);
+    Ok(vec![
+        Row::new("reaction", "container killed → restart issued (journal entry)", "≤ 200 ms")
+            .summary(t, "ms")
+            .pass(t.map(|t| t.median <= 200.0).unwrap_or(false))
+            .ratio(format!("max {} ms", fmt_num(max_of(&total))))
+            .note(format!("SIGKILL of the stand-in (host PID) by the harness → __REALTIME_TIMESTAMP of MESSAGE_ID={RESTART_MESSAGE_ID}; victims rotate over {};{}", victims.join(","), watch_table().replace('\n', " "))),
+        Row::new("reaction", "  of which systemd (kill → unit's last line: ExecStopPost done)", "")
+            .summary(summarize(&systemd_part), "ms"),
+        Row::new("reaction", "  of which daemon (unit down → restart entry)", "")
+            .summary(summarize(&daemon_part), "ms"),
+        Row::new("reaction", "  daemon's own REACTION_MS field", "")
+            .summary(summarize(&own), "ms"),
+        Row::new("reaction", "check failing (HTTP 500) → restart issued", "≤ threshold × interval + 100 ms = 3100 ms")
+            .summary(f, "ms")
+            .pass(f.map(|f| f.max <= thr_int_ms + 100.0).unwrap_or(false))
+            .ratio(format!("max {} ms", fmt_num(max_of(&fail_lat))))
+            .note("mcq's https check, interval 1 s, failure_threshold 3; from writing the stand-in's fault file (it polls it every 100 ms) to the restart entry; pass = max within target"),
+    ])
+}
+
+/// Σ VmRSS (KiB) of the processes in host cgroup dir `cg`, and its usage_usec.
+fn cgroup_sample(cg: &std::path::Path) -> (u64, u64) {
+    let mut rss = 0;
+    if let Ok(procs) = std::fs::read_to_string(cg.join("cgroup.procs")) {
+        for p in procs.lines() {
+            if let Ok(st) = std::fs::read_to_string(format!("/proc/{p}/status")) {
+                rss += st
+                    .lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|k| k.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    let usage = std::fs::read_to_string(cg.join("cpu.stat"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("usage_usec"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|x| x.parse().ok())
+        })
+        .unwrap_or(0);
+    (rss, usage)
+}
+
+/// The host cgroup directory of `unit` in the sandbox: the v2 line of
+/// /proc/<host pid of its MainPID>/cgroup.
+fn unit_cgroup(sb: &Sandbox, unit: &str) -> Result<PathBuf> {
+    let main: u32 =
+        String::from_utf8_lossy(&sb.run(&["systemctl", "show", "-P", "MainPID", unit]).stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+    if main == 0 {
+        bail!("{unit} has no main process");
+    }
+    let pid = host_pid(sb, main)?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let rel = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .context("no cgroup v2 line")?;
+    // Hybrid hosts mount the v2 hierarchy at /sys/fs/cgroup/unified.
+    let base = if std::path::Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
+        "/sys/fs/cgroup/unified"
+    } else {
+        "/sys/fs/cgroup"
+    };
+    Ok(PathBuf::from(base).join(rel.trim().trim_start_matches('/')))
+}
+
+/// Samples `unit`'s cgroup every second for `secs`: (RSS MiB samples, CPU % of a core).
+fn measure(sb: &Sandbox, unit: &str, secs: u64) -> Result<(Vec<f64>, f64)> {
+    let cg = unit_cgroup(sb, unit)?;
+    if !cg.join("cgroup.procs").exists() {
+        let status = String::from_utf8_lossy(
+            &sb.run(&["systemctl", "status", "--no-pager", "-n", "0", unit])
+                .stdout,
+        )
+        .into_owned();
+        let log = String::from_utf8_lossy(
+            &sb.run(&["journalctl", "--no-pager", "-n", "15", "-u", unit])
+                .stdout,
+        )
+        .into_owned();
+        bail!(
+            "no cgroup {} for {unit} (not running?)\n{status}\n{log}",
+            cg.display()
+        );
+    }
+    let (_, u0) = cgroup_sample(&cg);
+    let t = Instant::now();
+    let mut rss = Vec::new();
+    while t.elapsed().as_secs() < secs {
+        std::thread::sleep(Duration::from_secs(1));
+        rss.push(cgroup_sample(&cg).0 as f64 / 1024.0);
+    }
+    let (_, u1) = cgroup_sample(&cg);
+    let cpu = 100.0 * (u1.saturating_sub(u0)) as f64 / 1e6 / t.elapsed().as_secs_f64();
+    Ok((rss, cpu))
+}
+
+/// A monitrc with checks equivalent to the example's (5 s cycle).
+fn monitrc() -> String {
+    let mut s = String::from("set daemon 5\nset logfile syslog\nset idfile /run/mcbench-monit.id\nset statefile /run/mcbench-monit.state\n\n");
+    let host = |name: &str, addr: &str, tests: &[String]| {
+        let mut t = format!("check host {name} with address {addr}\n");
+        for x in tests {
+            t.push_str(&format!("  if failed {x} then alert\n"));
+        }
+        t.push('\n');
+        t
+    };
+    let https = |port: u16, path: &str| format!("port {port} protocol https request \"{path}\"");
+    let tcp = |port: u16| format!("port {port} type tcp");
+    // monit's DNS protocol test asks a fixed query the stand-in answers with no records
+    // (a failure): plain udp/tcp port tests instead.
+    s += &host(
+        "mcns",
+        "192.168.88.181",
+        &["port 53 type udp".into(), "port 53 type tcp".into()],
+    );
+    s += &host("mcns-api", "127.0.0.1", &[https(38443, "/v1/health")]);
+    s += &host(
+        "mc-proxy",
+        "127.0.0.1",
+        &[format!("{} status = 404", https(443, "/"))],
+    );
+    s += &host("mcr-api", "127.0.0.1", &[https(28443, "/v2/"), tcp(29443)]);
+    s += &host("mcr-web", "127.0.0.1", &[tcp(28080)]);
+    s += &host(
+        "metacrypt-api",
+        "127.0.0.1",
+        &[https(18443, "/v1/health"), tcp(19443)],
+    );
+    s += &host("metacrypt-web", "127.0.0.1", &[tcp(18080)]);
+    s += &host("mcp-master", "127.0.0.1", &["port 9555 type tcpssl".into()]);
+    s += &host(
+        "mcq",
+        "127.0.0.1",
+        &[format!(
+            "{} content = \"status\"",
+            https(48080, "/v1/health")
+        )],
+    );
+    s += &host("mcdoc", "127.0.0.1", &[tcp(38080)]);
+    s += &host("mcat", "127.0.0.1", &[tcp(48116)]);
+    s += &host("kls", "127.0.0.1", &[tcp(58080)]);
+    s += &host("sgardd", "127.0.0.1", &[tcp(19473)]);
+    s
+}
+
+/// Item 3.
+pub fn footprint(ctx: &mut Ctx) -> Result<Vec<Row>> {
+    let secs = if ctx.quick { 15 } else { 60 };
+    let (sb, _config) = platform_with_daemon(ctx, "bench-footprint", "5s")?;
+    std::thread::sleep(Duration::from_secs(5));
+    let (d_rss, d_cpu) = measure(&sb, DAEMON_UNIT, secs)?;
+    let _ = sb.run(&["systemctl", "stop", DAEMON_UNIT]);
+    // monit, same endpoints, same window.
+    let monit = ["/usr/bin/monit", "/usr/sbin/monit"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let mut monit_res: Result<(Vec<f64>, f64)> = Err(anyhow::anyhow!(
+        "monit not installed (apt-get install -y monit)"
+    ));
+    if let Some(monit) = monit {
+        sb.write_file("/srv/mcbench-monitrc", monitrc().as_bytes())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let _ = sb.run(&["chmod", "0600", "/srv/mcbench-monitrc"]);
+        let syntax = sb.run(&[monit, "-t", "-c", "/srv/mcbench-monitrc"]);
+        if !syntax.status.success() {
+            monit_res = Err(anyhow::anyhow!(
+                "monitrc rejected: {}{}",
+                String::from_utf8_lossy(&syntax.stdout),
+                String::from_utf8_lossy(&syntax.stderr)
+            ));
+        } else {
+            run_ok(
+                &sb,
+                &[
+                    "systemd-run",
+                    "--unit",
+                    MONIT_UNIT,
+                    monit,
+                    "-I",
+                    "-c",
+                    "/srv/mcbench-monitrc",
+                ],
+            )?;
+            std::thread::sleep(Duration::from_secs(5));
+            monit_res = measure(&sb, MONIT_UNIT, secs);
+            let log = run_ok(
+                &sb,
+                &["journalctl", "-u", MONIT_UNIT, "--no-pager", "-n", "20"],
+            )
+            .unwrap_or_default();
+            ctx.raw.insert("monit-log".into(), json!(log));
+        }
+    }
+    let d = summarize(&d_rss);
+    let d_max = d_rss.iter().cloned().fold(0.0, f64::max);
+    let mut rows = vec![
+        Row::new("footprint", "daemon RSS (12 services, 5 s interval)", "≤ 15 MiB")
+            .summary(d, "MiB")
+            .pass(d_max <= 15.0 && d.is_some())
+            .note(format!("Σ VmRSS of the daemon unit's cgroup processes, sampled every 1 s for {secs} s (max {} MiB); rootful sandbox, mcrecover daemon as a transient Type=notify service, restart_owner = mcrecover", fmt_num(d_max))),
+        {
+            let mut r = Row::new("footprint", "daemon CPU", "≤ 0.5 % of a core");
+            r.measured = format!("{} %", fmt_num(d_cpu));
+            r.spread = format!("{secs} s window");
+            r.note = "cgroup cpu.stat usage_usec delta / wall".into();
+            r.pass(d_cpu <= 0.5)
+        },
+    ];
+    match monit_res {
+        Ok((m_rss, m_cpu)) => {
+            let m = summarize(&m_rss);
+            let ratio = match (d, m) {
+                (Some(d), Some(m)) if m.median > 0.0 => d.median / m.median,
+                _ => f64::NAN,
+            };
+            rows.push(Row::new("footprint", "monit RSS (same endpoints, 5 s cycle)", "").summary(m, "MiB").note("Debian monit -I with a generated monitrc: host checks (udp+tcp port 53, https GET + path (+ status/content), tcp, tcpssl for gRPC-TLS); no certificate verification; monit log in --raw"));
+            rows.push({
+                let mut r = Row::new("footprint", "monit CPU", "");
+                r.measured = format!("{} %", fmt_num(m_cpu));
+                r.spread = format!("{secs} s window");
+                r
+            });
+            rows.push({
+                let mut r = Row::new("footprint", "daemon RSS ÷ monit RSS", "≤ 2×");
+                r.measured = format!("{}×", fmt_num(ratio));
+                r.pass(ratio <= 2.0)
+            });
+        }
+        Err(e) => rows.push(Row::skipped(
+            "footprint",
+            "monit RSS / CPU",
+            "",
+            &format!("{e:#}"),
+        )),
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn drops_one_table() {
+        let t = "[platform]\na = 1\n\n[watch]\nb = 2\n# c\n[[stages]]\nd = 3\n";
+        assert_eq!(
+            super::without_table(t, "[watch]"),
+            "[platform]\na = 1\n\n[[stages]]\nd = 3\n"
+        );
+    }
+}
