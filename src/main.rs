@@ -325,6 +325,22 @@ fn run(cli: Cli) -> Result<u8, Exit> {
         }
         return Ok(0);
     }
+    // The daemon's clients need no configuration when the daemon answers
+    // (it has its own); they use it when present (service names, status
+    // without a daemon).
+    match &cli.command {
+        Command::Status { json, api, sys: s } => {
+            return runtime()?.block_on(status(&cli.config, api, s, *json));
+        }
+        Command::Ack { service, api } => {
+            return control(&cli.config, api, &ApiCommand::Ack(service.clone()));
+        }
+        Command::Restart { service, api } => {
+            return control(&cli.config, api, &ApiCommand::Restart(service.clone()));
+        }
+        Command::Reload { api } => return control(&cli.config, api, &ApiCommand::Reload),
+        _ => {}
+    }
     let cfg = load(&cli.config)?;
     match cli.command {
         Command::CheckConfig { json } => {
@@ -446,10 +462,10 @@ fn run(cli: Cli) -> Result<u8, Exit> {
         Command::ImportMcp(args) => import_mcp(&args),
         Command::Generate { what } => generate(&what),
         Command::ConfigKeys => Ok(0),
-        Command::Status { json, api, sys: s } => runtime()?.block_on(status(&cfg, &api, &s, json)),
-        Command::Ack { service, api } => control(&cfg, &api, &ApiCommand::Ack(service)),
-        Command::Restart { service, api } => control(&cfg, &api, &ApiCommand::Restart(service)),
-        Command::Reload { api } => control(&cfg, &api, &ApiCommand::Reload),
+        Command::Status { .. }
+        | Command::Ack { .. }
+        | Command::Restart { .. }
+        | Command::Reload { .. } => Ok(0), // handled above
         Command::Daemon {
             no_install,
             state_dir,
@@ -472,14 +488,20 @@ fn run(cli: Cli) -> Result<u8, Exit> {
     }
 }
 
-/// `status`: the daemon's snapshot, or the directly computed one.
-async fn status(cfg: &Config, api: &ApiArgs, s: &SystemArgs, json: bool) -> Result<u8, Exit> {
+/// `status`: the daemon's snapshot, or the directly computed one (which
+/// needs the configuration).
+async fn status(config: &Path, api: &ApiArgs, s: &SystemArgs, json: bool) -> Result<u8, Exit> {
     let snap = match api::fetch_status(&api.bus()).await {
         Ok(snap) => snap,
         Err(err) => {
-            if !matches!(err, ApiError::NotRunning) {
-                eprintln!("mcrecover: warning: daemon unreachable: {err}");
+            if matches!(err, ApiError::NotRunning) {
+                eprintln!("mcrecover: the daemon is not running; computing the status directly");
+            } else {
+                eprintln!(
+                    "mcrecover: warning: daemon unreachable: {err}; computing the status directly"
+                );
             }
+            let cfg = &load(config)?;
             let plan = plan::build(cfg).map_err(|e| Exit(EXIT_CONFIG, e.into()))?;
             let sd = match connect(cfg, s).await {
                 Ok(sd) => Some(sd),
@@ -504,9 +526,12 @@ async fn status(cfg: &Config, api: &ApiArgs, s: &SystemArgs, json: bool) -> Resu
     Ok(u8::from(!wstatus::all_healthy(&snap)))
 }
 
-/// `ack`, `restart`, `reload`: one call to the daemon.
-fn control(cfg: &Config, api: &ApiArgs, cmd: &ApiCommand) -> Result<u8, Exit> {
-    if let ApiCommand::Ack(name) | ApiCommand::Restart(name) = cmd {
+/// `ack`, `restart`, `reload`: one call to the daemon. Service names are
+/// checked against the configuration when it can be read (the daemon
+/// checks them anyway).
+fn control(config: &Path, api: &ApiArgs, cmd: &ApiCommand) -> Result<u8, Exit> {
+    let cfg = config::load(config).ok();
+    if let (ApiCommand::Ack(name) | ApiCommand::Restart(name), Some(cfg)) = (cmd, &cfg) {
         if !cfg.services.contains_key(name) {
             let names: Vec<&str> = cfg.services.keys().map(String::as_str).collect();
             return Err(Exit(

@@ -278,7 +278,7 @@ impl Platform {
                 dropin.as_bytes(),
             ),
         );
-        ok(sb, sb.add_dbus_policy(&shipped_policy()));
+        ok(sb, sb.install_dbus_policy(&shipped_policy()));
         ok(sb, sb.run_ok(&["systemctl", "daemon-reload"]).map(|_| ()));
         setup(sb);
         let start: &[&str] = if block {

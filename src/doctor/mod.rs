@@ -190,10 +190,24 @@ pub async fn run(cfg: &Config, opts: &DoctorOptions) -> DoctorReport {
     DoctorReport::new(f)
 }
 
+/// The host checks of [`preflight_stage`] (bind addresses, ports; no images)
+/// for just these services, e.g. the ones of a stage not running yet.
+pub async fn preflight_services(cfg: &Config, services: &[String]) -> Vec<Finding> {
+    let containers: Vec<&Service> = services
+        .iter()
+        .filter_map(|n| cfg.services.get(n))
+        .filter(|s| !s.is_external())
+        .collect();
+    let mut f = check_bind_ips(&containers);
+    f.extend(check_ports(&containers));
+    f
+}
+
 /// What one stage needs before it starts: its bind addresses present, its
 /// ports free of foreign holders, and (with `images`) its images cached.
 /// Only problems and one summary line per kind are returned. `recover`
-/// passes `images = false`: it has just loaded them (`crate::images`).
+/// uses [`preflight_services`] for the stage's services not running yet,
+/// after loading their images (`crate::images`).
 pub async fn preflight_stage(cfg: &Config, stage_name: &str, images: bool) -> Vec<Finding> {
     let Some(stage) = cfg.stages.iter().find(|s| s.name == stage_name) else {
         return vec![Finding::bad(
@@ -203,15 +217,14 @@ pub async fn preflight_stage(cfg: &Config, stage_name: &str, images: bool) -> Ve
             "use one of the configured stage names",
         )];
     };
-    let containers: Vec<&Service> = stage
-        .services
-        .iter()
-        .filter_map(|n| cfg.services.get(n))
-        .filter(|s| !s.is_external())
-        .collect();
-    let mut f = check_bind_ips(&containers);
-    f.extend(check_ports(&containers));
+    let mut f = preflight_services(cfg, &stage.services).await;
     if images {
+        let containers: Vec<&Service> = stage
+            .services
+            .iter()
+            .filter_map(|n| cfg.services.get(n))
+            .filter(|s| !s.is_external())
+            .collect();
         f.extend(check_images(cfg, &containers).await);
     }
     f

@@ -120,7 +120,20 @@ pub async fn recover_with(
         // the host checks of `doctor` for this stage. A problem fails the stage
         // at once with the same message `doctor` gives, reported like a start
         // error on each affected service, instead of podman failing obscurely.
-        let problems = preflight(cfg, &stage.name, &stage.services).await;
+        // Services whose unit is already active (a daemon restarted in the
+        // middle, a second `recover`) need no preflight: their ports are
+        // theirs and their images are in use.
+        let mut idle = Vec::new();
+        for svc in &stage.services {
+            let active = match unit_of(plan, svc) {
+                Some(unit) => sd.unit_state(unit).await.is_ok_and(|st| st.is_active()),
+                None => false,
+            };
+            if !active {
+                idle.push(svc.clone());
+            }
+        }
+        let problems = preflight(cfg, &stage.name, &idle).await;
         if !problems.is_empty() {
             for (svc, msg) in &problems {
                 warn!(service = %svc, stage = %stage.name, error = %msg, "preflight failed");
@@ -268,10 +281,24 @@ pub async fn recover_with(
 /// host checks ([`crate::doctor::preflight_stage`]): per service, what stops it
 /// from starting. Empty when the stage may start.
 async fn preflight(cfg: &Config, stage: &str, services: &[String]) -> Vec<(String, String)> {
-    if let Err(e) = crate::images::ensure_images(cfg, services).await {
-        return e.by_service(services).into_iter().collect();
+    if services.is_empty() {
+        return Vec::new();
     }
-    let failures: Vec<String> = crate::doctor::preflight_stage(cfg, stage, false)
+    match crate::images::ensure_images(cfg, services).await {
+        Ok(_) => {}
+        // podman itself could not answer (e.g. inside the daemon's hardened
+        // unit, where its storage is read-only): not a verdict on the images.
+        // Start anyway; a missing image then fails the unit, and the
+        // diagnosis names it.
+        Err(
+            e @ (crate::images::ImagesError::Podman { .. }
+            | crate::images::ImagesError::Spawn { .. }),
+        ) => {
+            warn!(stage = %stage, error = %e, "cannot check images with podman here; starting anyway");
+        }
+        Err(e) => return e.by_service(services).into_iter().collect(),
+    }
+    let failures: Vec<String> = crate::doctor::preflight_services(cfg, services)
         .await
         .into_iter()
         .filter(|f| f.status == crate::doctor::Status::Fail)

@@ -1063,28 +1063,15 @@ impl Sandbox {
     /// only (an overlay over that directory in the sandbox's mount namespace; the host's is
     /// untouched), then makes the sandbox's system bus reload its configuration.
     pub fn install_dbus_policy(&self, host: &Path) -> Result<(), TestbedError> {
-        let dir = "/etc/dbus-1/system.d";
-        self.run_ok(&["mkdir", "-p", dir])?;
-        let mounted = self.run(&["mountpoint", "-q", dir]).status.success();
-        if !mounted {
-            self.run_ok(&[
-                "mkdir",
-                "-p",
-                "/run/testbed-dbus/upper",
-                "/run/testbed-dbus/work",
-            ])?;
-            let opts = format!(
-                "lowerdir={dir},upperdir=/run/testbed-dbus/upper,workdir=/run/testbed-dbus/work"
-            );
-            self.run_ok(&["mount", "-t", "overlay", "overlay", "-o", &opts, dir])?;
-        }
         let name = host
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "testbed.conf".into());
-        self.copy_in(host, &format!("{dir}/{name}"), 0o644, None)?;
+            .ok_or_else(|| TestbedError::Sandbox(format!("no file name in {}", host.display())))?;
+        self.overlay_dir("/etc/dbus-1/system.d")?;
+        self.copy_in(host, &format!("/etc/dbus-1/system.d/{name}"), 0o644, None)?;
         self.run_ok(&[
             "busctl",
+            "--system",
             "call",
             "org.freedesktop.DBus",
             "/org/freedesktop/DBus",
@@ -1148,28 +1135,6 @@ impl Sandbox {
             }
             self.run_ok(&["rm", "-rf", &format!("/var/lib/{name}")])?;
         }
-        Ok(())
-    }
-
-    /// Installs the D-Bus policy file `host` into the sandbox's system bus configuration
-    /// (`/etc/dbus-1/system.d/`, through an overlay: the host's `/etc` is untouched) and makes
-    /// the sandbox's bus daemon reload its configuration.
-    pub fn add_dbus_policy(&self, host: &Path) -> Result<(), TestbedError> {
-        let name = host
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| TestbedError::Sandbox(format!("no file name in {}", host.display())))?;
-        self.overlay_dir("/etc/dbus-1/system.d")?;
-        self.copy_in(host, &format!("/etc/dbus-1/system.d/{name}"), 0o644, None)?;
-        self.run_ok(&[
-            "busctl",
-            "--system",
-            "call",
-            "org.freedesktop.DBus",
-            "/org/freedesktop/DBus",
-            "org.freedesktop.DBus",
-            "ReloadConfig",
-        ])?;
         Ok(())
     }
 
