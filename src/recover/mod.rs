@@ -11,6 +11,7 @@ mod report;
 pub use progress::Progress;
 pub use report::{Outcome, Report, ServiceReport, ServiceStatus, StageReport, StageStatus};
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -64,12 +65,34 @@ pub enum RecoverEvent {
     },
 }
 
+/// Options of [`recover_with`]; the default is what `mcrecover recover` does.
+#[derive(Debug, Clone, Default)]
+pub struct RecoverOptions {
+    /// Services not to start, with the reason (the daemon: services that are
+    /// escalated). They are left out of their stage's gate (the stage's
+    /// verdict is about the others), reported as
+    /// [`ServiceStatus::Skipped`], and the stage's gate unit is not started
+    /// (it `Wants=` them and would start them).
+    pub skip: BTreeMap<String, String>,
+}
+
 /// Run the whole recovery: every stage of `plan`, in order, against systemd `sd`.
 /// Units must already be installed (see `render::write` and `Systemd::reload`).
 pub async fn recover(
     cfg: &Config,
     plan: &Plan,
     sd: &Systemd,
+    on_event: impl FnMut(&RecoverEvent),
+) -> Report {
+    recover_with(cfg, plan, sd, &RecoverOptions::default(), on_event).await
+}
+
+/// [`recover`] with [`RecoverOptions`].
+pub async fn recover_with(
+    cfg: &Config,
+    plan: &Plan,
+    sd: &Systemd,
+    opts: &RecoverOptions,
     mut on_event: impl FnMut(&RecoverEvent),
 ) -> Report {
     let t0 = Instant::now();
@@ -152,8 +175,12 @@ pub async fn recover(
         } else {
             JobMode::Replace
         };
-        let units: Vec<(String, String)> = stage
-            .services
+        let (gated, skipped) = split_skipped(&stage.services, &opts.skip);
+        for (svc, why) in &skipped {
+            warn!(service = %svc, stage = %stage.name, reason = %why, "service skipped; not started");
+            report.mark_skipped(svc, why);
+        }
+        let units: Vec<(String, String)> = gated
             .iter()
             .filter_map(|s| unit_of(plan, s).map(|u| (s.clone(), u.to_string())))
             .collect();
@@ -190,7 +217,7 @@ pub async fn recover(
         // Gate on the stage's checks until healthy or timeout.
         let deadline = stage_start + stage.timeout;
         let gate_offset = stage_start.elapsed();
-        let result = gate::wait_healthy(cfg, &stage.services, deadline, |ev| match ev {
+        let result = gate::wait_healthy(cfg, &gated, deadline, |ev| match ev {
             GateEvent::Attempt(st) => on_event(&RecoverEvent::Check(st)),
             GateEvent::ServiceHealthy { service, .. } => {
                 let at = t0.elapsed();
@@ -214,7 +241,10 @@ pub async fn recover(
             &result,
         );
 
-        if healthy {
+        if healthy && !skipped.is_empty() {
+            // The gate unit wants (and checks) the skipped services too.
+            info!(stage = %stage.name, unit = %stage.gate, skipped = skipped.len(), "gate unit not started: services were skipped");
+        } else if healthy {
             // Mark the stage as passed in systemd too: the gate unit runs the
             // same checks once more, which pass at once.
             if let Err(e) = sd.start(&stage.gate).await {
@@ -282,6 +312,23 @@ async fn preflight(cfg: &Config, stage: &str, services: &[String]) -> Vec<(Strin
     }
     let msg = failures.join("; ");
     services.iter().map(|s| (s.clone(), msg.clone())).collect()
+}
+
+/// `services` split into those to start and gate, and the skipped ones
+/// (with the reason), both in order.
+fn split_skipped(
+    services: &[String],
+    skip: &BTreeMap<String, String>,
+) -> (Vec<String>, Vec<(String, String)>) {
+    let mut gated = Vec::new();
+    let mut skipped = Vec::new();
+    for s in services {
+        match skip.get(s) {
+            Some(why) => skipped.push((s.clone(), why.clone())),
+            None => gated.push(s.clone()),
+        }
+    }
+    (gated, skipped)
 }
 
 /// The unit of `service` in `plan` (None for external services).

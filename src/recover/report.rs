@@ -58,6 +58,9 @@ pub enum ServiceStatus {
     Unhealthy,
     /// Not started because an earlier `block` stage failed.
     Blocked,
+    /// Not started on purpose (see `RecoverOptions::skip`) and left out of
+    /// its stage's gate.
+    Skipped,
 }
 
 /// Per-stage figures.
@@ -100,6 +103,9 @@ pub struct ServiceReport {
     /// Known failure signatures found in the unit's journal (only for
     /// services that did not become healthy).
     pub diagnoses: Vec<crate::diagnose::Diagnosis>,
+    /// Why it was not started (status `skipped`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 /// One step of the critical path: the slowest service of a stage.
@@ -154,6 +160,7 @@ impl Report {
                     time_to_healthy_s: None,
                     failing: Vec::new(),
                     diagnoses: Vec::new(),
+                    skipped: None,
                 });
             }
         }
@@ -205,6 +212,13 @@ impl Report {
     pub(super) fn set_diagnoses(&mut self, svc: &str, d: Vec<crate::diagnose::Diagnosis>) {
         if let Some(s) = self.service_mut(svc) {
             s.diagnoses = d;
+        }
+    }
+
+    pub(super) fn mark_skipped(&mut self, svc: &str, why: &str) {
+        if let Some(s) = self.service_mut(svc) {
+            s.status = ServiceStatus::Skipped;
+            s.skipped = Some(why.to_string());
         }
     }
 
@@ -305,8 +319,12 @@ impl Report {
                     ServiceStatus::Unhealthy => "UNHEALTHY",
                     ServiceStatus::Blocked => "blocked",
                     ServiceStatus::Pending => "pending",
+                    ServiceStatus::Skipped => "skipped",
                 };
                 let _ = writeln!(out, "    {:<16} {:<10} {:>8}", s.name, state, t);
+                if let Some(why) = &s.skipped {
+                    let _ = writeln!(out, "      not started: {why}");
+                }
                 if let Some(e) = &s.start_error {
                     let _ = writeln!(out, "      start: {e}");
                 }

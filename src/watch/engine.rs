@@ -258,7 +258,7 @@ async fn tick_opt(i: &mut Option<tokio::time::Interval>) {
 #[derive(Debug)]
 enum Ev {
     Recover(RecoverEvent),
-    RecoverDone(recover::Outcome),
+    RecoverDone(Box<recover::Report>),
     RestartDone {
         service: String,
         generation: u64,
@@ -299,6 +299,9 @@ struct Svc {
     state: ServiceState,
     held_by: Option<String>,
     armed: bool,
+    /// The `block` stage whose failure kept the last recovery from starting
+    /// this service's stage: not armed until a recovery starts it.
+    blocked_by: Option<String>,
     /// Failing since it was last healthy (blocks dependents).
     troubled: bool,
     restart_at: Option<Instant>,
@@ -326,6 +329,7 @@ impl Svc {
             held_by: None,
             // External services are only checked: nothing to wait for.
             armed: ps.is_some_and(|p| p.unit.is_none()),
+            blocked_by: None,
             troubled: false,
             restart_at: None,
             restart_task: None,
@@ -333,6 +337,38 @@ impl Svc {
             reason: String::new(),
             healthy_since: None,
         }
+    }
+
+    /// Armed afresh (its stage was just recovered): only what is observed
+    /// from now on counts. Verdicts, failure times and a scheduled restart
+    /// from before are dropped (the caller starts fresh check tasks, whose
+    /// new generation discards any probe still in flight); a persisted
+    /// escalation stays.
+    fn rearm(&mut self, escalated: Option<&Escalation>) {
+        self.armed = true;
+        self.blocked_by = None;
+        self.checks.clear();
+        self.failing_since = None;
+        self.restart_at = None;
+        self.held_by = None;
+        match escalated {
+            Some(e) => {
+                self.troubled = true;
+                self.reason.clone_from(&e.reason);
+            }
+            None => {
+                self.troubled = false;
+                self.reason.clear();
+            }
+        }
+    }
+
+    /// Its stage is being (re)started by a recovery: the daemon does not
+    /// act on it until the recovery is done with the stage.
+    fn disarm(&mut self) {
+        self.armed = false;
+        self.restart_at = None;
+        self.held_by = None;
     }
 
     fn unit_down(&self) -> bool {
@@ -589,6 +625,11 @@ impl Engine {
     }
 
     fn on_check(&mut self, r: CheckReport) {
+        // A report of replaced (or stopped) check tasks, e.g. a probe that
+        // was in flight when the service was armed or restarted: stale.
+        if !self.health.is_current(&r) {
+            return;
+        }
         let Some(svc) = self.svcs.get_mut(&r.service) else {
             return;
         };
@@ -750,10 +791,12 @@ impl Engine {
         };
         // Before its stage was recovered a service is only starting: the
         // recovery engine is bringing it up, the daemon does not act yet.
-        let new = if !armed && new != ServiceState::Healthy {
-            ServiceState::Starting
-        } else {
-            new
+        // An escalation (persisted) is shown as such all along.
+        let new = match new {
+            ServiceState::Healthy => new,
+            _ if armed => new,
+            _ if facts.escalated => ServiceState::Escalated,
+            _ => ServiceState::Starting,
         };
         let held_by = if armed { held_by } else { None };
         if matches!(
@@ -811,7 +854,7 @@ impl Engine {
         let due: Vec<String> = self
             .svcs
             .iter()
-            .filter(|(_, s)| s.restart_at.is_some_and(|t| t <= now))
+            .filter(|(_, s)| s.armed && s.restart_at.is_some_and(|t| t <= now))
             .map(|(n, _)| n.clone())
             .collect();
         for name in due {
@@ -1100,13 +1143,27 @@ impl Engine {
                 .map(|s| s.name.clone())
                 .unwrap_or_default(),
         };
-        info!(stages = plan.stages.len(), "recovery starting");
+        // Escalated services stay down until acknowledged: the recovery
+        // does not start them (nor wait for them).
+        let opts = recover::RecoverOptions {
+            skip: escalated_skips(&self.plan, &self.persisted),
+        };
+        for (name, why) in &opts.skip {
+            let stage = self.stage_name(self.svcs.get(name).and_then(|s| s.stage));
+            warn!(service = %name, stage = stage.as_deref().unwrap_or(""), reason = %why,
+                "service escalated; not started (mcrecover ack {name} to re-arm)");
+        }
+        info!(
+            stages = plan.stages.len(),
+            skipped = opts.skip.len(),
+            "recovery starting"
+        );
         self.recovery = Some(tokio::spawn(async move {
-            let report = recover::recover(&cfg, &plan, &sd, |ev| {
+            let report = recover::recover_with(&cfg, &plan, &sd, &opts, |ev| {
                 let _ = tx.send(Ev::Recover(ev.clone()));
             })
             .await;
-            let _ = tx.send(Ev::RecoverDone(report.outcome));
+            let _ = tx.send(Ev::RecoverDone(Box::new(report)));
         }));
         true
     }
@@ -1119,6 +1176,23 @@ impl Engine {
                 total,
                 ..
             } => {
+                // The recovery (re)starts this stage's units: the daemon
+                // keeps its hands off them until the stage is done.
+                // Escalated services stay as they are: the recovery skips them.
+                let idx = self.plan.stages.iter().position(|s| s.name == stage);
+                let members: Vec<String> = self
+                    .svcs
+                    .iter()
+                    .filter(|(_, s)| s.armed && s.unit.is_some() && idx.is_some() && s.stage == idx)
+                    .map(|(n, _)| n.clone())
+                    .filter(|n| !self.is_escalated(n))
+                    .collect();
+                for name in members {
+                    if let Some(svc) = self.svcs.get_mut(&name) {
+                        debug!(service = %name, stage = %stage, "recovery starts the stage; not acting on the service until it is done");
+                        svc.disarm();
+                    }
+                }
                 self.phase = Phase::Recovering {
                     index,
                     total,
@@ -1134,36 +1208,80 @@ impl Engine {
                 let members: Vec<String> = self
                     .svcs
                     .iter()
-                    .filter(|(_, s)| s.stage.is_some() && s.stage == idx && !s.armed)
+                    .filter(|(_, s)| idx.is_some() && s.stage == idx && !s.armed)
                     .map(|(n, _)| n.clone())
                     .collect();
                 for name in members {
-                    // Verdicts from before the unit was started must not
-                    // count: fresh checks, then act on what they find.
-                    self.spawn_checks(&name, Mode::Normal);
-                    if let Some(svc) = self.svcs.get_mut(&name) {
-                        svc.armed = true;
-                    }
+                    self.arm(&name);
                 }
             }
             RecoverEvent::UnitStarted { .. } | RecoverEvent::Check(_) => {}
         }
     }
 
-    fn recover_done(&mut self, outcome: recover::Outcome) {
-        info!(outcome = ?outcome, "recovery finished; watching");
+    fn is_escalated(&self, name: &str) -> bool {
+        self.persisted
+            .services
+            .get(name)
+            .is_some_and(|r| r.escalated.is_some())
+    }
+
+    /// Arm `name` afresh: fresh check tasks (a new generation: a probe
+    /// still in flight cannot deliver a stale failure), counters, verdicts
+    /// and failure times reset, so only failures observed from now on
+    /// count.
+    fn arm(&mut self, name: &str) {
+        let esc = self
+            .persisted
+            .services
+            .get(name)
+            .and_then(|r| r.escalated.clone());
+        let Some(svc) = self.svcs.get_mut(name) else {
+            return;
+        };
+        svc.rearm(esc.as_ref());
+        // While a restart job runs the checks are paused; they start again
+        // (with the start period) when it is done.
+        if svc.restart_task.is_none() {
+            self.spawn_checks(name, Mode::Normal);
+        }
+    }
+
+    fn recover_done(&mut self, report: &recover::Report) {
+        let skipped = report
+            .services
+            .iter()
+            .filter(|s| s.status == recover::ServiceStatus::Skipped)
+            .count();
+        info!(outcome = ?report.outcome, skipped, "recovery finished; watching");
         self.phase = Phase::Watching;
+        let blocked = blocked_stages(&self.plan, &report.stages);
         let unarmed: Vec<String> = self
             .svcs
             .iter()
             .filter(|(_, s)| !s.armed)
             .map(|(n, _)| n.clone())
             .collect();
+        let mut not_started: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for name in unarmed {
-            self.spawn_checks(&name, Mode::Normal);
-            if let Some(svc) = self.svcs.get_mut(&name) {
-                svc.armed = true;
+            let stage = self.svcs.get(&name).and_then(|s| s.stage);
+            match stage.and_then(|i| blocked.get(&i)) {
+                // Its stage was never started: neither started nor
+                // restarted by the daemon (that would bypass the stage
+                // order and `on_failure = "block"`).
+                Some(blocker) => {
+                    if let Some(svc) = self.svcs.get_mut(&name) {
+                        svc.blocked_by = Some(blocker.clone());
+                        svc.restart_at = None;
+                    }
+                    not_started.entry(blocker.clone()).or_default().push(name);
+                }
+                None => self.arm(&name),
             }
+        }
+        for (blocker, names) in not_started {
+            warn!(blocked_by = %blocker, services = %names.join(","),
+                "recovery blocked: these services were not started and are not watched until a recovery starts them (D-Bus Recover() or mcrecover reload)");
         }
     }
 
@@ -1172,7 +1290,7 @@ impl Engine {
     async fn on_event(&mut self, ev: Ev) {
         match ev {
             Ev::Recover(r) => self.on_recover(r),
-            Ev::RecoverDone(o) => self.recover_done(o),
+            Ev::RecoverDone(r) => self.recover_done(&r),
             Ev::RestartDone {
                 service,
                 generation,
@@ -1288,6 +1406,9 @@ impl Engine {
             );
         }
         let old_units = self.units();
+        // The last recovery was blocked: recover again with the new
+        // configuration (it starts, and arms, what it can).
+        let recover_again = self.svcs.values().any(|s| s.blocked_by.is_some());
         let old_cfg = std::mem::replace(&mut self.cfg, new);
         self.plan = plan;
         self.ups = policy::upstreams(&self.plan);
@@ -1319,7 +1440,9 @@ impl Engine {
                 None => {
                     respawn.push(name.clone());
                     let mut f = fresh;
-                    f.armed = true;
+                    // Armed at once (the daemon starts it), unless the
+                    // recovery started below does.
+                    f.armed = f.armed || !recover_again;
                     f
                 }
             };
@@ -1346,8 +1469,13 @@ impl Engine {
                 self.connected(sd).await;
             }
         }
+        let recovering = if recover_again && self.start_recovery() {
+            "; recovery started (the last one was blocked)"
+        } else {
+            ""
+        };
         let msg = format!(
-            "configuration reloaded: {} services, {} with new checks{installed}",
+            "configuration reloaded: {} services, {} with new checks{installed}{recovering}",
             self.svcs.len(),
             respawn.len()
         );
@@ -1398,6 +1526,17 @@ impl Engine {
                         line.push_str(&format!(", {n} {}", st.as_str()));
                     }
                 }
+                let blocked: Vec<&Svc> = self
+                    .svcs
+                    .values()
+                    .filter(|s| s.blocked_by.is_some())
+                    .collect();
+                if let Some(by) = blocked.first().and_then(|s| s.blocked_by.as_deref()) {
+                    line.push_str(&format!(
+                        " (recovery blocked by stage {by}: {} not started)",
+                        blocked.len()
+                    ));
+                }
                 if self.sd.is_none() {
                     line.push_str(" (systemd unreachable, reconnecting)");
                 }
@@ -1418,21 +1557,26 @@ impl Engine {
                 let rec = self.persisted.services.get(name);
                 let failing = svc.checks.iter().find(|(_, v)| !v.ok);
                 let latest = svc.checks.values().map(|v| v.at).max();
+                let reason = match failing {
+                    Some((_, v)) => v.detail.clone(),
+                    None => svc
+                        .checks
+                        .iter()
+                        .map(|(k, v)| format!("{k}: {}", v.detail))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                };
+                let reason = match &svc.blocked_by {
+                    Some(by) if svc.state != ServiceState::Healthy => blocked_reason(by, &reason),
+                    _ => reason,
+                };
                 let health = HealthStatus {
                     ok: if svc.checks.is_empty() {
                         None
                     } else {
                         Some(svc.checks.values().all(|v| v.ok))
                     },
-                    reason: match failing {
-                        Some((_, v)) => v.detail.clone(),
-                        None => svc
-                            .checks
-                            .iter()
-                            .map(|(k, v)| format!("{k}: {}", v.detail))
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    },
+                    reason,
                     check: failing.map(|(k, _)| k.clone()),
                     age_s: latest.map(|t| t.elapsed().as_secs_f64()),
                 };
@@ -1505,6 +1649,47 @@ impl Engine {
     }
 }
 
+/// The health reason of a service whose stage the recovery did not start.
+fn blocked_reason(by: &str, checks: &str) -> String {
+    let mut r = format!("blocked by stage {by}: not started by the recovery");
+    if !checks.is_empty() {
+        r.push_str("; ");
+        r.push_str(checks);
+    }
+    r
+}
+
+/// The stages (index in `plan`) the recovery did not start because a
+/// `block` stage failed, with that stage's name.
+fn blocked_stages(plan: &Plan, stages: &[recover::StageReport]) -> BTreeMap<usize, String> {
+    stages
+        .iter()
+        .filter(|st| st.status == recover::StageStatus::Blocked)
+        .filter_map(|st| {
+            let idx = plan.stages.iter().position(|p| p.name == st.name)?;
+            let blocker = st.blocked_by.clone().unwrap_or_else(|| st.name.clone());
+            Some((idx, blocker))
+        })
+        .collect()
+}
+
+/// The services a recovery must not start: those persisted as escalated
+/// (they stay down until `mcrecover ack` or healthy again), with the
+/// escalation as the reason.
+fn escalated_skips(plan: &Plan, persisted: &PersistedState) -> BTreeMap<String, String> {
+    plan.services
+        .iter()
+        .filter(|(_, ps)| ps.unit.is_some())
+        .filter_map(|(name, _)| {
+            let esc = persisted.services.get(name)?.escalated.as_ref()?;
+            Some((
+                name.clone(),
+                format!("escalated ({}): {}", esc.event_id, esc.reason),
+            ))
+        })
+        .collect()
+}
+
 fn strip_ages(s: &Snapshot) -> Snapshot {
     let mut s = s.clone();
     for svc in &mut s.services {
@@ -1512,4 +1697,308 @@ fn strip_ages(s: &Snapshot) -> Snapshot {
         svc.next_restart_in_s = svc.next_restart_in_s.map(|_| 0.0);
     }
     s
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::recover::{StageReport, StageStatus};
+
+    fn engine(persisted: PersistedState, dir: &std::path::Path) -> Engine {
+        let cfg = crate::plan::tests::sample();
+        let plan = plan::build(&cfg).unwrap();
+        let (ev_tx, _) = mpsc::unbounded_channel();
+        let (health_tx, _) = mpsc::unbounded_channel();
+        let (snap_tx, _) = watch::channel(Snapshot::default());
+        let opts = DaemonOptions {
+            config_path: PathBuf::from("/etc/mcrecover/mcrecover.toml"),
+            bus: BusTarget::System,
+            backend: None,
+            quadlet_dir: None,
+            unit_dir: None,
+            install: false,
+            state_dir: None,
+            api_bus: ApiBus::None,
+        };
+        let store = StateStore::new(dir.to_path_buf());
+        Engine::new(opts, cfg, plan, store, persisted, ev_tx, health_tx, snap_tx)
+    }
+
+    fn stage_report(name: &str, status: StageStatus, blocked_by: Option<&str>) -> StageReport {
+        StageReport {
+            name: name.into(),
+            status,
+            started_at_s: 0.0,
+            elapsed_s: 0.0,
+            blocked_by: blocked_by.map(str::to_owned),
+        }
+    }
+
+    /// foundation failed (block): core and services were never started.
+    fn blocked_at_foundation() -> Vec<StageReport> {
+        vec![
+            stage_report("foundation", StageStatus::Failed, None),
+            stage_report("core", StageStatus::Blocked, Some("foundation")),
+            stage_report("services", StageStatus::Blocked, Some("foundation")),
+        ]
+    }
+
+    fn report(stages: Vec<StageReport>) -> recover::Report {
+        recover::Report {
+            outcome: recover::Outcome::Blocked,
+            exit_code: 3,
+            total_s: 0.0,
+            stages,
+            services: Vec::new(),
+            critical_path: Vec::new(),
+        }
+    }
+
+    fn unit_state(active: &str, sub: &str) -> UnitState {
+        UnitState {
+            load_state: "loaded".into(),
+            active_state: active.into(),
+            sub_state: sub.into(),
+            ..UnitState::default()
+        }
+    }
+
+    fn escalated(reason: &str) -> Escalation {
+        Escalation {
+            event_id: "dns-1".into(),
+            reason: reason.into(),
+            at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn blocked_stages_name_their_blocker() {
+        let cfg = crate::plan::tests::sample();
+        let plan = plan::build(&cfg).unwrap();
+        let b = blocked_stages(&plan, &blocked_at_foundation());
+        assert_eq!(
+            b.into_iter().collect::<Vec<_>>(),
+            vec![(1, "foundation".to_owned()), (2, "foundation".to_owned())]
+        );
+        let all_ran = vec![
+            stage_report("foundation", StageStatus::Healthy, None),
+            stage_report("core", StageStatus::Failed, None),
+            stage_report("services", StageStatus::Healthy, None),
+        ];
+        assert!(blocked_stages(&plan, &all_ran).is_empty());
+    }
+
+    #[test]
+    fn escalated_services_with_a_unit_are_skipped() {
+        let cfg = crate::plan::tests::sample();
+        let plan = plan::build(&cfg).unwrap();
+        let mut st = PersistedState::default();
+        st.services.entry("dns".into()).or_default().escalated = Some(escalated("crash loop"));
+        // External: never started anyway.
+        st.services.entry("idp".into()).or_default().escalated = Some(escalated("down"));
+        // Restarted before, not escalated.
+        st.services.entry("app".into()).or_default().total_restarts = 3;
+        let skip = escalated_skips(&plan, &st);
+        assert_eq!(skip.keys().collect::<Vec<_>>(), vec!["dns"]);
+        assert!(skip["dns"].contains("crash loop"), "{skip:?}");
+        assert!(escalated_skips(&plan, &PersistedState::default()).is_empty());
+    }
+
+    #[test]
+    fn rearming_forgets_what_was_seen_before() {
+        let cfg = crate::plan::tests::sample();
+        let plan = plan::build(&cfg).unwrap();
+        let mut svc = Svc::new(&cfg, &plan, "proxy");
+        let long_ago = Instant::now();
+        svc.checks.insert(
+            "tcp".into(),
+            CheckView {
+                passing: Some(false),
+                ok: false,
+                detail: "connection refused".into(),
+                at: long_ago,
+            },
+        );
+        svc.failing_since = Some(long_ago);
+        svc.restart_at = Some(long_ago);
+        svc.troubled = true;
+        svc.reason = "check tcp failing: connection refused".into();
+        svc.blocked_by = Some("foundation".into());
+        svc.rearm(None);
+        assert!(svc.armed);
+        assert!(svc.checks.is_empty());
+        assert_eq!(svc.checks_failing(), None);
+        assert_eq!(svc.failing_since, None);
+        assert_eq!(svc.restart_at, None);
+        assert!(!svc.troubled);
+        assert!(svc.reason.is_empty());
+        assert_eq!(svc.blocked_by, None);
+        // An escalation survives the re-arming.
+        svc.rearm(Some(&escalated("crash loop")));
+        assert!(svc.troubled);
+        assert_eq!(svc.reason, "crash loop");
+    }
+
+    /// F3: after a recovery blocked at foundation, the never-started
+    /// services of later stages stay unarmed: the watch loop neither starts
+    /// nor restarts them; the failed stage's service is armed and handled.
+    #[tokio::test]
+    async fn blocked_recovery_arms_only_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = engine(PersistedState::default(), dir.path());
+        for name in ["dns", "proxy", "reg", "app", "web"] {
+            e.on_unit(UnitChange {
+                unit: format!("{name}.service"),
+                state: unit_state("inactive", "dead"),
+            });
+        }
+        e.phase = Phase::Recovering {
+            index: 0,
+            total: 3,
+            stage: "foundation".into(),
+        };
+        e.on_recover(RecoverEvent::StageDone {
+            stage: "foundation".into(),
+            status: StageStatus::Failed,
+            elapsed: Duration::ZERO,
+        });
+        e.recover_done(&report(blocked_at_foundation()));
+        e.evaluate_all();
+        let dns = &e.svcs["dns"];
+        assert!(dns.armed);
+        assert_eq!(dns.state, ServiceState::Unhealthy);
+        assert!(dns.restart_at.is_some(), "the failed stage is handled");
+        for name in ["proxy", "reg", "app", "web"] {
+            let s = &e.svcs[name];
+            assert!(!s.armed, "{name} armed");
+            assert_eq!(s.state, ServiceState::Starting, "{name}");
+            assert_eq!(s.restart_at, None, "{name} restart scheduled");
+            assert_eq!(s.blocked_by.as_deref(), Some("foundation"));
+        }
+        // The external service is checked all along.
+        assert!(e.svcs["idp"].armed);
+        let snap = e.snapshot();
+        assert!(
+            snap.status_line
+                .contains("recovery blocked by stage foundation: 4 not started"),
+            "{}",
+            snap.status_line
+        );
+        let web = snap.services.iter().find(|s| s.name == "web").unwrap();
+        assert!(
+            web.health.reason.starts_with("blocked by stage foundation"),
+            "{web:?}"
+        );
+        // A timer that is somehow due never restarts an unarmed service.
+        e.svcs.get_mut("web").unwrap().restart_at = Some(Instant::now());
+        e.on_timers();
+        assert!(e.svcs["web"].restart_task.is_none());
+
+        // A later recovery that gets through arms them, afresh.
+        e.on_recover(RecoverEvent::StageStarted {
+            stage: "core".into(),
+            index: 1,
+            total: 3,
+            services: vec!["proxy".into(), "reg".into()],
+        });
+        e.on_recover(RecoverEvent::StageDone {
+            stage: "core".into(),
+            status: StageStatus::Healthy,
+            elapsed: Duration::ZERO,
+        });
+        assert!(e.svcs["proxy"].armed && e.svcs["reg"].armed);
+        assert_eq!(e.svcs["proxy"].blocked_by, None);
+        assert!(!e.svcs["web"].armed);
+        e.shutdown();
+    }
+
+    /// F4: a stage (re)started by a recovery is not acted on while the
+    /// recovery runs, and is armed afresh: failures seen before do not
+    /// count (no restart right after the stage is healthy).
+    #[tokio::test]
+    async fn a_recovered_stage_is_armed_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = engine(PersistedState::default(), dir.path());
+        let old = Instant::now();
+        {
+            let reg = e.svcs.get_mut("reg").unwrap();
+            reg.armed = true;
+            reg.unit_state = Some(unit_state("active", "running"));
+            reg.checks.insert(
+                "tcp".into(),
+                CheckView {
+                    passing: Some(false),
+                    ok: false,
+                    detail: "connection refused".into(),
+                    at: old,
+                },
+            );
+        }
+        e.evaluate_all();
+        assert!(e.svcs["reg"].failing_since.is_some());
+        e.on_recover(RecoverEvent::StageStarted {
+            stage: "core".into(),
+            index: 1,
+            total: 3,
+            services: vec!["proxy".into(), "reg".into()],
+        });
+        let reg = &e.svcs["reg"];
+        assert!(!reg.armed);
+        assert_eq!(reg.restart_at, None);
+        e.evaluate_all();
+        assert_eq!(e.svcs["reg"].restart_at, None, "acted on during recovery");
+        e.on_recover(RecoverEvent::StageDone {
+            stage: "core".into(),
+            status: StageStatus::Healthy,
+            elapsed: Duration::ZERO,
+        });
+        let reg = &e.svcs["reg"];
+        assert!(reg.armed);
+        assert!(reg.checks.is_empty());
+        assert_eq!(reg.failing_since, None);
+        assert_ne!(e.health.generation("reg"), None);
+        assert_eq!(e.health.generation("reg"), Some(reg.generation));
+        e.evaluate_all();
+        let reg = &e.svcs["reg"];
+        assert_eq!(reg.state, ServiceState::Starting);
+        assert_eq!(reg.restart_at, None);
+        e.shutdown();
+    }
+
+    /// F5: an escalated service stays escalated (also before its stage is
+    /// recovered) and is not disarmed by a recovery that skips it.
+    #[tokio::test]
+    async fn escalated_service_stays_escalated_through_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = PersistedState::default();
+        st.services.entry("app".into()).or_default().escalated = Some(escalated("crash loop"));
+        let mut e = engine(st, dir.path());
+        e.on_unit(UnitChange {
+            unit: "app.service".into(),
+            state: unit_state("failed", "failed"),
+        });
+        e.evaluate_all();
+        assert_eq!(e.svcs["app"].state, ServiceState::Escalated);
+        assert!(!e.svcs["app"].armed);
+        e.on_recover(RecoverEvent::StageDone {
+            stage: "services".into(),
+            status: StageStatus::Healthy,
+            elapsed: Duration::ZERO,
+        });
+        assert!(e.svcs["app"].armed);
+        e.on_recover(RecoverEvent::StageStarted {
+            stage: "services".into(),
+            index: 2,
+            total: 3,
+            services: vec!["web".into(), "app".into()],
+        });
+        assert!(e.svcs["app"].armed, "skipped by the recovery: stays armed");
+        e.evaluate_all();
+        let app = &e.svcs["app"];
+        assert_eq!(app.state, ServiceState::Escalated);
+        assert_eq!(app.restart_at, None);
+        assert!(app.restart_task.is_none());
+        e.shutdown();
+    }
 }

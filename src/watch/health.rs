@@ -110,6 +110,14 @@ impl HealthSet {
         }
     }
 
+    /// Whether `report` comes from the service's current check tasks. Every
+    /// (re)start of a service's checks gets a new generation, so a probe
+    /// that was in flight when its task was replaced or stopped (e.g. when
+    /// the service was armed) never delivers a stale result.
+    pub fn is_current(&self, report: &CheckReport) -> bool {
+        self.generation(&report.service) == Some(report.generation)
+    }
+
     /// The current generation of `service`'s tasks.
     pub fn generation(&self, service: &str) -> Option<u64> {
         self.tasks.get(service).map(|(g, _)| *g)
@@ -284,10 +292,23 @@ mod tests {
         let r = rx.recv().await.expect("a report");
         assert_eq!(r.generation, g);
         assert_eq!(r.passing, Some(false));
+        assert!(set.is_current(&r));
         let g2 = set.spawn(&svc, Mode::Recheck);
         assert!(g2 > g);
         assert_eq!(set.generation("x"), Some(g2));
+        // A result of the replaced tasks (in flight when they were
+        // replaced) is stale; the new tasks' results are current.
+        assert!(!set.is_current(&r));
+        let fresh = loop {
+            let r = rx.recv().await.expect("a report");
+            if r.generation == g2 {
+                break r;
+            }
+            assert!(!set.is_current(&r));
+        };
+        assert!(set.is_current(&fresh));
         set.stop_all();
         assert_eq!(set.generation("x"), None);
+        assert!(!set.is_current(&fresh));
     }
 }
