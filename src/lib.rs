@@ -3,7 +3,8 @@
 //!
 //! Data flows one way, one module per step:
 //! [`config`] -> [`plan`] -> [`render`] (unit files) -> [`drive`] (systemd over
-//! D-Bus) -> [`check`] / [`recover`] (health-gated recovery).
+//! D-Bus) -> [`check`] / [`recover`] (health-gated recovery) -> [`watch`] (the
+//! daemon: restart with backoff, hold, escalate, D-Bus API).
 
 pub mod check;
 pub mod config;

@@ -1,5 +1,6 @@
 //! The `mcrecover` command line: parses flags, loads the configuration and
-//! runs one step of the flow (config -> plan -> render -> drive -> check).
+//! runs one step of the flow (config -> plan -> render -> drive -> check ->
+//! watch), or talks to the running daemon over D-Bus (status, ack, ...).
 //! Errors get context here (anyhow); the library's errors are typed.
 //!
 //! Exit codes: 0 success, 1 some check/service failed, 2 configuration or
