@@ -11,6 +11,7 @@ use hickory_net::tcp::TcpClientStream;
 use hickory_net::udp::UdpClientStream;
 use hickory_net::NetError;
 use hickory_proto::op::ResponseCode;
+use hickory_proto::op::{DnsResponse, DEFAULT_RETRY_FLOOR};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType as HRecordType};
 
 use super::{fmt_duration, io_reason, Failed, Progress};
@@ -34,18 +35,21 @@ pub(super) async fn probe(
         .map_err(|e| Failed(format!("DNS: `{}` is not a valid name: {e}", check.query)))?;
     name.set_fqdn(true);
 
-    let provider = TokioRuntimeProvider::new();
-    let mut client = match check.transport {
+    let waiting = format!("DNS answer from {server} ({transport}) for {question}");
+    let timed_out = || {
+        Failed(format!(
+            "timed out after {} waiting for {waiting}",
+            fmt_duration(timeout)
+        ))
+    };
+    let response = match check.transport {
         DnsTransport::Udp => {
-            let stream = UdpClientStream::builder(server, provider)
-                .with_timeout(Some(timeout))
-                .build();
-            let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
-            tokio::spawn(background);
-            client
+            progress.waiting_for(waiting.clone());
+            udp_query(server, name, rtype, timeout).await
         }
         DnsTransport::Tcp => {
             progress.waiting_for(format!("TCP connect to DNS server {server}"));
+            let provider = TokioRuntimeProvider::new();
             let (connect, handle) = TcpClientStream::new(server, None, Some(timeout), provider);
             let stream = connect.await.map_err(|e| {
                 Failed(format!(
@@ -53,29 +57,21 @@ pub(super) async fn probe(
                     net_reason(&e, timeout)
                 ))
             })?;
-            let (client, background) =
+            let (mut client, background) =
                 Client::<TokioRuntimeProvider>::with_timeout(stream, handle, timeout);
             tokio::spawn(background);
-            client
+            progress.waiting_for(waiting.clone());
+            client.query(name, DNSClass::IN, rtype).await
         }
-    };
-
-    let waiting = format!("DNS answer from {server} ({transport}) for {question}");
-    progress.waiting_for(waiting.clone());
-    let response = client
-        .query(name, DNSClass::IN, rtype)
-        .await
-        .map_err(|e| match e {
-            // hickory's own timer (same length) may fire before ours: same words.
-            NetError::Timeout => Failed(format!(
-                "timed out after {} waiting for {waiting}",
-                fmt_duration(timeout)
-            )),
-            e => Failed(format!(
-                "DNS query to {server} ({transport}) for {question} failed: {}",
-                net_reason(&e, timeout)
-            )),
-        })?;
+    }
+    .map_err(|e| match e {
+        // hickory's own timer (same length) may fire before ours: same words.
+        NetError::Timeout => timed_out(),
+        e => Failed(format!(
+            "DNS query to {server} ({transport}) for {question} failed: {}",
+            net_reason(&e, timeout)
+        )),
+    })?;
 
     let rcode = response.metadata.response_code;
     if rcode != ResponseCode::NoError {
@@ -91,6 +87,33 @@ pub(super) async fn probe(
         &format!("from {server} for {question}"),
     )
     .map_err(Failed)
+}
+
+/// Ask over UDP with hickory's own retransmission, as stub resolvers do: a
+/// query without an answer is sent again from a fresh socket every
+/// `DEFAULT_RETRY_FLOOR` (333 ms) until `timeout`, the first answer wins. A
+/// packet lost on the way, or sent before the server bound its socket (which
+/// on a forwarded port neither answers nor errors), then costs a third of a
+/// second, not the whole timeout (hickory's default stops after 3 sends). An
+/// error that is an answer in itself (ICMP port unreachable) ends it at once.
+async fn udp_query(
+    server: std::net::SocketAddr,
+    name: Name,
+    rtype: HRecordType,
+    timeout: Duration,
+) -> Result<DnsResponse, NetError> {
+    let sends = timeout
+        .as_millis()
+        .div_ceil(DEFAULT_RETRY_FLOOR.as_millis());
+    let stream = UdpClientStream::builder(server, TokioRuntimeProvider::new())
+        .with_timeout(Some(timeout))
+        .with_max_retries(u8::try_from(sends).unwrap_or(u8::MAX).max(1))
+        .build();
+    let (mut client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
+    let background = tokio::spawn(background);
+    let answer = client.query(name, DNSClass::IN, rtype).await;
+    background.abort();
+    answer
 }
 
 /// Check `answers` against `expect`; Ok is the success detail, Err the
@@ -193,6 +216,62 @@ mod tests {
             60,
             RData::A(A(Ipv4Addr::from(ip))),
         )
+    }
+
+    /// A UDP "server" on localhost that drops the first `drop` queries and
+    /// answers the next with an empty NOERROR response; returns its address
+    /// and a counter of queries received.
+    async fn lossy_server(
+        drop: usize,
+    ) -> (
+        std::net::SocketAddr,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use std::sync::atomic::Ordering;
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = seen.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            loop {
+                let (n, from) = sock.recv_from(&mut buf).await.unwrap();
+                if counter.fetch_add(1, Ordering::SeqCst) < drop {
+                    continue;
+                }
+                // The query turned into its own answer: QR set, no records.
+                let mut reply = buf[..n].to_vec();
+                reply[2] |= 0x80;
+                sock.send_to(&reply, from).await.unwrap();
+            }
+        });
+        (addr, seen)
+    }
+
+    #[tokio::test]
+    async fn udp_query_is_sent_again_when_the_first_gets_no_answer() {
+        let (addr, seen) = lossy_server(1).await;
+        let name = Name::from_ascii("x.example.").unwrap();
+        let started = std::time::Instant::now();
+        let response = udp_query(addr, name, HRecordType::A, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // Answered by the retransmission, long before the timeout.
+        assert!(started.elapsed() < Duration::from_secs(4));
+    }
+
+    #[tokio::test]
+    async fn udp_query_without_answers_retransmits_then_times_out() {
+        let (addr, seen) = lossy_server(usize::MAX).await;
+        let name = Name::from_ascii("x.example.").unwrap();
+        let err = udp_query(addr, name, HRecordType::A, Duration::from_millis(2000))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, NetError::Timeout), "{err:?}");
+        // Sent every 333 ms until the timeout (hickory's default: 3 sends).
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 6);
     }
 
     #[test]
