@@ -199,7 +199,7 @@ in
       "mcrecover"
       "systemd"
     ]) "Who restarts exited containers: the daemon with backoff (default; units get `Restart=no`) or systemd.";
-    backoff_initial = opt duration "First restart delay (default `1s`); doubles on every further restart.";
+    backoff_initial = opt duration "Delay before the second restart in a row (default `1s`; the first is immediate); doubles on every further restart.";
     backoff_max = opt duration "Upper bound of the restart delay (default `5m`).";
     backoff_reset = opt duration "Healthy this long: backoff and restart history reset (default `10m`).";
     escalate_after = opt count "Escalate after this many restarts ... (default 5)";

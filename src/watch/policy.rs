@@ -11,9 +11,14 @@ use crate::config::WatchPolicy;
 use crate::plan::Plan;
 
 /// Restart delay for a service at backoff `level` (number of restarts since
-/// the last reset): `backoff_initial * 2^level`, capped at `backoff_max`.
+/// the last reset): none for the first restart (a service that broke after
+/// being fine is restarted at once), then `backoff_initial * 2^(level - 1)`,
+/// capped at `backoff_max`: 0, 1 s, 2 s, 4 s, ... with the defaults.
 pub fn backoff_delay(policy: &WatchPolicy, level: u32) -> Duration {
-    let factor = 2u32.checked_pow(level.min(31)).unwrap_or(u32::MAX);
+    let Some(doublings) = level.checked_sub(1) else {
+        return Duration::ZERO;
+    };
+    let factor = 2u32.checked_pow(doublings.min(31)).unwrap_or(u32::MAX);
     policy
         .backoff_initial
         .checked_mul(factor)
@@ -156,11 +161,12 @@ mod tests {
     #[test]
     fn backoff_doubles_and_caps() {
         let p = policy();
-        assert_eq!(backoff_delay(&p, 0), Duration::from_secs(1));
-        assert_eq!(backoff_delay(&p, 1), Duration::from_secs(2));
-        assert_eq!(backoff_delay(&p, 3), Duration::from_secs(8));
-        assert_eq!(backoff_delay(&p, 8), Duration::from_secs(256));
-        assert_eq!(backoff_delay(&p, 9), Duration::from_secs(300));
+        assert_eq!(backoff_delay(&p, 0), Duration::ZERO);
+        assert_eq!(backoff_delay(&p, 1), Duration::from_secs(1));
+        assert_eq!(backoff_delay(&p, 2), Duration::from_secs(2));
+        assert_eq!(backoff_delay(&p, 4), Duration::from_secs(8));
+        assert_eq!(backoff_delay(&p, 9), Duration::from_secs(256));
+        assert_eq!(backoff_delay(&p, 10), Duration::from_secs(300));
         assert_eq!(backoff_delay(&p, 40), Duration::from_secs(300));
         assert_eq!(backoff_delay(&p, u32::MAX), Duration::from_secs(300));
     }
@@ -197,10 +203,10 @@ mod tests {
         assert_eq!(decide(&p, &Facts::default()), Decision::Starting);
         assert_eq!(
             decide(&p, &failing()),
-            Decision::Restart(Duration::from_secs(1))
+            Decision::Restart(Duration::ZERO)
         );
         let f = Facts {
-            backoff_level: 2,
+            backoff_level: 3,
             ..failing()
         };
         assert_eq!(decide(&p, &f), Decision::Restart(Duration::from_secs(4)));
