@@ -38,7 +38,7 @@ pub use state::UnitState;
 
 use error::{connection_lost, job_hint, map_zbus, Ctx};
 use jobs::{Finished, JobTable, Lookup};
-use state::{apply_unit_props, Field, SERVICE_IFACE, UNIT_IFACE};
+use state::{apply_unit_props, Field, FIELDS, SERVICE_IFACE, UNIT_IFACE};
 
 /// The well-known bus name of a systemd manager (system or user).
 const SYSTEMD_DEST: &str = "org.freedesktop.systemd1";
@@ -407,7 +407,7 @@ impl Systemd {
         unit: &str,
         path: &OwnedObjectPath,
         service: bool,
-    ) -> Result<(UnitState, [Sequence; 7]), DriveError> {
+    ) -> Result<(UnitState, [Sequence; FIELDS]), DriveError> {
         self.clone_weakly().read_state_at(unit, path, service).await
     }
 
@@ -609,18 +609,19 @@ impl StateReader {
         unit: &str,
         path: &OwnedObjectPath,
         service: bool,
-    ) -> Result<(UnitState, [Sequence; 7]), DriveError> {
+    ) -> Result<(UnitState, [Sequence; FIELDS]), DriveError> {
         let all = self.call(path, "GetAll", &(UNIT_IFACE,), unit);
-        let (all, pid, restarts) = if service {
+        let (all, pid, restarts, result) = if service {
             let pid = self.call(path, "Get", &(SERVICE_IFACE, "MainPID"), unit);
             let restarts = self.call(path, "Get", &(SERVICE_IFACE, "NRestarts"), unit);
-            let (a, p, r) = tokio::try_join!(all, pid, restarts)?;
-            (a, Some(p), Some(r))
+            let result = self.call(path, "Get", &(SERVICE_IFACE, "Result"), unit);
+            let (a, p, r, res) = tokio::try_join!(all, pid, restarts, result)?;
+            (a, Some(p), Some(r), Some(res))
         } else {
-            (all.await?, None, None)
+            (all.await?, None, None, None)
         };
         let mut state = UnitState::default();
-        let mut seqs = [Sequence::default(); 7];
+        let mut seqs = [Sequence::default(); FIELDS];
         let props: HashMap<String, OwnedVariant> = all
             .body()
             .deserialize()
@@ -644,6 +645,7 @@ impl StateReader {
         for (msg, field, name) in [
             (pid, Field::MainPid, "MainPID"),
             (restarts, Field::NRestarts, "NRestarts"),
+            (result, Field::Result, "Result"),
         ] {
             let Some(msg) = msg else { continue };
             let value: OwnedVariant = msg
@@ -681,7 +683,7 @@ impl WatchTask {
         mut self,
         mut stream: zbus::fdo::PropertiesChangedStream,
         mut state: UnitState,
-        mut seqs: [Sequence; 7],
+        mut seqs: [Sequence; FIELDS],
     ) {
         let mut last = state.clone();
         let mut reloads_open = true;
@@ -734,7 +736,7 @@ impl WatchTask {
 fn apply_signal(
     signal: &zbus::fdo::PropertiesChanged,
     state: &mut UnitState,
-    seqs: &mut [Sequence; 7],
+    seqs: &mut [Sequence; FIELDS],
 ) -> bool {
     let seq = signal.message().recv_position();
     let args = match signal.args() {

@@ -32,6 +32,11 @@ pub struct UnitState {
     pub main_pid: u32,
     /// `NRestarts` of a service: automatic restarts since the last manual start.
     pub n_restarts: u32,
+    /// `Result` of a service: `success` until something failed since its
+    /// last start (`exit-code`, `signal`, `core-dump`, `timeout`, ...); set
+    /// as soon as the main process dies, before the stop commands run.
+    /// Empty for units that are not services.
+    pub result: String,
 }
 
 impl UnitState {
@@ -61,7 +66,11 @@ pub(crate) enum Field {
     InactiveExit,
     MainPid,
     NRestarts,
+    Result,
 }
+
+/// How many [`Field`]s there are.
+pub(crate) const FIELDS: usize = 8;
 
 impl Field {
     /// The field for property `name` of `interface`, if it is one we track.
@@ -74,6 +83,7 @@ impl Field {
             (UNIT_IFACE, "InactiveExitTimestamp") => Some(Field::InactiveExit),
             (SERVICE_IFACE, "MainPID") => Some(Field::MainPid),
             (SERVICE_IFACE, "NRestarts") => Some(Field::NRestarts),
+            (SERVICE_IFACE, "Result") => Some(Field::Result),
             _ => None,
         }
     }
@@ -88,6 +98,7 @@ impl Field {
             Field::InactiveExit => set_u64(&mut state.inactive_exit_usec, value),
             Field::MainPid => set_u32(&mut state.main_pid, value),
             Field::NRestarts => set_u32(&mut state.n_restarts, value),
+            Field::Result => set_str(&mut state.result, value),
         }
     }
 }

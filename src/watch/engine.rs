@@ -287,6 +287,17 @@ struct CheckView {
     at: Instant,
 }
 
+/// The unit is down, or on its way down after a failure: a service whose
+/// main process died is `deactivating` (running `ExecStop=`/`ExecStopPost=`,
+/// for a podman unit `podman stop` and `podman rm`, ~0.5 s) with a `Result`
+/// other than `success` before it is `failed`; a restart issued then is
+/// queued by systemd behind the stop.
+fn unit_is_down(s: &UnitState) -> bool {
+    matches!(s.active_state.as_str(), "failed" | "inactive")
+        || s.is_not_found()
+        || (s.active_state == "deactivating" && !s.result.is_empty() && s.result != "success")
+}
+
 /// Runtime state of one service.
 #[derive(Debug)]
 struct Svc {
@@ -372,9 +383,7 @@ impl Svc {
     }
 
     fn unit_down(&self) -> bool {
-        self.unit_state.as_ref().is_some_and(|s| {
-            matches!(s.active_state.as_str(), "failed" | "inactive") || s.is_not_found()
-        })
+        self.unit_state.as_ref().is_some_and(unit_is_down)
     }
 
     fn unit_up(&self) -> bool {
@@ -682,10 +691,13 @@ impl Engine {
         }
         if self.cfg.watch.restart_owner == RestartOwner::Mcrecover && svc.unit_down() {
             let st = svc.unit_state.as_ref();
+            let result = st
+                .filter(|s| !s.result.is_empty() && s.result != "success")
+                .map_or(String::new(), |s| format!(" (result {})", s.result));
             return (
                 true,
                 format!(
-                    "unit {} is {}/{}",
+                    "unit {} is {}/{}{result}",
                     svc.unit.as_deref().unwrap_or(name),
                     st.map_or("", |s| s.active_state.as_str()),
                     st.map_or("", |s| s.sub_state.as_str())
@@ -2000,5 +2012,36 @@ mod tests {
         assert_eq!(app.restart_at, None);
         assert!(app.restart_task.is_none());
         e.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod unit_down_tests {
+    use super::*;
+
+    fn state(active: &str, sub: &str, result: &str) -> UnitState {
+        UnitState {
+            load_state: "loaded".into(),
+            active_state: active.into(),
+            sub_state: sub.into(),
+            result: result.into(),
+            ..UnitState::default()
+        }
+    }
+
+    #[test]
+    fn a_unit_stopping_after_its_main_process_died_is_down() {
+        assert!(unit_is_down(&state("deactivating", "stop", "exit-code")));
+        assert!(unit_is_down(&state("deactivating", "stop-post", "signal")));
+        assert!(unit_is_down(&state("failed", "failed", "exit-code")));
+        assert!(unit_is_down(&state("inactive", "dead", "success")));
+    }
+
+    #[test]
+    fn a_unit_stopping_cleanly_or_running_is_not_down() {
+        assert!(!unit_is_down(&state("deactivating", "stop", "success")));
+        assert!(!unit_is_down(&state("deactivating", "stop", "")));
+        assert!(!unit_is_down(&state("active", "running", "success")));
+        assert!(!unit_is_down(&state("activating", "start", "success")));
     }
 }
