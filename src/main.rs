@@ -622,8 +622,12 @@ fn import_mcp(args: &ImportMcpArgs) -> Result<u8, Exit> {
     Ok(0)
 }
 
+/// The runtime of every command: two worker threads whatever the host's
+/// core count (the work is waiting on systemd, podman and sockets; each
+/// further thread only adds stacks and malloc arenas to the daemon's RSS).
 fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(sys)
