@@ -201,10 +201,7 @@ mod tests {
         };
         assert_eq!(decide(&p, &healthy), Decision::Healthy);
         assert_eq!(decide(&p, &Facts::default()), Decision::Starting);
-        assert_eq!(
-            decide(&p, &failing()),
-            Decision::Restart(Duration::ZERO)
-        );
+        assert_eq!(decide(&p, &failing()), Decision::Restart(Duration::ZERO));
         let f = Facts {
             backoff_level: 3,
             ..failing()
