@@ -60,7 +60,7 @@
 pub mod escape;
 pub mod unit;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -398,7 +398,6 @@ pub fn render(cfg: &Config, plan: &Plan, backend: Backend) -> Result<Rendered, R
 /// `[Unit]` dependency lines for a container service.
 fn unit_edges(u: &mut UnitFile, psvc: &PlanService) {
     let s = u.section("Unit");
-    let mut gates: BTreeMap<&str, Option<FailurePolicy>> = BTreeMap::new();
     let mut after: BTreeSet<&str> = BTreeSet::new();
     let mut requires: BTreeSet<&str> = BTreeSet::new();
     for e in &psvc.edges {
@@ -406,9 +405,6 @@ fn unit_edges(u: &mut UnitFile, psvc: &PlanService) {
             continue;
         };
         match e.kind {
-            EdgeKind::Stage => {
-                gates.insert(via, e.policy);
-            }
             EdgeKind::After => {
                 after.insert(via);
             }
@@ -418,11 +414,11 @@ fn unit_edges(u: &mut UnitFile, psvc: &PlanService) {
             }
         }
     }
-    for (gate, policy) in &gates {
-        s.add("After", *gate);
-        match policy {
-            Some(FailurePolicy::Continue) => s.add("Wants", *gate),
-            _ => s.add("Requires", *gate),
+    if let Some(se) = &psvc.stage_edge {
+        s.add("After", se.gate.as_str());
+        match se.policy {
+            FailurePolicy::Continue => s.add("Wants", se.gate.as_str()),
+            FailurePolicy::Block => s.add("Requires", se.gate.as_str()),
         };
     }
     for a in after {
