@@ -87,7 +87,7 @@ fn time_cmd(bin: &Path, args: &[&str]) -> Result<f64> {
 
 /// 4a: check-config + plan + render of 1000 services in 20 stages. Render
 /// runs twice per iteration: into tmpfs (/dev/shm: mcrecover's own work) and
-/// onto disk (/var/tmp: plus one fsync per file and per directory entry, as
+/// onto disk (/var/tmp: plus one fsync per file and one per directory, as
 /// in production).
 pub fn config(ctx: &mut Ctx) -> Result<Vec<Row>> {
     let n = ctx.trials.unwrap_or(if ctx.quick { 5 } else { 21 });
@@ -152,7 +152,7 @@ pub fn config(ctx: &mut Ctx) -> Result<Vec<Row>> {
         total_row(
             "  the same, render onto disk (/var/tmp)",
             &tot_d,
-            "render fsyncs every file and its directory (atomic writes): dominated by the storage; this machine's disk is shared",
+            "render fsyncs every file, renames them, then fsyncs the directory once (atomic writes): dominated by the storage; this machine's disk is shared",
         ),
         Row::new("scale-config", "  check-config", "").summary(summarize(&cc), "ms"),
         Row::new("scale-config", "  plan", "").summary(summarize(&pl), "ms"),

@@ -11,10 +11,16 @@
 //!
 //! Edges: every service of stage N+1 depends on every service of stage N
 //! *through the gate of stage N* (the gate orders after them and passes only
-//! when they are healthy); `after` adds an ordering edge and `requires` a
-//! requirement edge (which implies ordering). Config validation already
-//! rejects cycles and unknown names, but [`build`] re-checks and returns a
-//! [`PlanError`] instead of looping or panicking.
+//! when they are healthy). The plan states that once per service, as one
+//! [`StageEdge`] to stage N and its gate ([`PlanService::stage_edge`]); the
+//! members of stage N are listed once, in [`PlanStage::services`] (so a stage
+//! boundary costs one edge per service, not one per pair of services).
+//! `after` adds an ordering edge and `requires` a requirement edge (which
+//! implies ordering); these explicit edges are listed per service
+//! ([`PlanService::edges`]). [`Plan::direct_upstreams`] expands both into
+//! service names. Config validation already rejects cycles and unknown names,
+//! but [`build`] re-checks and returns a [`PlanError`] instead of looping or
+//! panicking.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -113,33 +119,42 @@ pub struct PlanStage {
     pub services: Vec<String>,
 }
 
-/// Why a service depends on another.
+/// A service's dependency on the stage before its own: on every member of
+/// that stage, expressed on the stage's gate unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StageEdge {
+    /// Index of the upstream stage (the service's own stage index − 1).
+    pub stage: usize,
+    /// Name of the upstream stage.
+    pub name: String,
+    /// The upstream stage's gate unit, which the dependency is expressed on.
+    pub gate: String,
+    /// The upstream stage's failure policy (block = `Requires=`, continue =
+    /// `Wants=` on the gate).
+    pub policy: FailurePolicy,
+}
+
+/// Why a service depends on another (explicit edges only; stage
+/// dependencies are [`StageEdge`]s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EdgeKind {
-    /// Member of the previous stage, reached through that stage's gate with
-    /// its failure policy.
-    Stage,
     /// Config `after`: ordering only.
     After,
     /// Config `requires`: requirement plus ordering.
     Requires,
 }
 
-/// One upstream edge of a service.
+/// One explicit (`after` / `requires`) upstream edge of a service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Edge {
     /// Kind of the edge.
     pub kind: EdgeKind,
     /// The upstream service.
     pub upstream: String,
-    /// The unit the dependency is expressed on: the previous stage's gate for
-    /// [`EdgeKind::Stage`], the upstream's own unit otherwise (`None` when the
-    /// upstream is external and has no unit).
+    /// The unit the dependency is expressed on: the upstream's own unit
+    /// (`None` when the upstream is external and has no unit).
     pub via_unit: Option<String>,
-    /// For stage edges: the previous stage's policy (block = `Requires=`,
-    /// continue = `Wants=`).
-    pub policy: Option<FailurePolicy>,
 }
 
 /// A health check as listed in the plan.
@@ -173,7 +188,11 @@ pub struct PlanService {
     pub unit: Option<String>,
     /// Container name; `None` for external services.
     pub container_name: Option<String>,
-    /// Upstream edges, sorted (kind, upstream).
+    /// Dependency on the previous stage (every member of it, through its
+    /// gate). `None` in the first stage, for external services, and when the
+    /// previous stage has no members.
+    pub stage_edge: Option<StageEdge>,
+    /// Explicit upstream edges (`after`, `requires`), sorted (kind, upstream).
     pub edges: Vec<Edge>,
     /// Health checks.
     pub checks: Vec<PlanCheck>,
@@ -230,17 +249,17 @@ pub fn build(cfg: &Config) -> Result<Plan, PlanError> {
         } else {
             stage_of.get(name.as_str()).copied()
         };
+        let stage_edge = stage
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| stages.get(i))
+            .filter(|prev| !prev.services.is_empty())
+            .map(|prev| StageEdge {
+                stage: prev.index,
+                name: prev.name.clone(),
+                gate: prev.gate.clone(),
+                policy: prev.policy,
+            });
         let mut edges = Vec::new();
-        if let Some(prev) = stage.and_then(|i| i.checked_sub(1)).map(|i| &stages[i]) {
-            for up in &prev.services {
-                edges.push(Edge {
-                    kind: EdgeKind::Stage,
-                    upstream: up.clone(),
-                    via_unit: Some(prev.gate.clone()),
-                    policy: Some(prev.policy),
-                });
-            }
-        }
         for (kind, list) in [
             (EdgeKind::After, &svc.after),
             (EdgeKind::Requires, &svc.requires),
@@ -256,7 +275,6 @@ pub fn build(cfg: &Config) -> Result<Plan, PlanError> {
                     kind,
                     upstream: up.clone(),
                     via_unit: (!target.is_external()).then(|| service_unit(up)),
-                    policy: None,
                 });
             }
         }
@@ -281,13 +299,14 @@ pub fn build(cfg: &Config) -> Result<Plan, PlanError> {
                 stage,
                 unit: (!svc.is_external()).then(|| service_unit(name)),
                 container_name: svc.container.as_ref().map(|c| c.name.clone()),
+                stage_edge,
                 edges,
                 checks,
             },
         );
     }
 
-    let order = topo_order(&services)?;
+    let order = topo_order(&services, &stages)?;
     Ok(Plan {
         platform: platform.clone(),
         mode: cfg.platform.mode,
@@ -300,38 +319,70 @@ pub fn build(cfg: &Config) -> Result<Plan, PlanError> {
 }
 
 /// Kahn's algorithm with a priority of (stage, name); external services
-/// (no stage) sort first. Never loops: every round removes one node or stops.
-fn topo_order(services: &BTreeMap<String, PlanService>) -> Result<Vec<String>, PlanError> {
-    let mut indegree: BTreeMap<&str, usize> = services.keys().map(|k| (k.as_str(), 0)).collect();
-    let mut downstream: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for svc in services.values() {
-        let ups: BTreeSet<&str> = svc.edges.iter().map(|e| e.upstream.as_str()).collect();
+/// (no stage) sort first. A stage dependency is one extra node per stage
+/// ("stage k done", never listed): it waits for every member of stage k and
+/// releases every service whose [`StageEdge`] points at stage k, so a stage
+/// boundary costs members + dependants instead of their product, and the
+/// order is the one per-pair edges would give. Never loops: every round
+/// removes one node or stops.
+fn topo_order(
+    services: &BTreeMap<String, PlanService>,
+    stages: &[PlanStage],
+) -> Result<Vec<String>, PlanError> {
+    let names: Vec<&str> = services.keys().map(String::as_str).collect();
+    let stage_of: Vec<Option<usize>> = services.values().map(|s| s.stage).collect();
+    let idx: BTreeMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    let n = names.len();
+    // Nodes 0..n are the services, n + k is "stage k done".
+    let mut indegree = vec![0usize; n + stages.len()];
+    let mut downstream: Vec<Vec<usize>> = vec![Vec::new(); n + stages.len()];
+    for (i, svc) in services.values().enumerate() {
+        let mut ups: BTreeSet<usize> = svc
+            .edges
+            .iter()
+            .filter_map(|e| idx.get(e.upstream.as_str()).copied())
+            .collect();
+        if let Some(se) = &svc.stage_edge {
+            ups.insert(n + se.stage);
+        }
         for up in ups {
-            if downstream.entry(up).or_default().insert(svc.name.as_str()) {
-                *indegree.entry(svc.name.as_str()).or_default() += 1;
-            }
+            downstream[up].push(i);
+            indegree[i] += 1;
         }
     }
-    let key = |n: &str| (services.get(n).and_then(|s| s.stage), n.to_string());
-    let mut ready: BTreeSet<(Option<usize>, String)> = indegree
-        .iter()
-        .filter(|(_, &d)| d == 0)
-        .map(|(n, _)| key(n))
+    for st in stages {
+        let members: BTreeSet<usize> = st
+            .services
+            .iter()
+            .filter_map(|m| idx.get(m.as_str()).copied())
+            .collect();
+        for m in members {
+            downstream[m].push(n + st.index);
+            indegree[n + st.index] += 1;
+        }
+    }
+    let mut ready: BTreeSet<(Option<usize>, &str, usize)> = (0..n)
+        .filter(|&i| indegree[i] == 0)
+        .map(|i| (stage_of[i], names[i], i))
         .collect();
-    let mut order = Vec::with_capacity(services.len());
-    while let Some(next) = ready.pop_first() {
-        let name = next.1;
-        if let Some(downs) = downstream.get(name.as_str()) {
-            for d in downs {
-                if let Some(deg) = indegree.get_mut(d) {
-                    *deg -= 1;
-                    if *deg == 0 {
-                        ready.insert(key(d));
+    let mut order = Vec::with_capacity(n);
+    let mut released = Vec::new();
+    while let Some((_, name, i)) = ready.pop_first() {
+        order.push(name.to_string());
+        released.push(i);
+        // Stage nodes are passed through at once: they are never listed.
+        while let Some(u) = released.pop() {
+            for &d in &downstream[u] {
+                indegree[d] -= 1;
+                if indegree[d] == 0 {
+                    if d < n {
+                        ready.insert((stage_of[d], names[d], d));
+                    } else {
+                        released.push(d);
                     }
                 }
             }
         }
-        order.push(name);
     }
     if order.len() != services.len() {
         let done: BTreeSet<&str> = order.iter().map(String::as_str).collect();
@@ -409,6 +460,19 @@ impl Plan {
             .filter_map(|n| self.services.get(n))
     }
 
+    /// The services `svc` waits for directly: every member of the previous
+    /// stage (when it has a [`StageEdge`]), then the upstreams of its
+    /// explicit edges. Transitive upstreams follow by applying this again.
+    pub fn direct_upstreams<'a>(&'a self, svc: &'a PlanService) -> impl Iterator<Item = &'a str> {
+        svc.stage_edge
+            .as_ref()
+            .and_then(|se| self.stages.get(se.stage))
+            .into_iter()
+            .flat_map(|st| st.services.iter())
+            .chain(svc.edges.iter().map(|e| &e.upstream))
+            .map(String::as_str)
+    }
+
     /// Human-readable plan: stages, services, units, edges, checks.
     pub fn to_text(&self) -> String {
         let mut s = String::new();
@@ -463,13 +527,22 @@ impl Plan {
             let _ = write!(s, "  container {c}");
         }
         let _ = writeln!(s);
+        if let Some(se) = &svc.stage_edge {
+            let what = match se.policy {
+                FailurePolicy::Block => "requires",
+                FailurePolicy::Continue => "wants",
+            };
+            let _ = writeln!(
+                s,
+                "    <- stage {} via {} (stage, {what})",
+                se.name, se.gate
+            );
+        }
         for e in &svc.edges {
             let via = e.via_unit.as_deref().unwrap_or("(external, no unit)");
-            let what = match (e.kind, e.policy) {
-                (EdgeKind::Stage, Some(FailurePolicy::Block)) => "stage, requires",
-                (EdgeKind::Stage, _) => "stage, wants",
-                (EdgeKind::After, _) => "after",
-                (EdgeKind::Requires, _) => "requires",
+            let what = match e.kind {
+                EdgeKind::After => "after",
+                EdgeKind::Requires => "requires",
             };
             let _ = writeln!(s, "    <- {} via {via} ({what})", e.upstream);
         }
@@ -534,20 +607,15 @@ impl Plan {
             let Some(svc) = self.services.get(name) else {
                 continue;
             };
-            let mut gates = BTreeSet::new();
+            if let Some(se) = &svc.stage_edge {
+                let style = match se.policy {
+                    FailurePolicy::Continue => " [style=dashed]",
+                    FailurePolicy::Block => "",
+                };
+                let _ = writeln!(s, "  {} -> {}{style};", dot_id(&se.gate), dot_id(name));
+            }
             for e in &svc.edges {
                 match e.kind {
-                    EdgeKind::Stage => {
-                        if let Some(g) = &e.via_unit {
-                            if gates.insert(g.clone()) {
-                                let style = match e.policy {
-                                    Some(FailurePolicy::Continue) => " [style=dashed]",
-                                    _ => "",
-                                };
-                                let _ = writeln!(s, "  {} -> {}{style};", dot_id(g), dot_id(name));
-                            }
-                        }
-                    }
                     EdgeKind::After => {
                         let _ = writeln!(
                             s,

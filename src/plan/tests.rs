@@ -161,37 +161,124 @@ fn edges_go_through_previous_gate() {
     let plan = build(&sample()).unwrap();
     let reg = &plan.services["reg"];
     assert_eq!(
-        reg.edges,
-        vec![
-            Edge {
-                kind: EdgeKind::Stage,
-                upstream: "dns".into(),
-                via_unit: Some("metacircular-foundation-gate.service".into()),
-                policy: Some(FailurePolicy::Block),
-            },
-            Edge {
-                kind: EdgeKind::After,
-                upstream: "proxy".into(),
-                via_unit: Some("proxy.service".into()),
-                policy: None,
-            },
-        ]
+        reg.stage_edge,
+        Some(StageEdge {
+            stage: 0,
+            name: "foundation".into(),
+            gate: "metacircular-foundation-gate.service".into(),
+            policy: FailurePolicy::Block,
+        })
     );
+    assert_eq!(
+        reg.edges,
+        vec![Edge {
+            kind: EdgeKind::After,
+            upstream: "proxy".into(),
+            via_unit: Some("proxy.service".into()),
+        }]
+    );
+    assert_eq!(plan.services["dns"].stage_edge, None);
     assert!(plan.services["dns"].edges.is_empty());
+    assert_eq!(plan.services["idp"].stage_edge, None);
     let web = &plan.services["web"];
+    assert_eq!(
+        web.stage_edge.as_ref().map(|e| (e.stage, e.gate.as_str())),
+        Some((1, "metacircular-core-gate.service"))
+    );
     let kinds: Vec<_> = web
         .edges
         .iter()
         .map(|e| (e.kind, e.upstream.as_str()))
         .collect();
-    assert_eq!(
-        kinds,
-        vec![
-            (EdgeKind::Stage, "proxy"),
-            (EdgeKind::Stage, "reg"),
-            (EdgeKind::Requires, "app")
-        ]
-    );
+    assert_eq!(kinds, vec![(EdgeKind::Requires, "app")]);
+    // The stage edge stands for every member of the previous stage.
+    let ups: Vec<&str> = plan.direct_upstreams(web).collect();
+    assert_eq!(ups, vec!["proxy", "reg", "app"]);
+}
+
+#[test]
+fn stage_after_an_empty_stage_has_no_stage_edge() {
+    let mut cfg = sample();
+    cfg.stages
+        .insert(2, stage("empty", &[], FailurePolicy::Block));
+    let plan = build(&cfg).unwrap();
+    assert_eq!(plan.services["web"].stage_edge, None);
+    assert_eq!(plan.services["app"].stage_edge, None);
+    assert_eq!(plan.order, vec!["idp", "dns", "proxy", "reg", "app", "web"]);
+}
+
+/// Upstreams as the plan stated them before stage edges were collapsed: one
+/// edge per (service, member of the previous stage) pair plus the explicit
+/// edges, expanded the way `watch::policy::upstreams` does (every earlier
+/// stage, then transitively).
+fn upstreams_from_pairs(plan: &Plan) -> BTreeMap<String, Vec<String>> {
+    let direct = |name: &str| -> Vec<String> {
+        let svc = &plan.services[name];
+        let mut ups = Vec::new();
+        if let Some(i) = svc.stage.and_then(|i| i.checked_sub(1)) {
+            ups.extend(plan.stages[i].services.iter().cloned());
+        }
+        ups.extend(svc.edges.iter().map(|e| e.upstream.clone()));
+        ups
+    };
+    let pos = |n: &str| plan.order.iter().position(|x| x == n).unwrap();
+    let mut out = BTreeMap::new();
+    for (name, svc) in &plan.services {
+        let mut seen: std::collections::BTreeSet<String> = Default::default();
+        let mut todo = vec![name.clone()];
+        for st in plan.stages.iter().take(svc.stage.unwrap_or(0)) {
+            for m in &st.services {
+                if seen.insert(m.clone()) {
+                    todo.push(m.clone());
+                }
+            }
+        }
+        while let Some(n) = todo.pop() {
+            for up in direct(&n) {
+                if seen.insert(up.clone()) {
+                    todo.push(up);
+                }
+            }
+        }
+        seen.remove(name);
+        let mut list: Vec<String> = seen.into_iter().collect();
+        list.sort_by_key(|n| pos(n));
+        out.insert(name.clone(), list);
+    }
+    out
+}
+
+#[test]
+fn watch_upstreams_are_unchanged_by_collapsed_stage_edges() {
+    use crate::watch::policy::upstreams;
+    let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    let plan = build(&sample()).unwrap();
+    let ups = upstreams(&plan);
+    assert_eq!(ups, upstreams_from_pairs(&plan));
+    assert_eq!(ups["dns"], list(&[]));
+    assert_eq!(ups["idp"], list(&[]));
+    assert_eq!(ups["proxy"], list(&["dns"]));
+    assert_eq!(ups["reg"], list(&["dns", "proxy"]));
+    assert_eq!(ups["app"], list(&["dns", "proxy", "reg"]));
+    assert_eq!(ups["web"], list(&["dns", "proxy", "reg", "app"]));
+
+    // An external service ordered after a staged one reaches that service's
+    // earlier stages only through its stage edge; an empty stage in between
+    // cuts the stage edge of the next stage (the earlier stages still count).
+    let mut cfg = sample();
+    cfg.services
+        .get_mut("idp")
+        .unwrap()
+        .after
+        .push("reg".into());
+    cfg.stages
+        .insert(2, stage("empty", &[], FailurePolicy::Block));
+    let plan = build(&cfg).unwrap();
+    let ups = upstreams(&plan);
+    assert_eq!(ups, upstreams_from_pairs(&plan));
+    assert_eq!(ups["idp"], list(&["dns", "proxy", "reg"]));
+    assert_eq!(ups["web"], list(&["dns", "proxy", "reg", "app"]));
 }
 
 #[test]
@@ -312,7 +399,7 @@ fn outputs_are_deterministic_and_mention_everything() {
         "reg.service",
         "check tcp [tcp]: tcp connect 127.0.0.1:28443",
         "<- app via app.service (requires)",
-        "<- proxy via metacircular-core-gate.service (stage, requires)",
+        "<- stage core via metacircular-core-gate.service (stage, requires)",
         "order: idp -> dns -> proxy -> reg -> app -> web",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
@@ -323,7 +410,12 @@ fn outputs_are_deterministic_and_mention_everything() {
     assert!(dot.contains("\"dns\" -> \"metacircular-foundation-gate.service\";"));
     let json: serde_json::Value = serde_json::from_str(&a.to_json().unwrap()).unwrap();
     assert_eq!(json["stages"][0]["timeout"], 120.0);
-    assert_eq!(json["services"]["web"]["edges"][2]["kind"], "requires");
+    assert_eq!(json["services"]["web"]["edges"][0]["kind"], "requires");
+    assert_eq!(
+        json["services"]["web"]["stage_edge"]["gate"],
+        "metacircular-core-gate.service"
+    );
+    assert_eq!(json["services"]["web"]["stage_edge"]["policy"], "block");
     assert_eq!(json["order"][0], "idp");
 }
 
@@ -334,7 +426,7 @@ fn continue_policy_shows_as_wants_and_dashed() {
     let plan = build(&cfg).unwrap();
     assert!(plan
         .to_text()
-        .contains("<- proxy via metacircular-core-gate.service (stage, wants)"));
+        .contains("<- stage core via metacircular-core-gate.service (stage, wants)"));
     assert!(plan
         .to_dot()
         .contains("\"metacircular-core-gate.service\" -> \"web\" [style=dashed];"));

@@ -60,7 +60,7 @@
 pub mod escape;
 pub mod unit;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -398,7 +398,6 @@ pub fn render(cfg: &Config, plan: &Plan, backend: Backend) -> Result<Rendered, R
 /// `[Unit]` dependency lines for a container service.
 fn unit_edges(u: &mut UnitFile, psvc: &PlanService) {
     let s = u.section("Unit");
-    let mut gates: BTreeMap<&str, Option<FailurePolicy>> = BTreeMap::new();
     let mut after: BTreeSet<&str> = BTreeSet::new();
     let mut requires: BTreeSet<&str> = BTreeSet::new();
     for e in &psvc.edges {
@@ -406,9 +405,6 @@ fn unit_edges(u: &mut UnitFile, psvc: &PlanService) {
             continue;
         };
         match e.kind {
-            EdgeKind::Stage => {
-                gates.insert(via, e.policy);
-            }
             EdgeKind::After => {
                 after.insert(via);
             }
@@ -418,11 +414,11 @@ fn unit_edges(u: &mut UnitFile, psvc: &PlanService) {
             }
         }
     }
-    for (gate, policy) in &gates {
-        s.add("After", *gate);
-        match policy {
-            Some(FailurePolicy::Continue) => s.add("Wants", *gate),
-            _ => s.add("Requires", *gate),
+    if let Some(se) = &psvc.stage_edge {
+        s.add("After", se.gate.as_str());
+        match se.policy {
+            FailurePolicy::Continue => s.add("Wants", se.gate.as_str()),
+            FailurePolicy::Block => s.add("Requires", se.gate.as_str()),
         };
     }
     for a in after {
@@ -672,8 +668,14 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RenderError + '_ {
 }
 
 /// Write `rendered` into `quadlet_dir` / `unit_dir`. Only changed files are
-/// written, each atomically (temporary file in the same directory, fsync,
-/// rename, fsync of the directory). Files of our own (header
+/// written, each atomically, in batches: every changed file is first written
+/// to a temporary file in its directory and fsynced, then all are renamed
+/// over their names, then each directory that received a file is fsynced
+/// once (two directories at most instead of one fsync per file). A crash
+/// leaves each name with either its old or its new contents (never a partial
+/// file); it may leave some names old and others new, and, before the
+/// renames, temporary files `.<name>.mcrecover-*.tmp`, which are not units
+/// and are ignored. Files of our own (header
 /// [`HEADER_PREFIX`]) that are no longer rendered are reported as stale, never
 /// deleted. An existing file that differs and does not carry our header is
 /// never overwritten: [`RenderError::Foreign`], and nothing is written. With
@@ -716,10 +718,13 @@ pub fn write(
         }
         todo.push((dir, f, path));
     }
-    if !dry_run {
-        for (dir, f, path) in todo {
-            fs::create_dir_all(dir).map_err(io_err(dir))?;
-            atomic_write(dir, &f.name, f.contents.as_bytes())?;
+    if !dry_run && !todo.is_empty() {
+        let batch: Vec<(&Path, &str, &[u8])> = todo
+            .iter()
+            .map(|(dir, f, _)| (*dir, f.name.as_str(), f.contents.as_bytes()))
+            .collect();
+        atomic_write_all(&batch)?;
+        for (_, f, path) in &todo {
             tracing::info!(unit = %f.name, path = %path.display(), "wrote unit file");
         }
     }
@@ -768,30 +773,62 @@ fn is_generated(path: &Path) -> bool {
         .is_ok_and(|()| buf == HEADER_PREFIX.as_bytes())
 }
 
-fn atomic_write(dir: &Path, name: &str, contents: &[u8]) -> Result<(), RenderError> {
-    let target = dir.join(name);
+/// Write every `(dir, name, contents)` atomically, with one fsync per file
+/// and one per directory: (1) each to a new temporary file in `dir`, mode
+/// 0644, fsynced; (2) each temporary file renamed over `dir/name`; (3) each
+/// distinct `dir` fsynced once, so the renames are durable. On an error,
+/// temporary files not yet renamed are removed; files already renamed keep
+/// their (complete) new contents.
+fn atomic_write_all(files: &[(&Path, &str, &[u8])]) -> Result<(), RenderError> {
     static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.mcrecover-{}-{n}.tmp", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.write_all(contents)?;
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            f.set_permissions(fs::Permissions::from_mode(0o644))?;
-        }
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, &target)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    let dirs: BTreeSet<&Path> = files.iter().map(|(dir, _, _)| *dir).collect();
+    for dir in &dirs {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
     }
-    result.map_err(io_err(&target))
+    // (1) Temporary files, written and fsynced.
+    let mut temps: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(files.len());
+    let remove_temps = |temps: &[(PathBuf, PathBuf)]| {
+        for (tmp, _) in temps {
+            let _ = fs::remove_file(tmp);
+        }
+    };
+    for (dir, name, contents) in files {
+        let target = dir.join(name);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.mcrecover-{}-{n}.tmp", std::process::id()));
+        let written = (|| -> std::io::Result<()> {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            f.write_all(contents)?;
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                f.set_permissions(fs::Permissions::from_mode(0o644))?;
+            }
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            remove_temps(&temps);
+            return Err(io_err(&target)(e));
+        }
+        temps.push((tmp, target));
+    }
+    // (2) Renames.
+    for (i, (tmp, target)) in temps.iter().enumerate() {
+        if let Err(e) = fs::rename(tmp, target) {
+            remove_temps(temps.get(i..).unwrap_or_default());
+            return Err(io_err(target)(e));
+        }
+    }
+    // (3) One fsync per directory.
+    for dir in dirs {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

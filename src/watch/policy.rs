@@ -129,9 +129,9 @@ pub fn upstreams(plan: &Plan) -> BTreeMap<String, Vec<String>> {
         }
         while let Some(n) = todo.pop() {
             if let Some(svc) = plan.services.get(n) {
-                for e in &svc.edges {
-                    if seen.insert(e.upstream.as_str()) {
-                        todo.push(e.upstream.as_str());
+                for up in plan.direct_upstreams(svc) {
+                    if seen.insert(up) {
+                        todo.push(up);
                     }
                 }
             }
