@@ -773,12 +773,19 @@ fn is_generated(path: &Path) -> bool {
         .is_ok_and(|()| buf == HEADER_PREFIX.as_bytes())
 }
 
-/// Write every `(dir, name, contents)` atomically, with one fsync per file
-/// and one per directory: (1) each to a new temporary file in `dir`, mode
-/// 0644, fsynced; (2) each temporary file renamed over `dir/name`; (3) each
-/// distinct `dir` fsynced once, so the renames are durable. On an error,
-/// temporary files not yet renamed are removed; files already renamed keep
-/// their (complete) new contents.
+/// From this many files on, [`atomic_write_all`] flushes the temporary files
+/// with one `syncfs(2)` per directory instead of one fsync per file (1000
+/// fsyncs cost 2–3 s on a shared disk; a syncfs costs tens of ms).
+const SYNCFS_FROM: usize = 32;
+
+/// Write every `(dir, name, contents)` atomically: (1) each to a new
+/// temporary file in `dir`, mode 0644, made durable (fsync per file, or for
+/// [`SYNCFS_FROM`] files and more one `syncfs` of each directory's file
+/// system, which also reports writeback errors on Linux >= 5.8); (2) each
+/// temporary file renamed over `dir/name`; (3) each distinct `dir` fsynced
+/// once, so the renames are durable. On an error, temporary files not yet
+/// renamed are removed; files already renamed keep their (complete) new
+/// contents.
 fn atomic_write_all(files: &[(&Path, &str, &[u8])]) -> Result<(), RenderError> {
     static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dirs: BTreeSet<&Path> = files.iter().map(|(dir, _, _)| *dir).collect();
@@ -792,6 +799,7 @@ fn atomic_write_all(files: &[(&Path, &str, &[u8])]) -> Result<(), RenderError> {
             let _ = fs::remove_file(tmp);
         }
     };
+    let batch = files.len() >= SYNCFS_FROM;
     for (dir, name, contents) in files {
         let target = dir.join(name);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -806,7 +814,11 @@ fn atomic_write_all(files: &[(&Path, &str, &[u8])]) -> Result<(), RenderError> {
                 use std::os::unix::fs::PermissionsExt as _;
                 f.set_permissions(fs::Permissions::from_mode(0o644))?;
             }
-            f.sync_all()
+            if batch {
+                Ok(())
+            } else {
+                f.sync_all()
+            }
         })();
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
@@ -814,6 +826,16 @@ fn atomic_write_all(files: &[(&Path, &str, &[u8])]) -> Result<(), RenderError> {
             return Err(io_err(&target)(e));
         }
         temps.push((tmp, target));
+    }
+    if batch {
+        for dir in &dirs {
+            let synced = fs::File::open(dir)
+                .and_then(|d| nix::unistd::syncfs(&d).map_err(std::io::Error::from));
+            if let Err(e) = synced {
+                remove_temps(&temps);
+                return Err(io_err(dir)(e));
+            }
+        }
     }
     // (2) Renames.
     for (i, (tmp, target)) in temps.iter().enumerate() {

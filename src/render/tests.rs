@@ -488,3 +488,23 @@ fn rootful_service_units_wait_for_the_network() {
     assert!(file(&r, "dns.service")
         .contains("Wants=network-online.target\nAfter=network-online.target\n"));
 }
+
+#[test]
+fn many_files_are_written_with_one_syncfs_and_replace_old_contents() {
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..SYNCFS_FROM + 8)
+        .map(|i| format!("u{i}.service"))
+        .collect();
+    fs::write(dir.path().join("u0.service"), "old").unwrap();
+    let files: Vec<(&Path, &str, &[u8])> = names
+        .iter()
+        .map(|n| (dir.path(), n.as_str(), n.as_bytes()))
+        .collect();
+    atomic_write_all(&files).unwrap();
+    for n in &names {
+        assert_eq!(fs::read_to_string(dir.path().join(n)).unwrap(), *n);
+    }
+    // No temporary file left behind.
+    let count = fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(count, names.len());
+}
