@@ -245,6 +245,7 @@ pub fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
         "metacrypt-web",
     ];
     let (mut total, mut systemd_part, mut daemon_part, mut own) = (vec![], vec![], vec![], vec![]);
+    let (mut to_died, mut to_main_exit, mut after_main_exit) = (vec![], vec![], vec![]);
     let mut raw = Vec::new();
     for i in 0..trials {
         let svc = victims[i % victims.len()];
@@ -264,6 +265,35 @@ pub fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
             .map(entry_ms)
             .filter(|&t| t <= t_restart)
             .fold(f64::NAN, f64::max);
+        // Where the time goes: podman seeing the container die (its `died`
+        // event), conmon exiting (systemd: "Main process exited"), then
+        // systemd + the daemon up to the restart entry.
+        let main_exit = journal(&sb, &["_PID=1", &unit], t_kill)
+            .iter()
+            .filter(|e| {
+                e["MESSAGE"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("Main process exited"))
+            })
+            .map(entry_ms)
+            .fold(f64::NAN, f64::min);
+        let died = journal(
+            &sb,
+            &["PODMAN_EVENT=died", &format!("PODMAN_NAME={svc}")],
+            t_kill,
+        )
+        .iter()
+        .map(entry_ms)
+        .fold(f64::NAN, f64::min);
+        if died.is_finite() {
+            to_died.push(died - t_kill);
+            if main_exit.is_finite() {
+                to_main_exit.push(main_exit - died);
+            }
+        }
+        if main_exit.is_finite() {
+            after_main_exit.push(t_restart - main_exit);
+        }
         let r = t_restart - t_kill;
         total.push(r);
         if sd_done.is_finite() {
@@ -277,7 +307,7 @@ pub fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
             own.push(x);
         }
         eprintln!("mcbench: reaction kill {i} {svc}: restart entry after {r:.0} ms (systemd done at {:.0} ms)", sd_done - t_kill);
-        raw.push(json!({"kind": "kill", "service": svc, "kill_ms": t_kill, "restart_ms": t_restart, "systemd_done_ms": sd_done, "entry": entry}));
+        raw.push(json!({"kind": "kill", "service": svc, "kill_ms": t_kill, "restart_ms": t_restart, "systemd_done_ms": sd_done, "podman_died_ms": died, "main_exited_ms": main_exit, "entry": entry}));
         wait_ready(&sb, svc, t_kill, Duration::from_secs(60))?;
         std::thread::sleep(Duration::from_millis(3500));
     }
@@ -308,9 +338,15 @@ pub fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
             .pass(t.map(|t| t.median <= 200.0).unwrap_or(false))
             .ratio(format!("max {} ms", fmt_num(max_of(&total))))
             .note(format!("SIGKILL of the stand-in (host PID) by the harness → __REALTIME_TIMESTAMP of MESSAGE_ID={RESTART_MESSAGE_ID}; victims rotate over {};{}", victims.join(","), watch_table().replace('\n', " "))),
-        Row::new("reaction", "  of which systemd (kill → unit's last line: ExecStopPost done)", "")
+        Row::new("reaction", "  kill → podman's `died` event", "")
+            .summary(summarize(&to_died), "ms"),
+        Row::new("reaction", "  `died` → systemd: main process (conmon) exited", "")
+            .summary(summarize(&to_main_exit), "ms"),
+        Row::new("reaction", "  main process exited → restart entry (systemd + daemon)", "")
+            .summary(summarize(&after_main_exit), "ms"),
+        Row::new("reaction", "  kill → systemd's last unit line before the restart", "")
             .summary(summarize(&systemd_part), "ms"),
-        Row::new("reaction", "  of which daemon (unit down → restart entry)", "")
+        Row::new("reaction", "  that line → restart entry", "")
             .summary(summarize(&daemon_part), "ms"),
         Row::new("reaction", "  daemon's own REACTION_MS field", "")
             .summary(summarize(&own), "ms"),
@@ -403,6 +439,29 @@ fn measure(sb: &Sandbox, unit: &str, secs: u64) -> Result<(Vec<f64>, f64)> {
     }
     let (_, u1) = cgroup_sample(&cg);
     let cpu = 100.0 * (u1.saturating_sub(u0)) as f64 / 1e6 / t.elapsed().as_secs_f64();
+    // What the RSS is made of (anonymous = heap and stacks; the rest is
+    // file-backed, mostly the mapped binary and libraries), for the log.
+    let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
+    for p in procs.lines() {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")) {
+            let field = |name: &str| {
+                text.lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .unwrap_or("?")
+                    .to_owned()
+            };
+            let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+            eprintln!(
+                "mcbench: {unit} pid {p} ({}): Rss {} KiB, Anonymous {} KiB, Shared_Clean {} KiB, Private_Clean {} KiB",
+                comm.trim(),
+                field("Rss:"),
+                field("Anonymous:"),
+                field("Shared_Clean:"),
+                field("Private_Clean:")
+            );
+        }
+    }
     Ok((rss, cpu))
 }
 
