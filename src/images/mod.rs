@@ -232,6 +232,25 @@ fn remedy(cfg: &Config, pm: &Podman, image: &str) -> String {
     )
 }
 
+/// Whether the image of every service in `services` is in the platform's
+/// podman storage already (one `podman image exists` per image, all at
+/// once). Loads and pulls nothing: [`ensure_images`] does that.
+pub async fn all_present(cfg: &Config, services: &[String]) -> Result<bool, ImagesError> {
+    let wanted = images_of(cfg, services);
+    if wanted.is_empty() {
+        return Ok(true);
+    }
+    let pm = Podman::for_config(cfg)?;
+    let present =
+        futures_util::future::join_all(wanted.iter().map(|(image, _)| pm.exists(image))).await;
+    for p in present {
+        if !p? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Makes sure the image of every service in `services` is in the platform's
 /// podman storage (root's when rootful, the platform user's when rootless):
 /// present already; else loaded from `platform.image_archive` after its

@@ -12,7 +12,7 @@ use crate::check::{self, Outcome};
 use crate::config::{Check, Config};
 
 /// Longest pause between two attempts of a failing check while gating.
-pub const MAX_RETRY_PAUSE: Duration = Duration::from_millis(250);
+pub const MAX_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// First pause after a failed attempt; doubles up to [`MAX_RETRY_PAUSE`].
 pub const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(25);
 

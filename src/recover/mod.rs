@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{Config, FailurePolicy};
 use crate::drive::{JobMode, Systemd};
@@ -100,6 +100,9 @@ pub async fn recover_with(
     let total = plan.stages.len();
     let mut blocked_by: Option<String> = None;
     let mut earlier_failed = false;
+    // The stage's preflight found nothing to do while the previous stage
+    // was being gated (see `preflight_ahead`).
+    let mut clear_ahead = false;
 
     for (index, stage) in plan.stages.iter().enumerate() {
         if let Some(blocker) = &blocked_by {
@@ -123,14 +126,20 @@ pub async fn recover_with(
         // Services whose unit is already active (a daemon restarted in the
         // middle, a second `recover`) need no preflight: their ports are
         // theirs and their images are in use.
+        // It may have found nothing to do already, while the previous stage
+        // was gated (`preflight_ahead`).
         let mut idle = Vec::new();
-        for svc in &stage.services {
-            let active = match unit_of(plan, svc) {
-                Some(unit) => sd.unit_state(unit).await.is_ok_and(|st| st.is_active()),
-                None => false,
-            };
-            if !active {
-                idle.push(svc.clone());
+        if std::mem::take(&mut clear_ahead) {
+            debug!(stage = %stage.name, "preflight clear already (checked while the previous stage was gated)");
+        } else {
+            for svc in &stage.services {
+                let active = match unit_of(plan, svc) {
+                    Some(unit) => sd.unit_state(unit).await.is_ok_and(|st| st.is_active()),
+                    None => false,
+                };
+                if !active {
+                    idle.push(svc.clone());
+                }
             }
         }
         let problems = preflight(cfg, &stage.name, &idle).await;
@@ -217,15 +226,22 @@ pub async fn recover_with(
         // Gate on the stage's checks until healthy or timeout.
         let deadline = stage_start + stage.timeout;
         let gate_offset = stage_start.elapsed();
-        let result = gate::wait_healthy(cfg, &gated, deadline, |ev| match ev {
+        let gate = gate::wait_healthy(cfg, &gated, deadline, |ev| match ev {
             GateEvent::Attempt(st) => on_event(&RecoverEvent::Check(st)),
             GateEvent::ServiceHealthy { service, .. } => {
                 let at = t0.elapsed();
                 info!(service = %service, stage = %stage.name, healthy_after_s = at.as_secs_f64(), "service healthy");
                 on_event(&RecoverEvent::ServiceHealthy { service, at });
             }
-        })
-        .await;
+        });
+        // Meanwhile, the next stage's preflight, so that it can start its
+        // units as soon as this stage is healthy.
+        let next: &[String] = plan
+            .stages
+            .get(index + 1)
+            .map_or(&[], |s| s.services.as_slice());
+        let (result, ahead) = tokio::join!(gate, preflight_ahead(cfg, next));
+        clear_ahead = ahead;
 
         let elapsed = stage_start.elapsed();
         let healthy = result.all_healthy();
@@ -312,6 +328,22 @@ async fn preflight(cfg: &Config, stage: &str, services: &[String]) -> Vec<(Strin
     }
     let msg = failures.join("; ");
     services.iter().map(|s| (s.clone(), msg.clone())).collect()
+}
+
+/// The part of [`preflight`] that does not depend on earlier stages, run for
+/// the next stage while this one is gated: true when every image is present
+/// and no host check fails, so the next stage needs no preflight of its own.
+/// Anything else (an image to load or pull, a port taken, podman not
+/// answering) is left to the full preflight when the stage begins.
+async fn preflight_ahead(cfg: &Config, services: &[String]) -> bool {
+    if services.is_empty() {
+        return false;
+    }
+    matches!(crate::images::all_present(cfg, services).await, Ok(true))
+        && crate::doctor::preflight_services(cfg, services)
+            .await
+            .iter()
+            .all(|f| f.status != crate::doctor::Status::Fail)
 }
 
 /// `services` split into those to start and gate, and the skipped ones
