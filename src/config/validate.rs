@@ -2,7 +2,7 @@
 //! membership, `after`/`requires` targets, dependency cycles (stage order
 //! included) and host port conflicts.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 
 use super::error::{ConfigError, Ctx};
@@ -28,8 +28,13 @@ fn names(services: &[LoadedService]) -> impl Iterator<Item = &str> + Clone {
     services.iter().map(|s| s.key.get_ref().as_str())
 }
 
-fn find<'a>(services: &'a [LoadedService], name: &str) -> Option<&'a LoadedService> {
-    services.iter().find(|s| s.key.get_ref() == name)
+/// Services by name, to look members and edge targets up without a linear
+/// scan each (1000 services: 500 000 string comparisons otherwise).
+fn by_name(services: &[LoadedService]) -> HashMap<&str, &LoadedService> {
+    services
+        .iter()
+        .map(|s| (s.key.get_ref().as_str(), s))
+        .collect()
 }
 
 fn container_names(ctx: &Ctx<'_>, services: &[LoadedService]) -> Result<(), ConfigError> {
@@ -67,13 +72,14 @@ fn membership(
     stages: &[LoadedStage],
 ) -> Result<BTreeMap<String, usize>, ConfigError> {
     let mut stage_of: BTreeMap<String, usize> = BTreeMap::new();
+    let index_of = by_name(services);
     for (index, stage) in stages.iter().enumerate() {
         let Some(list) = &stage.raw.get_ref().services else {
             continue;
         };
         for member in list.get_ref() {
             let name = member.get_ref();
-            let Some(service) = find(services, name) else {
+            let Some(&service) = index_of.get(name.as_str()) else {
                 return Err(ctx.err(
                     member.span(),
                     format!(
@@ -154,8 +160,9 @@ fn explicit_edges(services: &[LoadedService]) -> Vec<Edge<'_>> {
 }
 
 fn dependency_targets(ctx: &Ctx<'_>, services: &[LoadedService]) -> Result<(), ConfigError> {
+    let index_of = by_name(services);
     for edge in explicit_edges(services) {
-        let Some(target) = find(services, edge.to) else {
+        let Some(&target) = index_of.get(edge.to) else {
             return Err(ctx.err(
                 edge.span,
                 format!(
