@@ -241,14 +241,21 @@ pub async fn all_present(cfg: &Config, services: &[String]) -> Result<bool, Imag
         return Ok(true);
     }
     let pm = Podman::for_config(cfg)?;
-    let present =
-        futures_util::future::join_all(wanted.iter().map(|(image, _)| pm.exists(image))).await;
-    for p in present {
+    for p in exists_each(&pm, &wanted).await {
         if !p? {
             return Ok(false);
         }
     }
     Ok(true)
+}
+
+/// `podman image exists` for each wanted image, all at once (each is a podman
+/// process start, ~0.1 s; a stage waits for them before any unit starts).
+async fn exists_each(
+    pm: &Podman,
+    wanted: &[(String, Vec<String>)],
+) -> Vec<Result<bool, ImagesError>> {
+    futures_util::future::join_all(wanted.iter().map(|(image, _)| pm.exists(image))).await
 }
 
 /// Makes sure the image of every service in `services` is in the platform's
@@ -271,10 +278,7 @@ pub async fn ensure_images(
     let mut index: Option<Index> = None;
     let mut actions = Vec::new();
     let mut failures = Vec::new();
-    // One `podman image exists` per image, all at once: each is a podman
-    // process start (~0.1 s), and a stage waits for them before any unit starts.
-    let present =
-        futures_util::future::join_all(wanted.iter().map(|(image, _)| pm.exists(image))).await;
+    let present = exists_each(&pm, &wanted).await;
     for ((image, svcs), present) in wanted.into_iter().zip(present) {
         if present? {
             actions.push(ImageAction::Present {
