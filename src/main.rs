@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use mcrecover::config::{self, Config, Mode};
 use mcrecover::drive::{BusTarget, Systemd};
-use mcrecover::recover::{self, gate, Progress};
+use mcrecover::recover::{self, Progress};
 use mcrecover::watch::api::{self, ApiBus, ApiError};
 use mcrecover::watch::{status as wstatus, ApiCommand};
 use mcrecover::{check, doctor, images, import, plan, render};
@@ -408,24 +408,23 @@ fn run(cli: Cli) -> Result<u8, Exit> {
             Ok(report.exit_code)
         }),
         Command::Gate { stage } => runtime()?.block_on(async {
-            let Some(st) = cfg.stages.iter().find(|s| s.name == stage) else {
+            let plan = plan::build(&cfg).map_err(|e| Exit(EXIT_CONFIG, e.into()))?;
+            let Some(index) = plan.stages.iter().position(|s| s.name == stage) else {
                 let names: Vec<&str> = cfg.stages.iter().map(|s| s.name.as_str()).collect();
                 return Err(Exit(
                     EXIT_CONFIG,
                     anyhow::anyhow!("no stage `{stage}` (stages: {})", names.join(", ")),
                 ));
             };
-            let deadline = tokio::time::Instant::now() + st.timeout;
-            let result = gate::wait_healthy(&cfg, &st.services, deadline, |_| {}).await;
-            if result.all_healthy() {
-                eprintln!("stage {stage}: all {} services healthy", st.services.len());
+            let timeout = cfg.stages.get(index).map_or(0, |s| s.timeout.as_secs());
+            let members = plan.stages.get(index).map_or(0, |s| s.services.len());
+            let result = recover::gate(&cfg, &plan, index).await;
+            if result.healthy {
+                eprintln!("stage {stage}: all {members} services healthy");
                 Ok(0)
             } else {
-                eprintln!(
-                    "stage {stage}: not healthy after {}s:",
-                    st.timeout.as_secs()
-                );
-                for r in result.failing_reasons() {
+                eprintln!("stage {stage}: not healthy after {timeout}s:");
+                for r in result.failing {
                     eprintln!("  {r}");
                 }
                 Ok(1)

@@ -37,6 +37,7 @@ use mcrecover_testbed::{e2e_gate, Sandbox, SandboxOptions};
 
 fn event() -> Event {
     Event {
+        kind: escalate::EventKind::Escalated,
         id: "mcr-1795572900000".into(),
         platform: "metacircular".into(),
         service: "mcr".into(),

@@ -250,7 +250,7 @@ fn upstreams_from_pairs(plan: &Plan) -> BTreeMap<String, Vec<String>> {
 
 #[test]
 fn watch_upstreams_are_unchanged_by_collapsed_stage_edges() {
-    use crate::watch::policy::upstreams;
+    use crate::engine::policy::upstreams;
     let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
 
     let plan = build(&sample()).unwrap();

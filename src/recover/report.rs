@@ -2,12 +2,10 @@
 //! the overall outcome and its exit code; printable as text or JSON.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use serde::Serialize;
 
-use super::gate::GateResult;
-use crate::plan::Plan;
+use crate::engine::{Life, StagePhase, World};
 
 /// Overall result of a recovery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -106,6 +104,13 @@ pub struct ServiceReport {
     /// Why it was not started (status `skipped`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// Restarts the engine issued during the run (a unit that died or
+    /// failed its checks is restarted under the restart policy).
+    pub restarts: u32,
+    /// The unit's last death seen during the run (`unit X is failed/failed
+    /// (result signal)`), if it died.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub died: Option<String>,
 }
 
 /// One step of the critical path: the slowest service of a stage.
@@ -137,67 +142,120 @@ pub struct Report {
 }
 
 impl Report {
-    pub(super) fn new(plan: &Plan) -> Report {
+    /// The report of a settled recovery run: per stage and per service
+    /// what the engine's world says, timed from the run's start.
+    pub fn from_world(w: &World, now: u64) -> Report {
+        let rel = |t: u64| t.saturating_sub(w.began_at) as f64 / 1000.0;
         let mut stages = Vec::new();
         let mut services = Vec::new();
-        for st in &plan.stages {
+        let mut critical_path = Vec::new();
+        for st in &w.stages {
+            let status = match st.phase {
+                StagePhase::Healthy => StageStatus::Healthy,
+                StagePhase::Failed { .. } => StageStatus::Failed,
+                StagePhase::Blocked { .. } => StageStatus::Blocked,
+                _ => StageStatus::Pending,
+            };
+            let blocked_by = match st.phase {
+                StagePhase::Blocked { by } => w.stages.get(by).map(|b| b.info.name.clone()),
+                _ => None,
+            };
+            let start = st.started_at.unwrap_or(now);
             stages.push(StageReport {
-                name: st.name.clone(),
-                status: StageStatus::Pending,
-                started_at_s: 0.0,
-                elapsed_s: 0.0,
-                blocked_by: None,
+                name: st.info.name.clone(),
+                status,
+                started_at_s: st.started_at.map_or(0.0, rel),
+                elapsed_s: st
+                    .ended_at
+                    .map_or(0.0, |e| e.saturating_sub(st.attempt_at) as f64 / 1000.0),
+                blocked_by,
             });
-            for svc in &st.services {
+            let mut slowest: Option<(String, f64)> = None;
+            for &m in &st.info.members {
+                let s = &w.services[m];
+                let healthy = matches!(s.life, Life::Healthy { .. });
+                let svc_status = match (&s.life, status) {
+                    (Life::Skipped, _) => ServiceStatus::Skipped,
+                    (_, StageStatus::Blocked) => ServiceStatus::Blocked,
+                    (Life::Healthy { .. }, _) => ServiceStatus::Healthy,
+                    (_, StageStatus::Pending) => ServiceStatus::Pending,
+                    _ => ServiceStatus::Unhealthy,
+                };
+                let tth = s
+                    .report
+                    .healthy_at
+                    .filter(|_| healthy)
+                    .map(|t| t.saturating_sub(start) as f64 / 1000.0);
+                if let Some(t) = tth {
+                    if slowest.as_ref().is_none_or(|(_, d)| t > *d) {
+                        slowest = Some((s.info.name.clone(), t));
+                    }
+                }
+                let mut failing = Vec::new();
+                if svc_status == ServiceStatus::Unhealthy {
+                    if s.unit_down() {
+                        failing.push(format!("{}/unit: {}", s.info.name, s.unit_reason()));
+                    }
+                    for c in s.checks.iter().filter(|c| c.passing != Some(true)) {
+                        let why = c.last.as_ref().map_or_else(
+                            || "no attempt finished before the deadline".to_owned(),
+                            |l| l.detail.clone(),
+                        );
+                        failing.push(format!("{}/{}: {why}", s.info.name, c.spec.name));
+                    }
+                }
                 services.push(ServiceReport {
-                    name: svc.clone(),
-                    stage: st.name.clone(),
-                    unit: super::unit_of(plan, svc).map(str::to_string),
-                    status: ServiceStatus::Pending,
-                    job_result: None,
-                    active_state: None,
-                    start_error: None,
-                    time_to_healthy_s: None,
-                    failing: Vec::new(),
+                    name: s.info.name.clone(),
+                    stage: st.info.name.clone(),
+                    unit: s.info.unit.clone(),
+                    status: svc_status,
+                    job_result: s.report.job_result.clone(),
+                    active_state: s.report.active_state.clone(),
+                    start_error: s.report.start_error.clone(),
+                    time_to_healthy_s: tth,
+                    failing,
                     diagnoses: Vec::new(),
-                    skipped: None,
+                    skipped: s.report.skipped.clone(),
+                    restarts: s.report.restarts,
+                    died: s.report.died.clone(),
                 });
             }
+            if status == StageStatus::Healthy {
+                if let Some((service, t)) = slowest {
+                    critical_path.push(CriticalStep {
+                        stage: st.info.name.clone(),
+                        service,
+                        time_to_healthy_s: t,
+                    });
+                }
+            }
         }
+        let outcome = if stages.iter().any(|s| s.status == StageStatus::Blocked) {
+            Outcome::Blocked
+        } else if stages
+            .iter()
+            .any(|s| matches!(s.status, StageStatus::Failed | StageStatus::Pending))
+        {
+            Outcome::SomeFailed
+        } else {
+            Outcome::AllHealthy
+        };
         Report {
-            outcome: Outcome::AllHealthy,
-            exit_code: 0,
-            total_s: 0.0,
+            outcome,
+            exit_code: outcome.exit_code(),
+            total_s: rel(now),
             stages,
             services,
-            critical_path: Vec::new(),
+            critical_path,
         }
     }
 
-    fn service_mut(&mut self, name: &str) -> Option<&mut ServiceReport> {
-        self.services.iter_mut().find(|s| s.name == name)
-    }
-
-    pub(super) fn set_unit(
-        &mut self,
-        svc: &str,
-        job: Option<String>,
-        active: Option<String>,
-        err: Option<String>,
-    ) {
-        if let Some(s) = self.service_mut(svc) {
-            s.job_result = job;
-            s.active_state = active;
-            s.start_error = err;
-        }
-    }
-
-    /// Services of `stage` that did not become healthy and have a unit, with
-    /// their start error (text for the diagnosis).
-    pub(super) fn unhealthy_units(&self, stage: &str) -> Vec<(String, String, String)> {
+    /// Services that did not become healthy and have a unit, with their
+    /// start error (text for the diagnosis).
+    pub(super) fn unhealthy_units(&self) -> Vec<(String, String, String)> {
         self.services
             .iter()
-            .filter(|s| s.stage == stage && s.status == ServiceStatus::Unhealthy)
+            .filter(|s| s.status == ServiceStatus::Unhealthy)
             .filter_map(|s| {
                 let unit = s.unit.clone()?;
                 Some((
@@ -210,85 +268,9 @@ impl Report {
     }
 
     pub(super) fn set_diagnoses(&mut self, svc: &str, d: Vec<crate::diagnose::Diagnosis>) {
-        if let Some(s) = self.service_mut(svc) {
+        if let Some(s) = self.services.iter_mut().find(|s| s.name == svc) {
             s.diagnoses = d;
         }
-    }
-
-    pub(super) fn mark_skipped(&mut self, svc: &str, why: &str) {
-        if let Some(s) = self.service_mut(svc) {
-            s.status = ServiceStatus::Skipped;
-            s.skipped = Some(why.to_string());
-        }
-    }
-
-    pub(super) fn mark_blocked(&mut self, stage: &str, blocker: &str) {
-        if let Some(st) = self.stages.iter_mut().find(|s| s.name == stage) {
-            st.status = StageStatus::Blocked;
-            st.blocked_by = Some(blocker.to_string());
-        }
-        for s in self.services.iter_mut().filter(|s| s.stage == stage) {
-            s.status = ServiceStatus::Blocked;
-        }
-    }
-
-    pub(super) fn record_stage(
-        &mut self,
-        stage: &str,
-        status: StageStatus,
-        (started_at, gate_offset, elapsed): (Duration, Duration, Duration),
-        result: &GateResult,
-    ) {
-        // Gate times count from the end of the start jobs; report from stage start.
-        let since_stage = |d: &Option<Duration>| d.map(|d| gate_offset + d);
-        if let Some(st) = self.stages.iter_mut().find(|s| s.name == stage) {
-            st.status = status;
-            st.started_at_s = started_at.as_secs_f64();
-            st.elapsed_s = elapsed.as_secs_f64();
-        }
-        let reasons = result.failing_reasons();
-        for (svc, after) in &result.healthy_after {
-            if let Some(s) = self.service_mut(svc) {
-                s.time_to_healthy_s = since_stage(after).map(|d| d.as_secs_f64());
-                s.status = if after.is_some() {
-                    ServiceStatus::Healthy
-                } else {
-                    ServiceStatus::Unhealthy
-                };
-                let prefix = format!("{svc}/");
-                s.failing = reasons
-                    .iter()
-                    .filter(|r| r.starts_with(&prefix))
-                    .cloned()
-                    .collect();
-            }
-        }
-        if status == StageStatus::Healthy {
-            let slowest = result
-                .healthy_after
-                .iter()
-                .filter_map(|(n, d)| since_stage(d).map(|d| (n, d)))
-                .max_by_key(|(_, d)| *d);
-            if let Some((svc, d)) = slowest {
-                self.critical_path.push(CriticalStep {
-                    stage: stage.to_string(),
-                    service: svc.clone(),
-                    time_to_healthy_s: d.as_secs_f64(),
-                });
-            }
-        }
-    }
-
-    pub(super) fn finish(&mut self, total: Duration) {
-        self.total_s = total.as_secs_f64();
-        self.outcome = if self.stages.iter().any(|s| s.status == StageStatus::Blocked) {
-            Outcome::Blocked
-        } else if self.stages.iter().any(|s| s.status == StageStatus::Failed) {
-            Outcome::SomeFailed
-        } else {
-            Outcome::AllHealthy
-        };
-        self.exit_code = self.outcome.exit_code();
     }
 
     /// A human summary: per stage and per service time to healthy, failures
@@ -327,6 +309,12 @@ impl Report {
                 }
                 if let Some(e) = &s.start_error {
                     let _ = writeln!(out, "      start: {e}");
+                }
+                if let Some(d) = &s.died {
+                    let _ = writeln!(out, "      died: {d}");
+                }
+                if s.restarts > 0 {
+                    let _ = writeln!(out, "      restarted {} time(s)", s.restarts);
                 }
                 for r in &s.failing {
                     let _ = writeln!(out, "      check {r}");

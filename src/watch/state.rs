@@ -6,19 +6,14 @@
 //! every change, loaded at start, so a daemon restart neither resets counts
 //! nor repeats the actions of an event.
 
-use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use serde::{Deserialize, Serialize};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// File name inside the state directory.
 pub const STATE_FILE: &str = "state.json";
 /// Default state directory when nothing else says.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/mcrecover";
-/// How many handled event ids are remembered per service.
-const EVENTS_KEPT: usize = 32;
 
 /// Errors reading or writing the state file.
 #[derive(Debug, thiserror::Error)]
@@ -36,87 +31,7 @@ pub enum StateError {
     Encode(#[from] serde_json::Error),
 }
 
-/// The current escalation of a service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Escalation {
-    /// Event id (`<service>-<unix ms>`).
-    pub event_id: String,
-    /// Why it was escalated.
-    pub reason: String,
-    /// When (unix ms).
-    pub at_ms: u64,
-}
-
-/// The persisted history of one service.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ServiceRecord {
-    /// Wall-clock times (unix ms) of the restarts issued within the window.
-    pub restarts: Vec<u64>,
-    /// Backoff level: restarts since the last reset.
-    pub backoff_level: u32,
-    /// Current escalation, until ack or healthy.
-    pub escalated: Option<Escalation>,
-    /// Event ids whose escalation actions were started (never run twice).
-    pub actions_done: Vec<String>,
-    /// Event id for which the remedy was tried.
-    pub remedy_tried: Option<String>,
-    /// Restarts issued since the daemon first saw the service.
-    pub total_restarts: u64,
-}
-
-impl ServiceRecord {
-    /// Drop restart timestamps older than `window` before `now_ms`.
-    pub fn prune(&mut self, now_ms: u64, window: Duration) {
-        let from = now_ms.saturating_sub(duration_ms(window));
-        self.restarts.retain(|&t| t >= from);
-    }
-
-    /// Restarts within `window` before `now_ms`.
-    pub fn restarts_in_window(&self, now_ms: u64, window: Duration) -> u32 {
-        let from = now_ms.saturating_sub(duration_ms(window));
-        let n = self.restarts.iter().filter(|&&t| t >= from).count();
-        u32::try_from(n).unwrap_or(u32::MAX)
-    }
-
-    /// Record a restart issued at `now_ms`: timestamp, backoff level, total.
-    pub fn record_restart(&mut self, now_ms: u64, window: Duration) {
-        self.prune(now_ms, window);
-        self.restarts.push(now_ms);
-        self.backoff_level = self.backoff_level.saturating_add(1);
-        self.total_restarts += 1;
-    }
-
-    /// Forget the restart history and backoff (healthy long enough, or ack).
-    pub fn reset_backoff(&mut self) {
-        self.restarts.clear();
-        self.backoff_level = 0;
-    }
-
-    /// Remember that the actions of `event_id` were started.
-    pub fn mark_actions_done(&mut self, event_id: &str) {
-        if !self.actions_done.iter().any(|e| e == event_id) {
-            self.actions_done.push(event_id.to_owned());
-        }
-        let excess = self.actions_done.len().saturating_sub(EVENTS_KEPT);
-        self.actions_done.drain(..excess);
-    }
-
-    /// Whether the actions of `event_id` were already started.
-    pub fn actions_done_for(&self, event_id: &str) -> bool {
-        self.actions_done.iter().any(|e| e == event_id)
-    }
-}
-
-/// The whole persisted state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PersistedState {
-    /// Format version (1).
-    pub version: u32,
-    /// Per service name.
-    pub services: BTreeMap<String, ServiceRecord>,
-}
+pub use crate::engine::history::{Escalation, PersistedState, ServiceRecord};
 
 /// Where the state lives; loads and saves it.
 #[derive(Debug, Clone)]
@@ -222,47 +137,11 @@ pub fn now_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn window_and_backoff() {
-        let w = Duration::from_secs(600);
-        let mut r = ServiceRecord::default();
-        r.record_restart(1_000_000, w);
-        r.record_restart(1_100_000, w);
-        r.record_restart(1_700_000, w);
-        assert_eq!(r.backoff_level, 3);
-        assert_eq!(r.total_restarts, 3);
-        // 1_000_000 fell out of the window at the third restart.
-        assert_eq!(r.restarts, vec![1_100_000, 1_700_000]);
-        assert_eq!(r.restarts_in_window(1_700_000, w), 2);
-        assert_eq!(r.restarts_in_window(1_800_001, w), 1);
-        r.reset_backoff();
-        assert_eq!(r.backoff_level, 0);
-        assert_eq!(r.restarts_in_window(1_700_000, w), 0);
-        assert_eq!(r.total_restarts, 3);
-    }
-
-    #[test]
-    fn events_remembered_and_bounded() {
-        let mut r = ServiceRecord::default();
-        r.mark_actions_done("a-1");
-        r.mark_actions_done("a-1");
-        assert_eq!(r.actions_done.len(), 1);
-        assert!(r.actions_done_for("a-1"));
-        for i in 0..100 {
-            r.mark_actions_done(&format!("a-{i}"));
-        }
-        assert_eq!(r.actions_done.len(), EVENTS_KEPT);
-        assert!(r.actions_done_for("a-99"));
-    }
+    use std::time::Duration;
 
     #[test]
     fn save_load_round_trip_and_corrupt_file() {

@@ -8,6 +8,10 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceState {
+    /// Not wanted yet: its stage has not been started.
+    Pending,
+    /// Not started: an earlier `block` stage failed (started once it heals).
+    Blocked,
     /// Started (or restarted) and inside its start period, or not yet checked.
     Starting,
     /// Unit active and all checks passing.
@@ -24,6 +28,8 @@ impl ServiceState {
     /// The lowercase name used in JSON, D-Bus and the journal.
     pub fn as_str(self) -> &'static str {
         match self {
+            ServiceState::Pending => "pending",
+            ServiceState::Blocked => "blocked",
             ServiceState::Starting => "starting",
             ServiceState::Healthy => "healthy",
             ServiceState::Unhealthy => "unhealthy",
@@ -80,7 +86,7 @@ pub struct Snapshot {
     pub pid: u32,
     /// Configuration file in use.
     pub config: String,
-    /// `recovering` (boot recovery running) or `watching`.
+    /// `recovering` (a stage is on its way up) or `watching`.
     pub phase: String,
     /// Human progress line (also the sd_notify STATUS=).
     pub status_line: String,

@@ -19,7 +19,7 @@ const STDERR_LIMIT: usize = 16 * 1024;
 /// The environment the hook gets for `ev` (besides the daemon's own).
 pub fn environment(ev: &Event) -> Vec<(&'static str, String)> {
     vec![
-        ("MCRECOVER_EVENT", "escalated".to_owned()),
+        ("MCRECOVER_EVENT", ev.kind.as_str().to_owned()),
         ("MCRECOVER_EVENT_ID", ev.id.clone()),
         ("MCRECOVER_PLATFORM", ev.platform.clone()),
         ("MCRECOVER_SERVICE", ev.service.clone()),

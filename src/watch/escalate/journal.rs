@@ -13,6 +13,9 @@ use super::{Action, ActionResult, Event};
 
 /// `MESSAGE_ID` of the escalation entry (priority `crit`).
 pub const ESCALATED_MESSAGE_ID: &str = "9d2f1c4e7b3a4f0e8c6d5b2a1f0e9c87";
+/// `MESSAGE_ID` of the entry of a blocking episode (priority `crit`): a
+/// `block` stage failed and later stages wait for it.
+pub const BLOCKED_MESSAGE_ID: &str = "3b7e2c9a4d1f4b8e9a0c6d2e5f1a7b30";
 /// `MESSAGE_ID` of the restart-issued entry (priority `notice`).
 pub const RESTART_MESSAGE_ID: &str = "5e8a0b3c2d1f4e6a9b7c8d0e1f2a3b4c";
 /// `SYSLOG_IDENTIFIER` of both entries.
@@ -28,8 +31,12 @@ pub fn journald_present() -> bool {
 /// The structured fields of the escalation entry for `ev` (without
 /// `PRIORITY`/`MESSAGE`).
 pub fn escalated_fields(ev: &Event) -> Vec<(&'static str, String)> {
+    let id = match ev.kind {
+        super::EventKind::Escalated => ESCALATED_MESSAGE_ID,
+        super::EventKind::Blocked => BLOCKED_MESSAGE_ID,
+    };
     vec![
-        ("MESSAGE_ID", ESCALATED_MESSAGE_ID.to_owned()),
+        ("MESSAGE_ID", id.to_owned()),
         ("SYSLOG_IDENTIFIER", SYSLOG_IDENTIFIER.to_owned()),
         ("SERVICE", ev.service.clone()),
         ("UNIT", ev.unit.clone()),
@@ -45,6 +52,13 @@ pub fn escalated_fields(ev: &Event) -> Vec<(&'static str, String)> {
 
 /// The human message of the escalation entry.
 fn escalated_message(ev: &Event) -> String {
+    if ev.kind == super::EventKind::Blocked {
+        return format!(
+            "stage {} failed and blocks the stages after it (retried; they start once it is healthy): {}",
+            ev.stage.as_deref().unwrap_or("?"),
+            ev.reason
+        );
+    }
     let diag = super::diagnosis_ids(&ev.diagnoses);
     let diag = if diag.is_empty() {
         "no known failure signature".to_owned()

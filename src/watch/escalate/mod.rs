@@ -17,9 +17,33 @@ use serde::Serialize;
 use crate::config::{Remedy, Service, WatchPolicy};
 use crate::diagnose::Diagnosis;
 
-/// One escalation, as the actions see it.
+/// What an [`Event`] is about.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// A service was restarted too often.
+    #[default]
+    Escalated,
+    /// A `block` stage failed: later stages wait for it (once per blocking
+    /// episode; the stage is retried and the ramp resumes by itself).
+    Blocked,
+}
+
+impl EventKind {
+    /// The name used in `MCRECOVER_EVENT` and the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Escalated => "escalated",
+            EventKind::Blocked => "blocked",
+        }
+    }
+}
+
+/// One escalation (or blocking episode), as the actions see it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
     /// Unique id of this escalation (`<service>-<unix ms>`); actions are not repeated for an id.
     pub id: String,
     /// Platform name.

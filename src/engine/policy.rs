@@ -1,8 +1,7 @@
-//! The daemon's decision arithmetic, pure and unit tested: backoff delays,
-//! the escalation threshold (monit-like "N restarts within a window"), the
-//! backoff reset after a healthy period, the dependency-aware hold, and
-//! [`decide`], which turns the facts about one service into what the engine
-//! does next.
+//! The restart policy's arithmetic, pure: backoff delays, the escalation
+//! threshold (monit-like "N restarts within a window"), the backoff reset
+//! after a healthy period, and each service's upstreams (for the
+//! dependency-aware hold).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -36,71 +35,6 @@ pub fn should_escalate(policy: &WatchPolicy, restarts_in_window: u32) -> bool {
 /// backoff level and restart history.
 pub fn should_reset(policy: &WatchPolicy, healthy_for: Duration) -> bool {
     healthy_for >= policy.backoff_reset
-}
-
-/// Everything [`decide`] needs to know about one service.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Facts {
-    /// Unit active (or no unit) and every check passing.
-    pub healthy: bool,
-    /// Unit failed/inactive (and the daemon owns restarts), or a check failing.
-    pub failing: bool,
-    /// The root-most failing upstream, if any.
-    pub failing_upstream: Option<String>,
-    /// Escalated and not re-armed.
-    pub escalated: bool,
-    /// The daemon may restart it (has a unit, `restart` is not `no`).
-    pub restartable: bool,
-    /// A restart is scheduled or running.
-    pub restart_pending: bool,
-    /// Restarts issued within the escalation window.
-    pub restarts_in_window: u32,
-    /// Current backoff level.
-    pub backoff_level: u32,
-}
-
-/// What the engine does with a service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Healthy: nothing to do (re-arms an escalation).
-    Healthy,
-    /// Not failing, not yet healthy (starting, checks unknown).
-    Starting,
-    /// Failing while an upstream fails: wait for that upstream.
-    Held(String),
-    /// Escalated: no more restarts until ack or healthy.
-    Escalated,
-    /// Failing, but nothing to do now (not restartable, or a restart is
-    /// already scheduled or running).
-    Unhealthy,
-    /// Schedule a restart after this delay.
-    Restart(Duration),
-    /// Too many restarts within the window: escalate now.
-    Escalate,
-}
-
-/// The decision for one service, from its facts (see the module docs and
-/// docs/daemon/engine.md for the semantics).
-pub fn decide(policy: &WatchPolicy, f: &Facts) -> Decision {
-    if f.healthy {
-        return Decision::Healthy;
-    }
-    if !f.failing {
-        return Decision::Starting;
-    }
-    if f.escalated {
-        return Decision::Escalated;
-    }
-    if let Some(up) = &f.failing_upstream {
-        return Decision::Held(up.clone());
-    }
-    if !f.restartable || f.restart_pending {
-        return Decision::Unhealthy;
-    }
-    if should_escalate(policy, f.restarts_in_window) {
-        return Decision::Escalate;
-    }
-    Decision::Restart(backoff_delay(policy, f.backoff_level))
 }
 
 /// Per service, every upstream (transitively: earlier stages through the
@@ -181,62 +115,6 @@ mod tests {
         assert!(!should_escalate(&p, 100));
         assert!(!should_reset(&policy(), Duration::from_secs(599)));
         assert!(should_reset(&policy(), Duration::from_secs(600)));
-    }
-
-    fn failing() -> Facts {
-        Facts {
-            failing: true,
-            restartable: true,
-            ..Facts::default()
-        }
-    }
-
-    #[test]
-    fn decisions() {
-        let p = policy();
-        let healthy = Facts {
-            healthy: true,
-            escalated: true,
-            ..Facts::default()
-        };
-        assert_eq!(decide(&p, &healthy), Decision::Healthy);
-        assert_eq!(decide(&p, &Facts::default()), Decision::Starting);
-        assert_eq!(decide(&p, &failing()), Decision::Restart(Duration::ZERO));
-        let f = Facts {
-            backoff_level: 3,
-            ..failing()
-        };
-        assert_eq!(decide(&p, &f), Decision::Restart(Duration::from_secs(4)));
-        // Held wins over restarting and escalating.
-        let f = Facts {
-            failing_upstream: Some("mcns".into()),
-            restarts_in_window: 9,
-            ..failing()
-        };
-        assert_eq!(decide(&p, &f), Decision::Held("mcns".into()));
-        // Escalated: nothing, even with an upstream failing.
-        let f = Facts {
-            escalated: true,
-            failing_upstream: Some("mcns".into()),
-            ..failing()
-        };
-        assert_eq!(decide(&p, &f), Decision::Escalated);
-        let f = Facts {
-            restarts_in_window: 5,
-            ..failing()
-        };
-        assert_eq!(decide(&p, &f), Decision::Escalate);
-        let f = Facts {
-            restartable: false,
-            ..failing()
-        };
-        assert_eq!(decide(&p, &f), Decision::Unhealthy);
-        let f = Facts {
-            restart_pending: true,
-            restarts_in_window: 5,
-            ..failing()
-        };
-        assert_eq!(decide(&p, &f), Decision::Unhealthy);
     }
 
     #[test]

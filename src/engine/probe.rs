@@ -1,0 +1,366 @@
+//! One check's schedule and verdict, pure: when it is due, what one probe
+//! result does to its verdict, and when it is due again. The single check
+//! scheduler of every goal (recover, gate, daemon); the runner only executes
+//! the probes it is told to.
+//!
+//! Cadences:
+//! - [`Cadence::Fast`] while a service is starting (after a start or a
+//!   restart, and while its stage is gated): a failed probe is retried after
+//!   a short pause ([`FIRST_RETRY_PAUSE_MS`] doubling up to
+//!   [`MAX_RETRY_PAUSE_MS`]), a passed one at once until `success_threshold`
+//!   successes in a row; failures do not count (the service's start deadline
+//!   decides).
+//! - [`Cadence::Steady`] once healthy: every `interval`; `failing` after
+//!   `failure_threshold` failures in a row, `passing` after
+//!   `success_threshold` successes in a row (Kubernetes-like); failures
+//!   inside `start_period` after the service became healthy do not count.
+//! - [`Cadence::Recheck`] for a held service whose upstream is healthy
+//!   again: probe at once, the first result decides.
+
+use crate::config::Check;
+
+/// First pause after a failed probe while starting.
+pub const FIRST_RETRY_PAUSE_MS: u64 = 25;
+/// Longest pause between two probes of a failing check while starting.
+pub const MAX_RETRY_PAUSE_MS: u64 = 100;
+/// Shortest steady interval (a zero interval would spin).
+const MIN_INTERVAL_MS: u64 = 100;
+
+/// How a check is scheduled and judged (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cadence {
+    /// Starting: fast retries, failures do not count.
+    Fast,
+    /// Healthy: every interval, thresholds apply.
+    Steady,
+    /// Held no more: the first result decides.
+    Recheck,
+}
+
+/// The settings of one check the schedule needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckSpec {
+    /// Check name.
+    pub name: String,
+    /// Steady interval (ms).
+    pub interval_ms: u64,
+    /// Failures in a row that make it failing.
+    pub failure_threshold: u32,
+    /// Successes in a row that make it passing.
+    pub success_threshold: u32,
+    /// Failures this long after becoming steady do not count (ms).
+    pub start_period_ms: u64,
+}
+
+impl CheckSpec {
+    /// From a configured check.
+    pub fn of(c: &Check) -> CheckSpec {
+        CheckSpec {
+            name: c.name.clone(),
+            interval_ms: ms(c.interval).max(MIN_INTERVAL_MS),
+            failure_threshold: c.failure_threshold.max(1),
+            success_threshold: c.success_threshold.max(1),
+            start_period_ms: ms(c.start_period),
+        }
+    }
+}
+
+/// Milliseconds of a duration, saturating.
+pub fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The latest probe result of a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastProbe {
+    /// Whether it passed.
+    pub ok: bool,
+    /// What it saw.
+    pub detail: String,
+    /// When the result came (engine ms).
+    pub at: u64,
+}
+
+/// One check of one service: schedule and verdict.
+#[derive(Debug, Clone)]
+pub struct CheckRun {
+    /// Its settings.
+    pub spec: CheckSpec,
+    /// How it is scheduled now.
+    pub cadence: Cadence,
+    /// The verdict: `None` until decided.
+    pub passing: Option<bool>,
+    /// The latest result.
+    pub last: Option<LastProbe>,
+    /// Token of the probe in flight.
+    pub in_flight: Option<u64>,
+    /// When the next probe is due; `None`: stopped (or one in flight).
+    pub due: Option<u64>,
+    /// Probes finished since the last reset.
+    pub attempts: u32,
+    successes: u32,
+    failures: u32,
+    pause: u64,
+    grace_until: u64,
+}
+
+impl CheckRun {
+    /// A stopped check.
+    pub fn new(spec: CheckSpec) -> CheckRun {
+        CheckRun {
+            spec,
+            cadence: Cadence::Fast,
+            passing: None,
+            last: None,
+            in_flight: None,
+            due: None,
+            attempts: 0,
+            successes: 0,
+            failures: 0,
+            pause: FIRST_RETRY_PAUSE_MS,
+            grace_until: 0,
+        }
+    }
+
+    /// Start afresh in `cadence` at `now`: verdict and counters forgotten, a
+    /// probe in flight disowned (its result will be stale), due at once.
+    pub fn reset(&mut self, cadence: Cadence, now: u64) {
+        let spec = self.spec.clone();
+        *self = CheckRun::new(spec);
+        self.cadence = cadence;
+        self.due = Some(now);
+    }
+
+    /// Keep the verdict, change the cadence: steady from `now` (next probe
+    /// one interval after the last, failures inside the start period do not
+    /// count), or a recheck at once.
+    pub fn set_cadence(&mut self, cadence: Cadence, now: u64) {
+        if self.cadence == cadence {
+            return;
+        }
+        self.cadence = cadence;
+        match cadence {
+            Cadence::Steady => {
+                self.grace_until = now.saturating_add(self.spec.start_period_ms);
+                self.failures = 0;
+                if self.in_flight.is_none() {
+                    let last = self.last.as_ref().map_or(now, |l| l.at);
+                    self.due = Some(last.saturating_add(self.spec.interval_ms).max(now));
+                }
+            }
+            Cadence::Recheck => {
+                self.passing = None;
+                self.successes = 0;
+                self.failures = 0;
+                self.in_flight = None;
+                self.due = Some(now);
+            }
+            Cadence::Fast => {
+                self.pause = FIRST_RETRY_PAUSE_MS;
+                if self.in_flight.is_none() {
+                    self.due = Some(now);
+                }
+            }
+        }
+    }
+
+    /// Stop: no probe is due; a probe in flight is disowned.
+    pub fn stop(&mut self) {
+        self.due = None;
+        self.in_flight = None;
+    }
+
+    /// Whether it is running (due or in flight).
+    pub fn running(&self) -> bool {
+        self.due.is_some() || self.in_flight.is_some()
+    }
+
+    /// If due at `now`, mark a probe with `token` in flight and return true.
+    pub fn take_due(&mut self, now: u64, token: u64) -> bool {
+        match self.due {
+            Some(t) if t <= now && self.in_flight.is_none() => {
+                self.due = None;
+                self.in_flight = Some(token);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Apply the result of probe `token`; false (and nothing changed) when
+    /// it is not the probe in flight (stale).
+    pub fn on_result(&mut self, token: u64, ok: bool, detail: String, now: u64) -> bool {
+        if self.in_flight != Some(token) {
+            return false;
+        }
+        self.in_flight = None;
+        self.attempts = self.attempts.saturating_add(1);
+        self.last = Some(LastProbe {
+            ok,
+            detail,
+            at: now,
+        });
+        let interval = self.spec.interval_ms;
+        match self.cadence {
+            Cadence::Fast => {
+                if ok {
+                    self.failures = 0;
+                    self.successes = self.successes.saturating_add(1);
+                    self.pause = FIRST_RETRY_PAUSE_MS;
+                    if self.successes >= self.spec.success_threshold {
+                        self.passing = Some(true);
+                        self.due = Some(now.saturating_add(interval));
+                    } else {
+                        self.due = Some(now);
+                    }
+                } else {
+                    self.successes = 0;
+                    if self.passing == Some(true) {
+                        // Passed once while the service is still starting:
+                        // the next result is judged again.
+                        self.passing = None;
+                    }
+                    self.due = Some(now.saturating_add(self.pause));
+                    self.pause = (self.pause * 2).min(MAX_RETRY_PAUSE_MS);
+                }
+            }
+            Cadence::Steady => {
+                if ok {
+                    self.failures = 0;
+                    self.successes = self.successes.saturating_add(1);
+                    if self.successes >= self.spec.success_threshold {
+                        self.passing = Some(true);
+                    }
+                } else if now < self.grace_until {
+                    self.successes = 0;
+                } else {
+                    self.successes = 0;
+                    self.failures = self.failures.saturating_add(1);
+                    if self.failures >= self.spec.failure_threshold {
+                        self.passing = Some(false);
+                    }
+                }
+                self.due = Some(now.saturating_add(interval));
+            }
+            Cadence::Recheck => {
+                self.passing = Some(ok);
+                if ok {
+                    self.successes = 1;
+                } else {
+                    self.failures = 1;
+                }
+                self.cadence = Cadence::Steady;
+                self.due = Some(now.saturating_add(interval));
+            }
+        }
+        true
+    }
+
+    /// Failures in a row that counted.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Successes in a row.
+    pub fn successes(&self) -> u32 {
+        self.successes
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn spec(f: u32, s: u32) -> CheckSpec {
+        CheckSpec {
+            name: "c".into(),
+            interval_ms: 10_000,
+            failure_threshold: f,
+            success_threshold: s,
+            start_period_ms: 0,
+        }
+    }
+
+    fn probe(c: &mut CheckRun, now: u64, ok: bool) {
+        let token = now + 1_000_000;
+        c.due = Some(now);
+        assert!(c.take_due(now, token));
+        assert!(c.on_result(token, ok, String::new(), now));
+    }
+
+    #[test]
+    fn steady_thresholds() {
+        let mut c = CheckRun::new(spec(3, 2));
+        c.reset(Cadence::Steady, 0);
+        probe(&mut c, 1, false);
+        probe(&mut c, 2, false);
+        assert_eq!(c.passing, None);
+        probe(&mut c, 3, false);
+        assert_eq!(c.passing, Some(false));
+        probe(&mut c, 4, true);
+        assert_eq!(c.passing, Some(false));
+        probe(&mut c, 5, true);
+        assert_eq!(c.passing, Some(true));
+        // A success in between resets the failure count.
+        probe(&mut c, 6, false);
+        probe(&mut c, 7, true);
+        probe(&mut c, 8, false);
+        probe(&mut c, 9, false);
+        assert_eq!(c.passing, Some(true));
+        probe(&mut c, 10, false);
+        assert_eq!(c.passing, Some(false));
+        assert_eq!(c.due, Some(10 + 10_000));
+    }
+
+    #[test]
+    fn fast_retries_and_does_not_count_failures() {
+        let mut c = CheckRun::new(spec(1, 2));
+        c.reset(Cadence::Fast, 0);
+        assert!(c.take_due(0, 7));
+        assert!(!c.take_due(0, 8), "one probe at a time");
+        assert!(c.on_result(7, false, "refused".into(), 5));
+        assert_eq!(c.passing, None, "failures do not count while starting");
+        assert_eq!(c.due, Some(5 + FIRST_RETRY_PAUSE_MS));
+        probe(&mut c, 40, false);
+        assert_eq!(c.due, Some(40 + 2 * FIRST_RETRY_PAUSE_MS));
+        probe(&mut c, 100, false);
+        probe(&mut c, 300, false);
+        assert_eq!(c.due, Some(300 + MAX_RETRY_PAUSE_MS));
+        probe(&mut c, 400, true);
+        assert_eq!(c.due, Some(400), "a success is retried at once");
+        probe(&mut c, 401, true);
+        assert_eq!(c.passing, Some(true));
+    }
+
+    #[test]
+    fn stale_results_are_ignored() {
+        let mut c = CheckRun::new(spec(1, 1));
+        c.reset(Cadence::Steady, 0);
+        assert!(c.take_due(0, 1));
+        c.reset(Cadence::Fast, 10);
+        assert!(!c.on_result(1, false, String::new(), 11));
+        assert_eq!(c.passing, None);
+        assert_eq!(c.attempts, 0);
+    }
+
+    #[test]
+    fn recheck_decides_on_the_first_result_and_grace_applies_when_steady() {
+        let mut c = CheckRun::new(spec(3, 3));
+        c.reset(Cadence::Steady, 0);
+        c.set_cadence(Cadence::Recheck, 0);
+        probe(&mut c, 1, false);
+        assert_eq!(c.passing, Some(false));
+        assert_eq!(c.cadence, Cadence::Steady);
+        let mut c = CheckRun::new(CheckSpec {
+            start_period_ms: 1000,
+            ..spec(1, 1)
+        });
+        c.reset(Cadence::Fast, 0);
+        c.set_cadence(Cadence::Steady, 0);
+        probe(&mut c, 500, false);
+        assert_eq!(c.passing, None, "inside the start period");
+        probe(&mut c, 1500, false);
+        assert_eq!(c.passing, Some(false));
+    }
+}

@@ -1,0 +1,552 @@
+//! The core's rules, tested without I/O: scenario tests and property tests
+//! over random event sequences. A small driver answers the effects the way
+//! systemd, podman and the probes would, as the test says.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeSet, VecDeque};
+
+use proptest::prelude::*;
+
+use super::history::PersistedState;
+use super::model::{unit_is_down, Goal, Life, StagePhase, World};
+use super::step::{next_deadline, step, Effect, Event, Note};
+use crate::config::FailurePolicy;
+use crate::drive::UnitState;
+
+fn state(active: &str, sub: &str, result: &str, exit_usec: u64) -> UnitState {
+    UnitState {
+        load_state: "loaded".into(),
+        active_state: active.into(),
+        sub_state: sub.into(),
+        result: result.into(),
+        inactive_exit_usec: exit_usec,
+        ..UnitState::default()
+    }
+}
+
+/// Drives a world: answers effects like a healthy host unless told otherwise.
+struct Driver {
+    w: World,
+    now: u64,
+    queue: VecDeque<Effect>,
+    log: Vec<Effect>,
+    /// Services whose probes fail.
+    bad: BTreeSet<String>,
+    /// Services whose start/restart jobs fail.
+    broken: BTreeSet<String>,
+    /// Preflight problems for these services.
+    preflight_bad: BTreeSet<String>,
+    activations: u64,
+}
+
+impl Driver {
+    fn new(goal: Goal) -> Driver {
+        Driver::with(goal, |_| {})
+    }
+
+    fn with(goal: Goal, edit: impl FnOnce(&mut crate::config::Config)) -> Driver {
+        let mut cfg = crate::plan::tests::sample();
+        edit(&mut cfg);
+        let plan = crate::plan::build(&cfg).unwrap();
+        let w = World::new(&cfg, &plan, goal, &PersistedState::default());
+        Driver {
+            w,
+            now: 1_000,
+            queue: VecDeque::new(),
+            log: Vec::new(),
+            bad: BTreeSet::new(),
+            broken: BTreeSet::new(),
+            preflight_bad: BTreeSet::new(),
+            activations: 0,
+        }
+    }
+
+    fn id(&self, name: &str) -> usize {
+        self.w.find(name).unwrap()
+    }
+
+    fn ev(&mut self, e: Event) {
+        let fx = step(&mut self.w, e, self.now);
+        self.log.extend(fx.iter().cloned());
+        self.queue.extend(fx);
+    }
+
+    /// Answer every queued effect (and what the answers cause), without
+    /// letting time pass.
+    fn drain(&mut self) {
+        let mut guard = 0;
+        while let Some(fx) = self.queue.pop_front() {
+            guard += 1;
+            assert!(guard < 10_000, "effects do not settle");
+            match fx {
+                Effect::Preflight {
+                    stage,
+                    token,
+                    services,
+                } => {
+                    let problems = services
+                        .into_iter()
+                        .filter(|&s| self.preflight_bad.contains(&self.w.services[s].info.name))
+                        .map(|s| (s, "preflight port: taken".to_string()))
+                        .collect();
+                    self.ev(Event::PreflightDone {
+                        stage,
+                        token,
+                        problems,
+                    });
+                }
+                Effect::Start { svc, token, .. } | Effect::Restart { svc, token, .. } => {
+                    let name = self.w.services[svc].info.name.clone();
+                    let result = if self.broken.contains(&name) {
+                        Err("job failed".to_string())
+                    } else {
+                        self.activations += 1;
+                        Ok((
+                            "done".to_string(),
+                            state("active", "running", "success", self.activations),
+                        ))
+                    };
+                    self.ev(Event::JobDone { svc, token, result });
+                }
+                Effect::Probe { svc, check, token } => {
+                    let name = &self.w.services[svc].info.name;
+                    let ok = !self.bad.contains(name);
+                    self.ev(Event::ProbeDone {
+                        svc,
+                        check,
+                        token,
+                        ok,
+                        detail: if ok { "ok".into() } else { "refused".into() },
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Let time pass to the next deadline (at most `max` ms), then drain.
+    fn tick(&mut self, max: u64) {
+        let next = next_deadline(&self.w).unwrap_or(self.now + max);
+        self.now = next.clamp(self.now, self.now + max);
+        self.ev(Event::Tick);
+        self.drain();
+    }
+
+    fn run_for(&mut self, ms: u64) {
+        let end = self.now + ms;
+        while self.now < end {
+            self.tick(end - self.now);
+        }
+    }
+
+    fn life(&self, name: &str) -> Life {
+        self.w.services[self.id(name)].life.clone()
+    }
+
+    fn phase(&self, stage: usize) -> StagePhase {
+        self.w.stages[stage].phase.clone()
+    }
+
+    fn kill(&mut self, name: &str) {
+        let svc = self.id(name);
+        let exit = self.w.services[svc]
+            .unit
+            .as_ref()
+            .map_or(0, |u| u.inactive_exit_usec);
+        self.ev(Event::Unit {
+            svc,
+            state: state("failed", "failed", "signal", exit),
+        });
+        self.drain();
+    }
+
+    fn restarts_of(&self, name: &str) -> usize {
+        let svc = self.id(name);
+        self.log
+            .iter()
+            .filter(|e| matches!(e, Effect::Restart { svc: s, .. } if *s == svc))
+            .count()
+    }
+
+    fn starts_of(&self, name: &str) -> usize {
+        let svc = self.id(name);
+        self.log
+            .iter()
+            .filter(|e| matches!(e, Effect::Start { svc: s, .. } if *s == svc))
+            .count()
+    }
+}
+
+fn healthy(l: &Life) -> bool {
+    matches!(l, Life::Healthy { .. })
+}
+
+#[test]
+fn recover_ramps_stage_by_stage_and_settles() {
+    let mut d = Driver::new(Goal::Recover);
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(5_000);
+    assert!(d.w.settled());
+    for st in &d.w.stages {
+        assert_eq!(st.phase, StagePhase::Healthy, "{}", st.info.name);
+    }
+    // dns started before proxy, proxy before web.
+    let pos = |n: &str| {
+        let id = d.id(n);
+        d.log
+            .iter()
+            .position(|e| matches!(e, Effect::Start { svc, .. } if *svc == id))
+            .unwrap()
+    };
+    assert!(pos("dns") < pos("proxy"));
+    assert!(pos("proxy") < pos("web"));
+    assert_eq!(d.restarts_of("dns"), 0);
+    assert!(d
+        .log
+        .iter()
+        .any(|e| matches!(e, Effect::Note(Note::RampDone))));
+    // Every healthy stage's gate unit is started.
+    let gates = d
+        .log
+        .iter()
+        .filter(|e| matches!(e, Effect::StartGate(_)))
+        .count();
+    assert_eq!(gates, 3);
+}
+
+#[test]
+fn a_unit_dying_while_its_stage_is_gated_is_restarted_at_once() {
+    let mut d = Driver::new(Goal::Recover);
+    d.bad.insert("proxy".into());
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(500);
+    assert!(matches!(d.phase(1), StagePhase::Gating { .. }));
+    // proxy's container dies while core is gated.
+    d.kill("proxy");
+    assert_eq!(d.restarts_of("proxy"), 1, "restart issued in the same step");
+    d.bad.clear();
+    d.run_for(3_000);
+    assert_eq!(d.phase(1), StagePhase::Healthy);
+    assert_eq!(d.phase(2), StagePhase::Healthy);
+    assert!(d.w.settled());
+    let proxy = &d.w.services[d.id("proxy")];
+    assert_eq!(proxy.report.restarts, 1);
+    assert!(proxy.report.died.as_deref().unwrap().contains("failed"));
+}
+
+#[test]
+fn a_unit_dying_during_an_earlier_stage_is_restarted_and_the_ramp_goes_on() {
+    let mut d = Driver::new(Goal::Daemon);
+    d.bad.insert("proxy".into());
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(500);
+    // dns (stage 1, healthy) dies while core is gated.
+    d.kill("dns");
+    assert_eq!(d.restarts_of("dns"), 1);
+    d.bad.clear();
+    d.run_for(5_000);
+    assert!(d.w.stages.iter().all(|s| s.phase == StagePhase::Healthy));
+    assert!(healthy(&d.life("dns")));
+}
+
+#[test]
+fn a_blocked_platform_resumes_by_itself_when_the_blocker_heals() {
+    let mut d = Driver::with(Goal::Daemon, |c| {
+        c.stages[0].timeout = std::time::Duration::from_secs(6);
+    });
+    d.bad.insert("dns".into());
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(7_000);
+    assert!(matches!(d.phase(0), StagePhase::Failed { .. }));
+    assert_eq!(d.phase(1), StagePhase::Blocked { by: 0 });
+    assert_eq!(d.phase(2), StagePhase::Blocked { by: 0 });
+    assert_eq!(d.starts_of("proxy"), 0, "a blocked stage is not started");
+    let alerts = d
+        .log
+        .iter()
+        .filter(|e| matches!(e, Effect::AlertBlocked { stage: 0, .. }))
+        .count();
+    assert_eq!(alerts, 1, "one alert per blocking episode");
+    // The blocker is retried (restarted under the policy).
+    d.run_for(5_000);
+    assert!(d.restarts_of("dns") >= 1);
+    // It heals: the ramp goes on without an operator.
+    d.bad.clear();
+    d.run_for(60_000);
+    assert!(d.w.stages.iter().all(|s| s.phase == StagePhase::Healthy));
+    assert!(healthy(&d.life("web")));
+    assert_eq!(
+        d.log
+            .iter()
+            .filter(|e| matches!(e, Effect::AlertBlocked { .. }))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn recover_settles_blocked_when_a_block_stage_fails() {
+    let mut d = Driver::with(Goal::Recover, |c| {
+        c.stages[0].timeout = std::time::Duration::from_secs(6);
+    });
+    d.bad.insert("dns".into());
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(10_000);
+    assert!(d.w.settled());
+    assert!(matches!(d.phase(0), StagePhase::Failed { .. }));
+    assert_eq!(d.phase(1), StagePhase::Blocked { by: 0 });
+    assert_eq!(d.starts_of("proxy"), 0);
+}
+
+#[test]
+fn a_continue_stage_failing_lets_later_stages_start() {
+    let mut d = Driver::with(Goal::Recover, |c| {
+        c.stages[0].timeout = std::time::Duration::from_secs(6);
+        c.stages[0].on_failure = FailurePolicy::Continue;
+    });
+    d.bad.insert("dns".into());
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(20_000);
+    assert!(d.w.settled());
+    assert!(matches!(d.phase(0), StagePhase::Failed { .. }));
+    assert_eq!(d.phase(1), StagePhase::Healthy);
+    assert_eq!(d.phase(2), StagePhase::Healthy);
+    let ignore = d.log.iter().any(
+        |e| matches!(e, Effect::Start { svc, ignore_deps: true, .. } if *svc == d.id("proxy")),
+    );
+    assert!(
+        ignore,
+        "started with dependencies ignored after a failed stage"
+    );
+}
+
+#[test]
+fn a_failed_preflight_fails_the_stage_and_the_daemon_retries_it() {
+    let mut d = Driver::new(Goal::Daemon);
+    d.preflight_bad.insert("reg".into());
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(500);
+    assert!(matches!(
+        d.phase(1),
+        StagePhase::Failed { retry_at: Some(_) }
+    ));
+    assert_eq!(d.starts_of("reg"), 0);
+    assert_eq!(d.phase(2), StagePhase::Blocked { by: 1 });
+    d.preflight_bad.clear();
+    d.run_for(5_000);
+    assert_eq!(d.phase(1), StagePhase::Healthy);
+    assert_eq!(d.phase(2), StagePhase::Healthy);
+}
+
+#[test]
+fn the_gate_goal_only_observes() {
+    let mut d = Driver::new(Goal::Gate(1));
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(1_000);
+    assert_eq!(d.phase(1), StagePhase::Healthy);
+    assert!(d.w.settled());
+    assert!(!d.log.iter().any(|e| matches!(
+        e,
+        Effect::Start { .. }
+            | Effect::Restart { .. }
+            | Effect::StartGate(_)
+            | Effect::Preflight { .. }
+    )));
+    let mut d = Driver::new(Goal::Gate(1));
+    d.bad.insert("reg".into());
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(130_000);
+    assert!(matches!(d.phase(1), StagePhase::Failed { .. }));
+    assert!(d.w.settled());
+    assert_eq!(d.restarts_of("reg"), 0);
+}
+
+#[test]
+fn a_crash_loop_escalates_once_and_ack_rearms() {
+    let mut d = Driver::new(Goal::Daemon);
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(2_000);
+    assert!(healthy(&d.life("app")));
+    d.broken.insert("app".into());
+    d.kill("app");
+    d.run_for(120_000);
+    assert_eq!(d.life("app"), Life::Escalated);
+    let escalations = d
+        .log
+        .iter()
+        .filter(|e| matches!(e, Effect::Escalate { .. }))
+        .count();
+    assert_eq!(escalations, 1);
+    assert_eq!(d.restarts_of("app"), 5, "escalate_after restarts, no more");
+    d.run_for(600_000);
+    assert_eq!(d.restarts_of("app"), 5);
+    d.broken.clear();
+    d.ev(Event::Ack(d.id("app")));
+    d.drain();
+    d.run_for(3_000);
+    assert!(healthy(&d.life("app")));
+    assert_eq!(d.restarts_of("app"), 6);
+}
+
+#[test]
+fn dependents_of_a_failing_upstream_are_held_not_restarted() {
+    let mut d = Driver::new(Goal::Daemon);
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(2_000);
+    assert!(d.w.stages.iter().all(|s| s.phase == StagePhase::Healthy));
+    // dns and proxy's checks fail (proxy's because of dns).
+    d.bad.insert("dns".into());
+    d.bad.insert("proxy".into());
+    d.run_for(40_000);
+    assert!(d.restarts_of("dns") >= 1);
+    assert!(matches!(d.life("proxy"), Life::Held { .. }));
+    assert_eq!(d.restarts_of("proxy"), 0);
+    d.bad.clear();
+    d.run_for(40_000);
+    assert!(healthy(&d.life("dns")));
+    assert!(healthy(&d.life("proxy")));
+    assert_eq!(d.restarts_of("proxy"), 0, "re-checked, not restarted");
+}
+
+#[test]
+fn an_escalated_service_is_not_started_by_a_new_run() {
+    let cfg = crate::plan::tests::sample();
+    let plan = crate::plan::build(&cfg).unwrap();
+    let mut hist = PersistedState::default();
+    hist.services.entry("app".into()).or_default().escalated = Some(super::history::Escalation {
+        event_id: "app-1".into(),
+        reason: "crash loop".into(),
+        at_ms: 1,
+    });
+    let mut d = Driver::new(Goal::Daemon);
+    d.w = World::new(&cfg, &plan, Goal::Daemon, &hist);
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(5_000);
+    assert_eq!(d.life("app"), Life::Skipped);
+    assert_eq!(d.starts_of("app"), 0);
+    assert_eq!(d.phase(2), StagePhase::Healthy, "verdict about the others");
+    assert!(!d.log.iter().any(|e| matches!(e, Effect::StartGate(2))));
+}
+
+/// One random thing that can happen to the platform.
+#[derive(Debug, Clone)]
+enum Fault {
+    Kill(usize),
+    Break(usize),
+    Heal(usize),
+    JobsFail(usize),
+    JobsWork(usize),
+    Wait(u64),
+}
+
+fn fault() -> impl Strategy<Value = Fault> {
+    prop_oneof![
+        (0usize..6).prop_map(Fault::Kill),
+        (0usize..6).prop_map(Fault::Break),
+        (0usize..6).prop_map(Fault::Heal),
+        (0usize..6).prop_map(Fault::JobsFail),
+        (0usize..6).prop_map(Fault::JobsWork),
+        (1u64..30_000).prop_map(Fault::Wait),
+    ]
+}
+
+/// The invariants that must hold after every step.
+fn check_invariants(d: &Driver) -> Result<(), TestCaseError> {
+    let w = &d.w;
+    for s in &w.services {
+        let wanted = !matches!(s.life, Life::Idle | Life::Skipped);
+        let down = s.job.is_none() && s.unit.as_ref().is_some_and(unit_is_down);
+        if wanted && down && s.info.restartable {
+            let ok = matches!(
+                s.life,
+                Life::Failing {
+                    restart_at: Some(_)
+                } | Life::Restarting
+                    | Life::Held { .. }
+                    | Life::Escalated
+            );
+            prop_assert!(
+                ok,
+                "{} is wanted and down but nothing is pending: {:?}",
+                s.info.name,
+                s.life
+            );
+        }
+        let in_window = s
+            .history
+            .restarts_in_window(d.now, w.policy.escalate_window);
+        prop_assert!(
+            in_window <= w.policy.escalate_after + 1,
+            "{}: {in_window} restarts in the window",
+            s.info.name
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_wanted_down_unit_gets_a_restart_and_restarts_stay_bounded(
+        faults in proptest::collection::vec(fault(), 1..40)
+    ) {
+        let mut d = Driver::new(Goal::Daemon);
+        let names: Vec<String> = ["dns", "proxy", "reg", "app", "web", "idp"]
+            .iter().map(|s| s.to_string()).collect();
+        d.ev(Event::Begin);
+        d.drain();
+        d.run_for(2_000);
+        let mut stage_healthy_seen = 0usize;
+        for f in faults {
+            match f {
+                Fault::Kill(i) => { if names[i] != "idp" { d.kill(&names[i]); } }
+                Fault::Break(i) => { d.bad.insert(names[i].clone()); }
+                Fault::Heal(i) => { d.bad.remove(&names[i]); }
+                Fault::JobsFail(i) => { d.broken.insert(names[i].clone()); }
+                Fault::JobsWork(i) => { d.broken.remove(&names[i]); }
+                Fault::Wait(ms) => d.run_for(ms),
+            }
+            check_invariants(&d)?;
+            // A stage never becomes healthy while a member is down.
+            for e in &d.log[stage_healthy_seen..] {
+                if let Effect::Note(Note::StageDone { stage, healthy: true }) = e {
+                    for &m in &d.w.stages[*stage].info.members {
+                        let s = &d.w.services[m];
+                        prop_assert!(s.life == Life::Skipped || !s.unit_down(),
+                            "stage {} healthy with {} down", stage, s.info.name);
+                    }
+                }
+            }
+            stage_healthy_seen = d.log.len();
+        }
+        // With every fault gone, everything converges (escalated ones aside,
+        // which wait for an operator).
+        d.bad.clear();
+        d.broken.clear();
+        d.run_for(900_000);
+        for s in &d.w.services {
+            let held_by_escalated = match s.life {
+                Life::Held { by } => d.w.services[by].life == Life::Escalated,
+                _ => false,
+            };
+            prop_assert!(
+                healthy(&s.life) || s.life == Life::Escalated || held_by_escalated,
+                "{} did not converge: {:?}", s.info.name, s.life
+            );
+        }
+    }
+}

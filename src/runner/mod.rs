@@ -1,0 +1,511 @@
+//! The effect runner: the I/O edge of the reconciliation engine. It owns the
+//! [`World`], feeds it events ([`Runner::next`] waits for the next one: a
+//! unit change over D-Bus, a probe or job result, a due deadline) and
+//! carries out the effects that touch systemd, podman and the network
+//! (preflight, start, restart, gate units, probes), each in its own task
+//! whose result comes back as an event. What it does not carry out itself
+//! (escalation actions, persistence, replies, notes) it returns to its
+//! caller: `mcrecover recover`, `mcrecover gate` or the daemon shell.
+//! Every note is also logged here, with structured fields.
+
+mod log;
+mod preflight;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::drive::{
+    BusTarget, JobMode, ManagerEvent, ManagerWatch, Systemd, UnitChange, UnitWatch,
+};
+use crate::engine::history::PersistedState;
+use crate::engine::{next_deadline, step, Effect, Event, Goal, StageId, SvcId, World};
+use crate::plan::Plan;
+
+pub use log::RESTART_MESSAGE_ID;
+
+/// Upper bound for one restart job (stop + start) before it is given up.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(300);
+/// Extra time a probe gets beyond its own timeout before it is abandoned.
+const PROBE_SLACK: Duration = Duration::from_secs(2);
+/// Reconnect delays after the bus is lost.
+const RECONNECT_FIRST: Duration = Duration::from_millis(200);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// Upper bound for subscribing to every unit.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The engine's clock: milliseconds that advance with the monotonic clock
+/// and start at the wall-clock time of the run's start, so they compare
+/// with persisted timestamps but never jump.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    t0: Instant,
+    base: u64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            t0: Instant::now(),
+            base: crate::watch::state::now_ms(SystemTime::now()),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.base
+            .saturating_add(u64::try_from(self.t0.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn instant(&self, t: u64) -> Instant {
+        self.t0 + Duration::from_millis(t.saturating_sub(self.base))
+    }
+}
+
+/// A live subscription to one manager.
+struct Subscription {
+    sd: Systemd,
+    units: Option<UnitWatch>,
+    mgr: Option<ManagerWatch>,
+}
+
+/// Runs the engine against one systemd manager (or none: the gate goal).
+pub struct Runner {
+    cfg: Arc<Config>,
+    plan: Arc<Plan>,
+    world: World,
+    clock: Clock,
+    target: Option<BusTarget>,
+    sub: Option<Subscription>,
+    tx: mpsc::UnboundedSender<Event>,
+    rx: mpsc::UnboundedReceiver<Event>,
+    conn_tx: mpsc::UnboundedSender<Subscription>,
+    conn_rx: mpsc::UnboundedReceiver<Subscription>,
+    reconnecting: bool,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("goal", &self.world.goal)
+            .field("connected", &self.sub.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runner {
+    /// A runner for `goal`. With a manager (`sd`, reached at `target` for
+    /// reconnects) it watches the units and acts; without one it only
+    /// probes (the gate goal). Call [`Runner::subscribe`] before the first
+    /// event when there is a manager.
+    pub fn new(
+        cfg: Config,
+        plan: Plan,
+        goal: Goal,
+        history: &PersistedState,
+        sd: Option<Systemd>,
+        target: Option<BusTarget>,
+    ) -> Runner {
+        let mut world = World::new(&cfg, &plan, goal, history);
+        world.bus_up = sd.is_some() && goal.acts();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (conn_tx, conn_rx) = mpsc::unbounded_channel();
+        Runner {
+            cfg: Arc::new(cfg),
+            plan: Arc::new(plan),
+            world,
+            clock: Clock::new(),
+            target,
+            sub: sd.map(|sd| Subscription {
+                sd,
+                units: None,
+                mgr: None,
+            }),
+            tx,
+            rx,
+            conn_tx,
+            conn_rx,
+            reconnecting: false,
+        }
+    }
+
+    /// The engine's world (read only: it changes through events).
+    pub fn world(&self) -> &World {
+        &self.world
+    }
+
+    /// Where results of work done outside the runner go (they come back
+    /// from [`Runner::next`]).
+    pub fn sender(&self) -> mpsc::UnboundedSender<Event> {
+        self.tx.clone()
+    }
+
+    /// The configuration it runs.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The plan it runs.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The engine's current time.
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// The manager connection, if any.
+    pub fn systemd(&self) -> Option<&Systemd> {
+        self.sub.as_ref().map(|s| &s.sd)
+    }
+
+    /// Subscribe to every unit's changes (the watch first yields each
+    /// unit's current state) and to the manager's bus name. On failure the
+    /// runner reconnects in the background.
+    pub async fn subscribe(&mut self) {
+        let Some(sd) = self.sub.as_ref().map(|s| s.sd.clone()) else {
+            return;
+        };
+        let units = self.units();
+        match subscribe(sd, units).await {
+            Ok(sub) => self.sub = Some(sub),
+            Err(e) => {
+                warn!(error = %e, "subscribing to unit changes failed; reconnecting");
+                self.bus_lost("subscribe failed");
+            }
+        }
+    }
+
+    fn units(&self) -> Vec<String> {
+        self.world
+            .services
+            .iter()
+            .filter_map(|s| s.info.unit.clone())
+            .collect()
+    }
+
+    /// Wait for the next event: a result of a task, a unit change, a lost
+    /// or regained manager, or the engine's next deadline (`Tick`).
+    /// Cancel-safe (every branch is a channel or a timer).
+    pub async fn next(&mut self) -> Event {
+        loop {
+            let deadline = next_deadline(&self.world).map(|t| self.clock.instant(t));
+            let (units, mgr) = match &mut self.sub {
+                Some(s) => (s.units.as_mut(), s.mgr.as_mut()),
+                None => (None, None),
+            };
+            tokio::select! {
+                biased;
+                Some(ev) = self.rx.recv() => return ev,
+                Some(sub) = self.conn_rx.recv() => {
+                    info!(address = %sub.sd.address(), "reconnected to systemd");
+                    self.sub = Some(sub);
+                    self.reconnecting = false;
+                    return Event::Bus(true);
+                }
+                change = next_change(units) => match change {
+                    Some(c) => {
+                        if let Some(svc) = self.world.by_unit(&c.unit) {
+                            return Event::Unit { svc, state: c.state };
+                        }
+                    }
+                    None => {
+                        self.bus_lost("unit watch ended");
+                        return Event::Bus(false);
+                    }
+                },
+                mev = next_manager(mgr) => match mev {
+                    Some(ManagerEvent::OwnerChanged(Some(owner))) => {
+                        self.bus_lost(&format!("systemd re-connected to the bus as {owner}"));
+                        return Event::Bus(false);
+                    }
+                    Some(ManagerEvent::OwnerChanged(None)) => {}
+                    None => {
+                        self.bus_lost("manager watch ended");
+                        return Event::Bus(false);
+                    }
+                },
+                () = sleep_until_opt(deadline) => return Event::Tick,
+            }
+        }
+    }
+
+    /// Apply `event` now: step the engine, carry out the I/O effects, log
+    /// the notes; return the effects left to the caller (escalation,
+    /// remedy, alert, persist, note, reply).
+    pub fn handle(&mut self, event: Event) -> Vec<Effect> {
+        let now = self.clock.now();
+        let fx = step(&mut self.world, event, now);
+        let mut rest = Vec::new();
+        for e in fx {
+            match e {
+                Effect::Preflight {
+                    stage,
+                    token,
+                    services,
+                } => self.preflight(stage, token, services),
+                Effect::Start {
+                    svc,
+                    token,
+                    ignore_deps,
+                } => self.start(svc, token, ignore_deps),
+                Effect::Restart {
+                    svc,
+                    token,
+                    reset_failed,
+                } => self.restart(svc, token, reset_failed),
+                Effect::StartGate(stage) => self.start_gate(stage),
+                Effect::Probe { svc, check, token } => self.probe(svc, check, token),
+                Effect::Note(note) => {
+                    log::note(&self.world, &note, now);
+                    rest.push(Effect::Note(note));
+                }
+                other => rest.push(other),
+            }
+        }
+        rest
+    }
+
+    /// Run until the goal is reached (recover, gate), passing every effect
+    /// left to the caller to `on_effect`. The daemon never settles: it
+    /// drives [`Runner::next`] and [`Runner::handle`] itself.
+    pub async fn run_until_settled(&mut self, mut on_effect: impl FnMut(&World, &Effect)) {
+        for e in self.handle(Event::Begin) {
+            on_effect(&self.world, &e);
+        }
+        while !self.world.settled() {
+            let ev = self.next().await;
+            for e in self.handle(ev) {
+                on_effect(&self.world, &e);
+            }
+        }
+    }
+
+    fn sd(&self) -> Option<Systemd> {
+        self.sub.as_ref().map(|s| s.sd.clone())
+    }
+
+    fn unit_of(&self, svc: SvcId) -> Option<String> {
+        self.world
+            .services
+            .get(svc)
+            .and_then(|s| s.info.unit.clone())
+    }
+
+    fn preflight(&self, stage: StageId, token: u64, services: Vec<SvcId>) {
+        let cfg = Arc::clone(&self.cfg);
+        let sd = self.sd();
+        let tx = self.tx.clone();
+        let stage_name = self
+            .world
+            .stages
+            .get(stage)
+            .map(|s| s.info.name.clone())
+            .unwrap_or_default();
+        let members: Vec<(SvcId, String, Option<String>)> = services
+            .into_iter()
+            .filter_map(|id| {
+                let s = self.world.services.get(id)?;
+                Some((id, s.info.name.clone(), s.info.unit.clone()))
+            })
+            .collect();
+        tokio::spawn(async move {
+            let problems = preflight::run(&cfg, sd.as_ref(), &stage_name, &members).await;
+            let _ = tx.send(Event::PreflightDone {
+                stage,
+                token,
+                problems,
+            });
+        });
+    }
+
+    fn start(&self, svc: SvcId, token: u64, ignore_deps: bool) {
+        let tx = self.tx.clone();
+        let (Some(sd), Some(unit)) = (self.sd(), self.unit_of(svc)) else {
+            let _ = tx.send(Event::JobDone {
+                svc,
+                token,
+                result: Err("systemd is unreachable".into()),
+            });
+            return;
+        };
+        let mode = if ignore_deps {
+            JobMode::IgnoreDependencies
+        } else {
+            JobMode::Replace
+        };
+        tokio::spawn(async move {
+            let result = sd
+                .start_mode(&unit, mode)
+                .await
+                .map(|o| (o.result, o.state))
+                .map_err(|e| e.to_string());
+            let _ = tx.send(Event::JobDone { svc, token, result });
+        });
+    }
+
+    fn restart(&self, svc: SvcId, token: u64, reset_failed: bool) {
+        let tx = self.tx.clone();
+        let (Some(sd), Some(unit)) = (self.sd(), self.unit_of(svc)) else {
+            let _ = tx.send(Event::JobDone {
+                svc,
+                token,
+                result: Err("systemd is unreachable".into()),
+            });
+            return;
+        };
+        tokio::spawn(async move {
+            if reset_failed {
+                if let Err(e) = sd.reset_failed(&unit).await {
+                    debug!(unit = %unit, error = %e, "reset-failed before restart");
+                }
+            }
+            let result = match tokio::time::timeout(RESTART_TIMEOUT, sd.restart(&unit)).await {
+                Ok(Ok(o)) => Ok((o.result, o.state)),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!(
+                    "restart job did not finish within {}s",
+                    RESTART_TIMEOUT.as_secs()
+                )),
+            };
+            let _ = tx.send(Event::JobDone { svc, token, result });
+        });
+    }
+
+    fn start_gate(&self, stage: StageId) {
+        let Some(sd) = self.sd() else {
+            return;
+        };
+        let Some(st) = self.world.stages.get(stage) else {
+            return;
+        };
+        let (name, gate) = (st.info.name.clone(), st.info.gate_unit.clone());
+        tokio::spawn(async move {
+            if let Err(e) = sd.start(&gate).await {
+                warn!(stage = %name, unit = %gate, error = %e, "gate unit did not pass after the stage was healthy");
+            }
+        });
+    }
+
+    fn probe(&self, svc: SvcId, check: usize, token: u64) {
+        let Some(spec) = self
+            .world
+            .services
+            .get(svc)
+            .and_then(|s| self.cfg.services.get(&s.info.name))
+            .and_then(|s| s.checks.get(check))
+            .cloned()
+        else {
+            return;
+        };
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let limit = spec.timeout + PROBE_SLACK;
+            let (ok, detail) = match tokio::time::timeout(limit, crate::check::probe(&spec)).await {
+                Ok(o) => (o.ok, o.detail),
+                Err(_) => (
+                    false,
+                    format!(
+                        "check `{}` did not finish within {}",
+                        spec.name,
+                        crate::check::fmt_duration(limit)
+                    ),
+                ),
+            };
+            let _ = tx.send(Event::ProbeDone {
+                svc,
+                check,
+                token,
+                ok,
+                detail,
+            });
+        });
+    }
+
+    /// The connection or the manager went away: forget it and reconnect
+    /// with backoff in the background (jobs in flight fail by themselves).
+    fn bus_lost(&mut self, why: &str) {
+        self.sub = None;
+        if self.reconnecting {
+            return;
+        }
+        let Some(target) = self.target.clone() else {
+            return;
+        };
+        warn!(reason = why, "lost systemd; reconnecting");
+        self.reconnecting = true;
+        let units = self.units();
+        let tx = self.conn_tx.clone();
+        tokio::spawn(async move {
+            let mut delay = RECONNECT_FIRST;
+            // Let a re-executing manager settle before the first attempt.
+            tokio::time::sleep(delay).await;
+            loop {
+                let attempt = match Systemd::connect(&target).await {
+                    Ok(sd) => subscribe(sd, units.clone()).await,
+                    Err(e) => Err(e.to_string()),
+                };
+                match attempt {
+                    Ok(sub) => {
+                        let _ = tx.send(sub);
+                        return;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "reconnect failed");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(RECONNECT_MAX);
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn subscribe(sd: Systemd, units: Vec<String>) -> Result<Subscription, String> {
+    let watch = if units.is_empty() {
+        None
+    } else {
+        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, sd.watch(&units)).await {
+            Ok(r) => Some(r.map_err(|e| e.to_string())?),
+            Err(_) => return Err(format!("no answer within {}s", SUBSCRIBE_TIMEOUT.as_secs())),
+        }
+    };
+    let mgr = match sd.watch_manager().await {
+        Ok(m) => Some(m),
+        Err(e) => {
+            warn!(error = %e, "cannot follow systemd's bus name; daemon-reexec may go unnoticed");
+            None
+        }
+    };
+    info!(units = units.len(), "watching units");
+    Ok(Subscription {
+        sd,
+        units: watch,
+        mgr,
+    })
+}
+
+async fn next_change(w: Option<&mut UnitWatch>) -> Option<UnitChange> {
+    match w {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_manager(w: Option<&mut ManagerWatch>) -> Option<ManagerEvent> {
+    match w {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

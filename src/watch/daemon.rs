@@ -1,0 +1,768 @@
+//! The daemon shell: the reconciliation engine run with the daemon goal
+//! ([`crate::engine::Goal::Daemon`]: ramp the platform up stage by stage,
+//! then keep it healthy, never done), plus what only a long-running service
+//! needs: the persisted history (`state.json`), the D-Bus API, sd_notify
+//! (`READY=1`, `STATUS=`, watchdog), configuration reload (`SIGHUP`,
+//! `Reload()`), and the escalation actions (diagnosis, journal, hook,
+//! webhook, remedy) and blocking alerts the engine asks for. One task owns
+//! the runner; everything else reaches it as events.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+use super::api::{self, ApiBus, Authz};
+use super::escalate::{self, Event as EscalationEvent, EventKind};
+use super::install::{self, InstallError};
+use super::notify::{self, Notifier};
+use super::state::{now_ms, resolve_state_dir, StateError, StateStore};
+use super::types::{ApiCommand, ApiReply, HealthStatus, ServiceState, ServiceStatus, Snapshot};
+use crate::config::{self, Config};
+use crate::drive::{BusTarget, DriveError, Systemd};
+use crate::engine::history::PersistedState;
+use crate::engine::{Effect, Event, Goal, Life, StagePhase, World};
+use crate::plan::{self, PlanError};
+use crate::render::Backend;
+use crate::runner::Runner;
+
+/// How the daemon is started (`mcrecover daemon` flags).
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Configuration file.
+    pub config_path: PathBuf,
+    /// The systemd manager to drive.
+    pub bus: BusTarget,
+    /// Backend override (default: the config's, `auto` resolved by doctor).
+    pub backend: Option<Backend>,
+    /// Quadlet directory override.
+    pub quadlet_dir: Option<PathBuf>,
+    /// Unit directory override.
+    pub unit_dir: Option<PathBuf>,
+    /// Install (render + write + reload if changed) at start and on reload.
+    pub install: bool,
+    /// State directory override.
+    pub state_dir: Option<PathBuf>,
+    /// Where the D-Bus API is served.
+    pub api_bus: ApiBus,
+}
+
+/// Why the daemon could not start (or had to stop).
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// The configuration is invalid.
+    #[error("configuration {path}: {detail}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// The validation errors.
+        detail: String,
+    },
+    /// The plan could not be built.
+    #[error("plan: {0}")]
+    Plan(#[from] PlanError),
+    /// Installing the units failed.
+    #[error(transparent)]
+    Install(#[from] InstallError),
+    /// systemd could not be reached.
+    #[error(transparent)]
+    Bus(#[from] DriveError),
+    /// The state file could not be read or written.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Signal handlers could not be installed.
+    #[error("installing signal handlers: {0}")]
+    Signal(std::io::Error),
+}
+
+/// The kernel's boot id (tells a reboot from a daemon restart).
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// Run the daemon until `SIGTERM`/`SIGINT`: install (unless disabled),
+/// connect, subscribe, serve the API, send `READY=1`, then run the engine
+/// (the boot recovery is its ramp; it goes on watching).
+pub async fn run(opts: DaemonOptions) -> Result<(), WatchError> {
+    let cfg = load_config(&opts.config_path)?;
+    let plan = plan::build(&cfg)?;
+    let env_dir = std::env::var("STATE_DIRECTORY").ok();
+    let dir = resolve_state_dir(
+        opts.state_dir.as_deref(),
+        cfg.watch.state_dir.as_deref(),
+        env_dir.as_deref(),
+    );
+    let store = StateStore::new(dir);
+    let mut persisted = store.load()?;
+    let boot = boot_id();
+    persisted.restore(now_ms(SystemTime::now()), boot.as_deref(), &cfg.watch);
+    info!(path = %store.path().display(), services = persisted.services.len(), "state loaded");
+
+    let sd = Systemd::connect(&opts.bus).await?;
+    if opts.install {
+        do_install(&opts, &cfg, &sd).await?;
+    }
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(WatchError::Signal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(WatchError::Signal)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(WatchError::Signal)?;
+    let (cmd_tx, mut cmd_rx) = mpsc::channel(16);
+    let (snap_tx, snap_rx) = watch::channel(Snapshot::default());
+
+    let mut runner = Runner::new(
+        cfg.clone(),
+        plan,
+        Goal::Daemon,
+        &persisted,
+        Some(sd),
+        Some(opts.bus.clone()),
+    );
+    runner.subscribe().await;
+    let authz = authz(&cfg);
+    let mut shell = Shell {
+        opts,
+        store,
+        boot,
+        snap_tx,
+        notifier: Notifier::new(),
+        user: cfg.platform.mode == config::Mode::Rootless,
+        reply: None,
+    };
+    let _api = match api::serve(&shell.opts.api_bus, snap_rx, cmd_tx, authz).await {
+        Ok(server) => Some(server),
+        Err(e) => {
+            warn!(error = %e, "D-Bus API not served; continuing without it");
+            None
+        }
+    };
+    info!(
+        stages = runner.world().stages.len(),
+        services = runner.world().services.len(),
+        "recovery starting"
+    );
+    let fx = runner.handle(Event::Begin);
+    shell.carry_out(&runner, fx);
+    shell.publish(&runner);
+    let line = status_line(runner.world());
+    shell.notifier.ready(&line);
+    info!(status = %line, "watching");
+
+    let mut watchdog = notify::watchdog_interval().map(tokio::time::interval);
+    loop {
+        tokio::select! {
+            ev = runner.next() => {
+                let fx = runner.handle(ev);
+                shell.carry_out(&runner, fx);
+            }
+            Some((cmd, reply)) = cmd_rx.recv() => {
+                info!(command = ?cmd, "API command");
+                match cmd {
+                    ApiCommand::Reload => {
+                        let answer = shell.reload(&mut runner).await;
+                        let _ = reply.send(answer);
+                    }
+                    other => match to_event(runner.world(), &other) {
+                        Ok(ev) => {
+                            shell.reply = Some(reply);
+                            let fx = runner.handle(ev);
+                            shell.carry_out(&runner, fx);
+                            if let Some(r) = shell.reply.take() {
+                                let _ = r.send(Ok("done".to_owned()));
+                            }
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    },
+                }
+            }
+            _ = tick_opt(&mut watchdog) => shell.notifier.watchdog(),
+            _ = sighup.recv() => {
+                info!("SIGHUP: reloading configuration");
+                if let Err(e) = shell.reload(&mut runner).await {
+                    warn!(error = %e, "reload refused; keeping the running configuration");
+                }
+            }
+            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
+        }
+        shell.publish(&runner);
+    }
+    shell.notifier.stopping();
+    shell.persist(runner.world());
+    Ok(())
+}
+
+/// An API command as an engine event.
+fn to_event(w: &World, cmd: &ApiCommand) -> Result<Event, String> {
+    let find = |name: &str| w.find(name).ok_or_else(|| format!("no service `{name}`"));
+    Ok(match cmd {
+        ApiCommand::Recover => Event::RetryNow,
+        ApiCommand::Restart(name) => Event::RestartNow(find(name)?),
+        ApiCommand::Ack(name) => Event::Ack(find(name)?),
+        ApiCommand::Reload => Event::Tick,
+    })
+}
+
+fn authz(cfg: &Config) -> Authz {
+    let user = cfg.platform.user.as_ref();
+    Authz {
+        uid: user.map(|u| u.uid),
+        gid: user.map(|u| u.gid),
+    }
+}
+
+fn load_config(path: &std::path::Path) -> Result<Config, WatchError> {
+    config::load(path).map_err(|e| WatchError::Config {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })
+}
+
+async fn do_install(
+    opts: &DaemonOptions,
+    cfg: &Config,
+    sd: &Systemd,
+) -> Result<crate::render::WriteReport, InstallError> {
+    let backend = opts
+        .backend
+        .unwrap_or_else(|| crate::doctor::detect_backend(cfg).0);
+    let qdir = opts
+        .quadlet_dir
+        .clone()
+        .unwrap_or_else(|| cfg.platform.quadlet_dir.clone());
+    let udir = opts
+        .unit_dir
+        .clone()
+        .unwrap_or_else(|| cfg.platform.unit_dir.clone());
+    let report = install::install(cfg, backend, &qdir, &udir, sd).await?;
+    info!(
+        created = report.created.len(),
+        changed = report.changed.len(),
+        unchanged = report.unchanged.len(),
+        "units installed"
+    );
+    Ok(report)
+}
+
+async fn tick_opt(i: &mut Option<tokio::time::Interval>) {
+    match i {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// What the daemon keeps besides the runner.
+struct Shell {
+    opts: DaemonOptions,
+    store: StateStore,
+    boot: Option<String>,
+    snap_tx: watch::Sender<Snapshot>,
+    notifier: Notifier,
+    user: bool,
+    reply: Option<oneshot::Sender<ApiReply>>,
+}
+
+impl Shell {
+    /// Carry out the effects the runner left: persistence, replies,
+    /// escalation actions, remedies, blocking alerts.
+    fn carry_out(&mut self, runner: &Runner, fx: Vec<Effect>) {
+        let w = runner.world();
+        let mut persist = false;
+        for e in fx {
+            match e {
+                Effect::Persist => persist = true,
+                Effect::Reply(r) => {
+                    if let Some(tx) = self.reply.take() {
+                        let _ = tx.send(r);
+                    }
+                }
+                Effect::Escalate {
+                    svc,
+                    event_id,
+                    restarts,
+                    reason,
+                } => self.escalate(runner, svc, event_id, restarts, reason),
+                Effect::Remedy { svc, event_id } => self.remedy(runner, svc, event_id),
+                Effect::AlertBlocked { stage, failing } => {
+                    self.alert_blocked(runner, stage, &failing);
+                }
+                _ => {}
+            }
+        }
+        if persist {
+            self.persist(w);
+        }
+    }
+
+    fn persist(&self, w: &World) {
+        let mut st: PersistedState = w.history();
+        st.boot_id.clone_from(&self.boot);
+        if let Err(e) = self.store.save(&st) {
+            error!(error = %e, "persisting the daemon state failed");
+        }
+    }
+
+    fn event(
+        w: &World,
+        kind: EventKind,
+        svc: usize,
+        id: String,
+        restarts: u32,
+        reason: String,
+    ) -> EscalationEvent {
+        let s = &w.services[svc];
+        EscalationEvent {
+            kind,
+            id,
+            platform: w.platform.clone(),
+            service: s.info.name.clone(),
+            unit: s.info.unit.clone().unwrap_or_default(),
+            stage: w.stage_name(svc).map(str::to_owned),
+            restarts,
+            window: w.policy.escalate_window,
+            reason,
+            diagnoses: Vec::new(),
+            at: SystemTime::now(),
+        }
+    }
+
+    fn escalate(
+        &self,
+        runner: &Runner,
+        svc: usize,
+        event_id: String,
+        restarts: u32,
+        reason: String,
+    ) {
+        let w = runner.world();
+        warn!(service = w.services[svc].info.name.as_str(), event_id = %event_id, restarts,
+            reason = %reason, "escalating");
+        let ev = Self::event(w, EventKind::Escalated, svc, event_id, restarts, reason);
+        let policy = w.policy.clone();
+        let remedy = runner
+            .config()
+            .services
+            .get(&ev.service)
+            .and_then(|s| s.remedy.clone());
+        let user = self.user;
+        let tx = runner_sender(runner);
+        tokio::spawn(async move {
+            let mut ev = ev;
+            if !ev.unit.is_empty() {
+                ev.diagnoses = crate::diagnose::diagnose_unit(&ev.unit, user, &ev.reason).await;
+            }
+            let results = escalate::escalate(&ev, &policy).await;
+            for r in &results {
+                info!(service = %ev.service, event_id = %ev.id, action = ?r.action, ok = r.ok,
+                    detail = %r.detail, "escalation action");
+            }
+            let ids: Vec<&str> = ev.diagnoses.iter().map(|d| d.id).collect();
+            info!(service = %ev.service, event_id = %ev.id, diagnosis = %ids.join(","), "escalation actions done");
+            let applies = remedy
+                .as_ref()
+                .is_some_and(|r| escalate::remedy_applies(r, &ev.diagnoses));
+            if remedy.is_some() && !applies {
+                info!(service = %ev.service, event_id = %ev.id, "remedy configured but not applicable to this diagnosis");
+            }
+            let _ = tx.send(Event::EscalationDone {
+                svc,
+                event_id: ev.id,
+                remedy: applies,
+            });
+        });
+    }
+
+    fn remedy(&self, runner: &Runner, svc: usize, event_id: String) {
+        let w = runner.world();
+        let name = w.services[svc].info.name.clone();
+        let Some(svc_cfg) = runner.config().services.get(&name).cloned() else {
+            return;
+        };
+        let Some(remedy) = svc_cfg.remedy.clone() else {
+            return;
+        };
+        warn!(service = %name, event_id = %event_id, "trying the configured remedy (quarantine)");
+        let tx = runner_sender(runner);
+        tokio::spawn(async move {
+            let at = SystemTime::now();
+            let result = tokio::task::spawn_blocking(move || {
+                escalate::quarantine(&svc_cfg, &remedy, at)
+                    .map(|r| {
+                        format!(
+                            "moved {} file(s), {} missing",
+                            r.moved.len(),
+                            r.missing.len()
+                        )
+                    })
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("quarantine task: {e}")));
+            let ok = match &result {
+                Ok(detail) => {
+                    warn!(service = %name, event_id = %event_id, detail = %detail, "remedy done; one more restart");
+                    true
+                }
+                Err(e) => {
+                    error!(service = %name, event_id = %event_id, error = %e, "remedy failed; no restart");
+                    false
+                }
+            };
+            let _ = tx.send(Event::RemedyDone { svc, event_id, ok });
+        });
+    }
+
+    fn alert_blocked(&self, runner: &Runner, stage: usize, failing: &[(usize, String)]) {
+        let w = runner.world();
+        let Some(st) = w.stages.get(stage) else {
+            return;
+        };
+        let Some(&(first, _)) = failing.first() else {
+            return;
+        };
+        let reason = failing
+            .iter()
+            .map(|(s, why)| format!("{}: {why}", w.services[*s].info.name))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let id = format!("blocked-{}-{}", st.info.name, runner.now());
+        error!(stage = %st.info.name, event_id = %id, reason = %reason,
+            "stage failed; the stages after it wait (retried, resumed once healthy)");
+        let ev = Self::event(w, EventKind::Blocked, first, id, 0, reason);
+        let policy = w.policy.clone();
+        tokio::spawn(async move {
+            for r in escalate::escalate(&ev, &policy).await {
+                info!(event_id = %ev.id, action = ?r.action, ok = r.ok, detail = %r.detail, "blocking alert action");
+            }
+        });
+    }
+
+    /// Reload the configuration: validate first, keep the running one on
+    /// error; re-install (only changed files are written, systemd reloaded
+    /// only then); then a fresh engine with the same history ramps the
+    /// platform up again (running units are left as they are: their start
+    /// jobs are no-ops, their checks pass at once).
+    async fn reload(&mut self, runner: &mut Runner) -> ApiReply {
+        self.notifier.reloading();
+        let new = load_config(&self.opts.config_path).map_err(|e| e.to_string())?;
+        let plan = plan::build(&new).map_err(|e| e.to_string())?;
+        let Some(sd) = runner.systemd().cloned() else {
+            return Err("systemd is unreachable; reload not done".to_owned());
+        };
+        let mut installed = String::new();
+        if self.opts.install {
+            let r = do_install(&self.opts, &new, &sd)
+                .await
+                .map_err(|e| e.to_string())?;
+            installed = format!(
+                "; units: {} created, {} changed, {} unchanged",
+                r.created.len(),
+                r.changed.len(),
+                r.unchanged.len()
+            );
+        }
+        let history = runner.world().history();
+        let services = plan.order.len();
+        let mut fresh = Runner::new(
+            new,
+            plan,
+            Goal::Daemon,
+            &history,
+            Some(sd),
+            Some(self.opts.bus.clone()),
+        );
+        fresh.subscribe().await;
+        *runner = fresh;
+        let fx = runner.handle(Event::Begin);
+        self.carry_out(runner, fx);
+        let msg = format!("configuration reloaded: {services} services{installed}");
+        info!("{msg}");
+        Ok(msg)
+    }
+
+    fn publish(&mut self, runner: &Runner) {
+        let snap = snapshot(runner.world(), runner.now(), &self.opts.config_path);
+        self.notifier.status(&snap.status_line);
+        self.snap_tx.send_if_modified(|cur| {
+            // Ages change every time; publish when anything else changed.
+            let changed = strip_ages(cur) != strip_ages(&snap);
+            *cur = snap;
+            changed
+        });
+    }
+}
+
+fn runner_sender(runner: &Runner) -> mpsc::UnboundedSender<Event> {
+    runner.sender()
+}
+
+/// The state shown for a service.
+fn state_of(w: &World, svc: usize) -> ServiceState {
+    let s = &w.services[svc];
+    match s.life {
+        Life::Idle => {
+            let blocked = s
+                .info
+                .stage
+                .and_then(|i| w.stages.get(i))
+                .is_some_and(|st| {
+                    matches!(
+                        st.phase,
+                        StagePhase::Blocked { .. } | StagePhase::Failed { .. }
+                    )
+                });
+            if blocked {
+                ServiceState::Blocked
+            } else {
+                ServiceState::Pending
+            }
+        }
+        Life::Skipped | Life::Escalated => ServiceState::Escalated,
+        Life::Starting { .. } => ServiceState::Starting,
+        Life::Healthy { .. } => ServiceState::Healthy,
+        Life::Failing { .. } | Life::Restarting | Life::Rechecking => ServiceState::Unhealthy,
+        Life::Held { .. } => ServiceState::Held,
+    }
+}
+
+/// Whether the ramp is still on its way (a stage pending, in preflight or gated).
+fn ramping(w: &World) -> Option<usize> {
+    w.stages.iter().position(|s| {
+        matches!(
+            s.phase,
+            StagePhase::Pending | StagePhase::Preflight { .. } | StagePhase::Gating { .. }
+        )
+    })
+}
+
+/// The one-line status (sd_notify `STATUS=`, `status` header).
+pub fn status_line(w: &World) -> String {
+    if let Some(i) = ramping(w) {
+        let st = &w.stages[i];
+        let healthy = st
+            .info
+            .members
+            .iter()
+            .filter(|&&m| matches!(w.services[m].life, Life::Healthy { .. }))
+            .count();
+        return format!(
+            "recovering: stage {}/{} {}: {healthy}/{} healthy",
+            i + 1,
+            w.stages.len(),
+            st.info.name,
+            st.info.members.len()
+        );
+    }
+    let states: Vec<ServiceState> = (0..w.services.len()).map(|i| state_of(w, i)).collect();
+    let count = |st: ServiceState| states.iter().filter(|s| **s == st).count();
+    let mut line = format!(
+        "watching {} services: {} healthy",
+        w.services.len(),
+        count(ServiceState::Healthy)
+    );
+    for st in [
+        ServiceState::Starting,
+        ServiceState::Unhealthy,
+        ServiceState::Held,
+        ServiceState::Escalated,
+        ServiceState::Blocked,
+        ServiceState::Pending,
+    ] {
+        let n = count(st);
+        if n > 0 {
+            line.push_str(&format!(", {n} {}", st.as_str()));
+        }
+    }
+    if let Some(by) = w.stages.iter().find_map(|s| match s.phase {
+        StagePhase::Blocked { by } => w.stages.get(by),
+        _ => None,
+    }) {
+        line.push_str(&format!(
+            " (stage {} failed: later stages wait for it)",
+            by.info.name
+        ));
+    }
+    if !w.bus_up {
+        line.push_str(" (systemd unreachable, reconnecting)");
+    }
+    line
+}
+
+/// The daemon's status snapshot of `w` at engine time `now`.
+pub fn snapshot(w: &World, now: u64, config: &std::path::Path) -> Snapshot {
+    let window = w.policy.escalate_window;
+    let services = w
+        .order
+        .iter()
+        .map(|&i| {
+            let s = &w.services[i];
+            let state = state_of(w, i);
+            let failing = s
+                .checks
+                .iter()
+                .find(|c| c.last.as_ref().is_some_and(|l| !l.ok));
+            let latest = s
+                .checks
+                .iter()
+                .filter_map(|c| c.last.as_ref())
+                .map(|l| l.at)
+                .max();
+            let mut reason = match failing {
+                Some(c) => c
+                    .last
+                    .as_ref()
+                    .map(|l| l.detail.clone())
+                    .unwrap_or_default(),
+                None => s
+                    .checks
+                    .iter()
+                    .filter_map(|c| {
+                        c.last
+                            .as_ref()
+                            .map(|l| format!("{}: {}", c.spec.name, l.detail))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            };
+            if state == ServiceState::Blocked {
+                let by = s
+                    .info
+                    .stage
+                    .and_then(|st| match w.stages[st].phase {
+                        StagePhase::Blocked { by } => w.stages.get(by),
+                        _ => w.stages.get(st),
+                    })
+                    .map_or("?", |b| b.info.name.as_str());
+                reason = format!("blocked by stage {by}: not started yet");
+            } else if matches!(state, ServiceState::Unhealthy | ServiceState::Escalated)
+                && s.unit_down()
+            {
+                reason = s.unit_reason();
+            } else if state == ServiceState::Unhealthy && !s.reason.is_empty() && reason.is_empty()
+            {
+                reason.clone_from(&s.reason);
+            }
+            let any = s.checks.iter().any(|c| c.last.is_some());
+            let health = HealthStatus {
+                ok: any.then(|| {
+                    s.checks
+                        .iter()
+                        .all(|c| c.last.as_ref().is_none_or(|l| l.ok))
+                }),
+                reason,
+                check: failing.map(|c| c.spec.name.clone()),
+                age_s: latest.map(|t| now.saturating_sub(t) as f64 / 1000.0),
+            };
+            ServiceStatus {
+                name: s.info.name.clone(),
+                stage: w.stage_name(i).map(str::to_owned),
+                unit: s.info.unit.clone(),
+                unit_state: s.unit.as_ref().map_or_else(
+                    || {
+                        if s.info.unit.is_some() {
+                            "unknown".to_owned()
+                        } else {
+                            "-".to_owned()
+                        }
+                    },
+                    |u| format!("{}/{}", u.active_state, u.sub_state),
+                ),
+                health,
+                restarts: s.history.restarts_in_window(now, window),
+                total_restarts: s.history.total_restarts,
+                state,
+                held_by: match s.life {
+                    Life::Held { by } => Some(w.services[by].info.name.clone()),
+                    _ => None,
+                },
+                next_restart_in_s: match s.life {
+                    Life::Failing {
+                        restart_at: Some(t),
+                    } => Some(t.saturating_sub(now) as f64 / 1000.0),
+                    _ => None,
+                },
+                escalation: s
+                    .history
+                    .escalated
+                    .as_ref()
+                    .map(|e| format!("{} ({})", e.reason, e.event_id)),
+            }
+        })
+        .collect();
+    Snapshot {
+        pid: std::process::id(),
+        config: config.display().to_string(),
+        phase: if ramping(w).is_some() {
+            "recovering".to_owned()
+        } else {
+            "watching".to_owned()
+        },
+        status_line: status_line(w),
+        services,
+    }
+}
+
+fn strip_ages(s: &Snapshot) -> Snapshot {
+    let mut s = s.clone();
+    for svc in &mut s.services {
+        svc.health.age_s = None;
+        svc.next_restart_in_s = svc.next_restart_in_s.map(|_| 0.0);
+    }
+    s
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::engine::{step, Event as Ev};
+    use std::time::Duration;
+
+    #[test]
+    fn status_names_blocked_services_and_the_blocker() {
+        let mut cfg = crate::plan::tests::sample();
+        cfg.stages[0].timeout = Duration::from_secs(1);
+        let plan = crate::plan::build(&cfg).unwrap();
+        let mut w = World::new(&cfg, &plan, Goal::Daemon, &PersistedState::default());
+        w.bus_up = true;
+        let mut now = 10;
+        let mut queue = step(&mut w, Ev::Begin, now);
+        // Preflight clear, dns started but never healthy.
+        while let Some(e) = queue.pop() {
+            if let Effect::Preflight { stage, token, .. } = e {
+                queue.extend(step(
+                    &mut w,
+                    Ev::PreflightDone {
+                        stage,
+                        token,
+                        problems: vec![],
+                    },
+                    now,
+                ));
+            }
+        }
+        now += 2_000;
+        step(&mut w, Ev::Tick, now);
+        let snap = snapshot(&w, now, std::path::Path::new("/etc/x.toml"));
+        let web = snap.services.iter().find(|s| s.name == "web").unwrap();
+        assert_eq!(web.state, ServiceState::Blocked);
+        assert!(
+            web.health.reason.contains("blocked by stage foundation"),
+            "{web:?}"
+        );
+        assert!(
+            snap.status_line.contains("stage foundation failed"),
+            "{}",
+            snap.status_line
+        );
+        assert_eq!(snap.phase, "watching");
+    }
+}
