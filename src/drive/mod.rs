@@ -20,6 +20,7 @@
 mod error;
 mod jobs;
 mod state;
+pub(crate) mod transient;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +36,9 @@ use zbus_systemd::systemd1::ManagerProxy;
 
 pub use error::{DriveError, JobMode, JobOp};
 pub use state::UnitState;
+pub use transient::{
+    TransientError, TransientExit, TransientOutput, TransientSpec, DEFAULT_OUTPUT_LIMIT,
+};
 
 use error::{connection_lost, job_hint, map_zbus, Ctx};
 use jobs::{Finished, JobTable, Lookup};

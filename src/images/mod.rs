@@ -4,9 +4,39 @@
 //! configured images into such an archive (`mcrecover images save`), and show
 //! what is present and archived (`mcrecover images status`).
 //! Layout and rules: docs/images.md.
+//!
+//! # Where podman runs
+//!
+//! Every function has a `*_via` form taking a [`PodmanRunner`]; the plain
+//! form is [`PodmanRunner::Direct`] (podman as our child process: the CLI
+//! run by an operator, as root or the platform user). The daemon runs under a
+//! hardened unit where podman cannot work (no user namespaces, read-only
+//! storage), so it passes [`PodmanRunner::Transient`] with its own
+//! connection to the platform's manager (the platform user's for rootless,
+//! the system manager for rootful): podman then runs as a transient unit of
+//! that manager, outside the daemon's sandbox (docs/daemon.md, "Podman
+//! outside the daemon's sandbox"):
+//!
+//! - [`ensure_images_via`]: present, else load from the archive (the
+//!   verified open file is podman's stdin), else pull when allowed;
+//! - [`all_present_via`]: whether every image is there (loads nothing);
+//! - [`presence_via`]: per image `present`, `absent` or `unknown`;
+//! - [`podman_via`]: any other podman command (e.g. `inspect`), bounded.
+//!
+//! # "Absent" versus "cannot tell"
+//!
+//! An image is absent only when podman answered so (`podman image exists`
+//! exited 1 and printed nothing but warnings: podman also exits 1 when it
+//! cannot set itself up, e.g. `cannot set user namespace`). When podman could not answer, the
+//! functions return [`ImagesError::Podman`] or [`ImagesError::Spawn`]
+//! ([`ImagesError::cannot_tell`] is true for both), never "absent": callers
+//! treat that as "unknown" (the recovery starts the units anyway and lets a
+//! truly missing image fail the unit, see `recover::preflight`).
 
 mod archive;
 mod podman;
+
+pub use podman::{PodmanOutput, PodmanRunner};
 
 pub use archive::{
     archive_file_name, archive_file_names, read_index, sha256_file, verify, write_index,
@@ -56,7 +86,11 @@ pub enum ImagesError {
         /// The offending file name.
         file: String,
     },
-    /// podman could not be run.
+    /// podman could not be started: no such program, or (with
+    /// [`PodmanRunner::Transient`]) the transient unit was refused or its
+    /// manager lost; `source` then wraps the
+    /// [`crate::drive::TransientError`]. "Cannot tell": says nothing about
+    /// the images.
     #[error("cannot run {}: {source}", program.display())]
     Spawn {
         /// The program.
@@ -64,10 +98,14 @@ pub enum ImagesError {
         /// The error.
         source: std::io::Error,
     },
-    /// A podman command failed.
+    /// A podman command ran but failed or did not answer in time. For
+    /// `image exists` this is "cannot tell" (an absent image is not an
+    /// error: podman's plain exit 1 is `Ok(false)`), e.g. rootless podman
+    /// that cannot create its user namespace, or read-only storage.
     #[error("podman {action} {image} failed: {detail}")]
     Podman {
-        /// `load`, `save`, `pull`, `image exists`.
+        /// `load`, `save`, `pull`, `image exists`, or the first argument
+        /// given to [`podman_via`].
         action: &'static str,
         /// The image.
         image: String,
@@ -83,6 +121,13 @@ pub enum ImagesError {
 }
 
 impl ImagesError {
+    /// Whether this error means podman could not answer ([`ImagesError::Spawn`],
+    /// [`ImagesError::Podman`]): the images' presence is unknown, not
+    /// absent. Callers must not report such an image as missing.
+    pub fn cannot_tell(&self) -> bool {
+        matches!(self, ImagesError::Spawn { .. } | ImagesError::Podman { .. })
+    }
+
     /// The message to report for each of `services`: the failure of the
     /// service's own image, or (for the others, and for errors that concern
     /// every image) the whole error.
@@ -234,13 +279,25 @@ fn remedy(cfg: &Config, pm: &Podman, image: &str) -> String {
 
 /// Whether the image of every service in `services` is in the platform's
 /// podman storage already (one `podman image exists` per image, all at
-/// once). Loads and pulls nothing: [`ensure_images`] does that.
+/// once). Loads and pulls nothing: [`ensure_images`] does that. Podman run
+/// directly ([`all_present_via`] says where).
 pub async fn all_present(cfg: &Config, services: &[String]) -> Result<bool, ImagesError> {
+    all_present_via(cfg, services, &PodmanRunner::Direct).await
+}
+
+/// [`all_present`], podman run by `runner`. `Ok(false)`: podman said an
+/// image is absent; an `Err` with [`ImagesError::cannot_tell`]: it could
+/// not answer.
+pub async fn all_present_via(
+    cfg: &Config,
+    services: &[String],
+    runner: &PodmanRunner,
+) -> Result<bool, ImagesError> {
     let wanted = images_of(cfg, services);
     if wanted.is_empty() {
         return Ok(true);
     }
-    let pm = Podman::for_config(cfg)?;
+    let pm = Podman::for_config_via(cfg, runner)?;
     for p in exists_each(&pm, &wanted).await {
         if !p? {
             return Ok(false);
@@ -264,16 +321,34 @@ async fn exists_each(
 /// SHA-256 matched `index.json`; else pulled when `pull = "missing"` and its
 /// registry is not served by a service of the same or a later stage; else a
 /// failure naming the exact remedy. Every image is attempted; failures are
-/// returned together in [`ImagesError::Unavailable`].
+/// returned together in [`ImagesError::Unavailable`]. Podman run directly
+/// ([`ensure_images_via`] says where).
+///
+/// When podman cannot tell whether an image is present, the error is
+/// [`ImagesError::Podman`]/[`ImagesError::Spawn`] ([`ImagesError::cannot_tell`]),
+/// never `Unavailable`.
 pub async fn ensure_images(
     cfg: &Config,
     services: &[String],
+) -> Result<Vec<ImageAction>, ImagesError> {
+    ensure_images_via(cfg, services, &PodmanRunner::Direct).await
+}
+
+/// [`ensure_images`], podman run by `runner`: for the daemon,
+/// [`PodmanRunner::Transient`] with its connection to the platform's
+/// manager, so that the checks, loads and pulls run outside its sandbox.
+/// Archives are opened (and verified) by this process and handed to podman
+/// as its stdin.
+pub async fn ensure_images_via(
+    cfg: &Config,
+    services: &[String],
+    runner: &PodmanRunner,
 ) -> Result<Vec<ImageAction>, ImagesError> {
     let wanted = images_of(cfg, services);
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
-    let pm = Podman::for_config(cfg)?;
+    let pm = Podman::for_config_via(cfg, runner)?;
     let dir = cfg.platform.image_archive.as_deref();
     let mut index: Option<Index> = None;
     let mut actions = Vec::new();
@@ -368,6 +443,88 @@ pub async fn ensure_images(
     } else {
         Err(ImagesError::Unavailable(failures))
     }
+}
+
+/// What podman says about one image ([`presence_via`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Presence {
+    /// In the platform's storage.
+    Present,
+    /// Not in the platform's storage: podman answered so.
+    Absent,
+    /// podman could not answer (the error says why): NOT absent.
+    Unknown {
+        /// The podman error, e.g. `cannot set user namespace`.
+        reason: String,
+    },
+}
+
+/// One image of [`presence_via`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImagePresence {
+    /// The image reference.
+    pub image: String,
+    /// Services using it.
+    pub services: Vec<String>,
+    /// Present, absent or unknown.
+    pub presence: Presence,
+}
+
+/// Per image of `services` (external ones skipped, each image once), whether
+/// it is in the platform's storage, with podman run by `runner` (all at
+/// once). A podman that cannot answer gives [`Presence::Unknown`] for that
+/// image. Errors only when this process may not look at that storage at all
+/// ([`ImagesError::WrongUser`]).
+pub async fn presence_via(
+    cfg: &Config,
+    services: &[String],
+    runner: &PodmanRunner,
+) -> Result<Vec<ImagePresence>, ImagesError> {
+    let wanted = images_of(cfg, services);
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pm = Podman::for_config_via(cfg, runner)?;
+    let found = exists_each(&pm, &wanted).await;
+    Ok(wanted
+        .into_iter()
+        .zip(found)
+        .map(|((image, services), r)| {
+            let presence = match r {
+                Ok(true) => Presence::Present,
+                Ok(false) => Presence::Absent,
+                Err(e) => {
+                    warn!(image = %image, error = %e, "podman cannot tell whether the image is present");
+                    Presence::Unknown {
+                        reason: e.to_string(),
+                    }
+                }
+            };
+            ImagePresence {
+                image,
+                services,
+                presence,
+            }
+        })
+        .collect())
+}
+
+/// Runs `podman ARGS` (e.g. `["image", "inspect", IMAGE]`) against the
+/// platform's storage, podman run by `runner`, within `timeout`; stdin is
+/// `/dev/null`, the output is bounded (1 MiB). Returns its exit status and
+/// output whatever they are; `Err` ([`ImagesError::cannot_tell`]) when it
+/// could not be run or did not finish in time.
+pub async fn podman_via(
+    cfg: &Config,
+    runner: &PodmanRunner,
+    args: &[&str],
+    timeout: std::time::Duration,
+) -> Result<PodmanOutput, ImagesError> {
+    let pm = Podman::for_config_via(cfg, runner)?;
+    let what = args.join(" ");
+    pm.run(args, podman::Input::Null, timeout, "command", &what)
+        .await
 }
 
 enum LoadFailure {
