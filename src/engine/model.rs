@@ -320,6 +320,8 @@ pub struct Stage {
     pub ignore_deps: bool,
     /// The blocked alert of the current blocking episode went out.
     pub alerted: bool,
+    /// It failed and has not been healthy since.
+    pub failing: bool,
 }
 
 /// The whole state the engine decides on.
@@ -433,6 +435,7 @@ impl World {
                 attempts: 0,
                 ignore_deps: false,
                 alerted: false,
+                failing: false,
             })
             .collect();
         World {

@@ -1110,6 +1110,7 @@ impl World {
         st.phase = StagePhase::Healthy;
         st.ended_at = Some(now);
         st.alerted = false;
+        st.failing = false;
         fx.push(Effect::Note(Note::StageDone {
             stage: i,
             healthy: true,
@@ -1123,7 +1124,9 @@ impl World {
 
     fn stage_failed(&mut self, i: StageId, retry_at: Option<u64>, now: u64, fx: &mut Vec<Effect>) {
         let st = &mut self.stages[i];
-        let first = !matches!(st.phase, StagePhase::Failed { .. });
+        // Told once per failure, not at every preflight retry.
+        let first = !matches!(st.phase, StagePhase::Failed { .. }) && !st.failing;
+        st.failing = true;
         st.phase = StagePhase::Failed { retry_at };
         st.ended_at = Some(now);
         if first {

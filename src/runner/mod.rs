@@ -24,6 +24,7 @@ use crate::drive::{
 };
 use crate::engine::history::PersistedState;
 use crate::engine::{next_deadline, step, Effect, Event, Goal, StageId, SvcId, World};
+use crate::images::PodmanRunner;
 use crate::plan::Plan;
 
 pub use log::RESTART_MESSAGE_ID;
@@ -313,8 +314,14 @@ impl Runner {
                 Some((id, s.info.name.clone(), s.info.unit.clone()))
             })
             .collect();
+        // The daemon runs in a hardened unit: podman runs outside it, as
+        // transient units of the manager it drives.
+        let podman = match (&sd, self.world.goal) {
+            (Some(sd), Goal::Daemon) => PodmanRunner::Transient(sd.clone()),
+            _ => PodmanRunner::Direct,
+        };
         tokio::spawn(async move {
-            let problems = preflight::run(&cfg, sd.as_ref(), &stage_name, &members).await;
+            let problems = preflight::run(&cfg, sd.as_ref(), &podman, &stage_name, &members).await;
             let _ = tx.send(Event::PreflightDone {
                 stage,
                 token,

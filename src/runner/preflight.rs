@@ -5,21 +5,27 @@
 //! daemon restarted in the middle, a second `recover`: their ports are
 //! theirs, their images in use). A definite problem keeps the stage from
 //! starting with the same message `doctor` gives; what cannot be told
-//! (podman not answering, e.g. inside a hardened unit) is a warning: the
-//! unit start is the real test, and its journal's diagnosis names a missing
-//! image.
+//! (podman not answering) is a warning: the unit start is the real test,
+//! and its journal's diagnosis names a missing image.
+//!
+//! The daemon asks podman through transient units of the manager it
+//! drives ([`PodmanRunner::Transient`]): its own hardened unit hides the
+//! image store and forbids the user namespace rootless podman needs, so an
+//! answer from inside it would be about the wrong storage. An operator's
+//! `recover` runs podman directly.
 
 use tracing::warn;
 
 use crate::config::Config;
 use crate::drive::Systemd;
 use crate::engine::SvcId;
-use crate::images::ImagesError;
+use crate::images::PodmanRunner;
 
 /// Per service, what keeps it from starting (empty: the stage may start).
 pub(super) async fn run(
     cfg: &Config,
     sd: Option<&Systemd>,
+    podman: &PodmanRunner,
     stage: &str,
     members: &[(SvcId, String, Option<String>)],
 ) -> Vec<(SvcId, String)> {
@@ -38,10 +44,10 @@ pub(super) async fn run(
     }
     let names: Vec<String> = idle.iter().map(|(_, n)| n.clone()).collect();
     let id_of = |n: &str| idle.iter().find(|(_, m)| m == n).map(|(i, _)| *i);
-    match crate::images::ensure_images(cfg, &names).await {
+    match crate::images::ensure_images_via(cfg, &names, podman).await {
         Ok(_) => {}
-        Err(e @ (ImagesError::Podman { .. } | ImagesError::Spawn { .. })) => {
-            warn!(stage, error = %e, "cannot check images with podman here; starting anyway (unknown is not missing)");
+        Err(e) if e.cannot_tell() => {
+            warn!(stage, error = %e, "cannot check images with podman; starting anyway (unknown is not missing)");
         }
         Err(e) => {
             return e

@@ -508,23 +508,17 @@ fn runner_sender(runner: &Runner) -> mpsc::UnboundedSender<Event> {
 fn state_of(w: &World, svc: usize) -> ServiceState {
     let s = &w.services[svc];
     match s.life {
-        Life::Idle => {
-            let blocked = s
-                .info
-                .stage
-                .and_then(|i| w.stages.get(i))
-                .is_some_and(|st| {
-                    matches!(
-                        st.phase,
-                        StagePhase::Blocked { .. } | StagePhase::Failed { .. }
-                    )
-                });
-            if blocked {
-                ServiceState::Blocked
-            } else {
-                ServiceState::Pending
-            }
-        }
+        Life::Idle => match s
+            .info
+            .stage
+            .and_then(|i| w.stages.get(i))
+            .map(|st| &st.phase)
+        {
+            Some(StagePhase::Blocked { .. }) => ServiceState::Blocked,
+            // Its own stage's preflight failed: it is the problem.
+            Some(StagePhase::Failed { .. }) => ServiceState::Unhealthy,
+            _ => ServiceState::Pending,
+        },
         Life::Skipped | Life::Escalated => ServiceState::Escalated,
         Life::Starting { .. } => ServiceState::Starting,
         Life::Healthy { .. } => ServiceState::Healthy,
