@@ -29,19 +29,37 @@
 //! `restart` key mapped by [`RestartPolicy::systemd_value`].
 //!
 //! Both backends also write, to `platform.unit_dir`:
-//! - `<platform>-<stage>.target` per stage: `Wants=` its services and its
-//!   gate, `After=` its gate (so starting the target waits for the verdict);
+//! - `<platform>-<stage>.target` per stage: `Wants=` its services,
+//!   `Requires=` + `After=` its gate (so starting the target waits for the
+//!   verdict, and fails when the gate fails);
 //! - `<platform>-<stage>-gate.service`: `Type=oneshot`, `RemainAfterExit=yes`,
 //!   runs `<mcrecover> gate --stage NAME --config <config_path>`, `After=` and
-//!   `Wants=` the stage's services (and `After=` the previous gate),
-//!   `TimeoutStartSec=` the stage timeout + [`GATE_MARGIN`];
-//! - `<platform>.target`: `Wants=` every stage target and gate, `After=` every
-//!   stage target.
+//!   `Wants=` the stage's services, `After=` the previous gate, `Requires=` +
+//!   `After=` the stage's *blocking gate* (see below), `TimeoutStartSec=` the
+//!   stage timeout + [`GATE_MARGIN`];
+//! - `<platform>.target`: `Wants=` every stage target, `Requires=` the gate of
+//!   every `block` stage and `Wants=` the gate of every `continue` stage,
+//!   `After=` every stage target and every `block` gate. So
+//!   `systemctl start <platform>.target` fails (job result `dependency`)
+//!   when a `block` stage's gate fails, and succeeds although a `continue`
+//!   stage's gate failed.
+//!
+//! The *blocking gate* of stage N is the gate of the last stage before N
+//! whose policy is `block` (none for the first stage, nor when every earlier
+//! stage is `continue`). Because it is a `Requires=`, a failed `block` gate
+//! fails the start jobs of every later gate (result `dependency`, transitively
+//! through the chain of blocking gates) before they run their checks, also
+//! across `continue` stages in between; a failed `continue` gate is only an
+//! `After=` for the next gate and fails nothing.
 //!
 //! Every service of stage N+1 gets `After=<gate N>` plus `Requires=<gate N>`
-//! (stage N policy `block`) or `Wants=<gate N>` (`continue`). Config `after`
-//! gives `After=`, `requires` gives `Requires=` + `After=` (edges to external
-//! services have no unit and are not rendered; the gate checks them).
+//! (stage N policy `block`) or `Wants=<gate N>` (`continue`), and
+//! `Requires=` + `After=` its stage's blocking gate when that is not already
+//! `<gate N>` (stage N `continue` after an earlier `block` stage, or stage N
+//! empty), so no service of a stage after a failed `block` stage is started.
+//! Config `after` gives `After=`, `requires` gives `Requires=` + `After=`
+//! (edges to external services have no unit and are not rendered; the gate
+//! checks them).
 //!
 //! Manager choice: in rootless mode all units belong to the platform user's
 //! manager (`systemctl --user`; quadlet reads the user's quadlet directory),
@@ -256,6 +274,7 @@ pub fn render(cfg: &Config, plan: &Plan, backend: Backend) -> Result<Rendered, R
     let mut files = Vec::new();
     let hdr = header(cfg);
     let platform = &plan.platform;
+    let blockers = blocking_gates(plan);
 
     for name in &plan.order {
         let psvc = plan.services.get(name).ok_or_else(|| {
@@ -283,7 +302,8 @@ pub fn render(cfg: &Config, plan: &Plan, backend: Backend) -> Result<Rendered, R
             .unwrap_or_else(|| format!("{platform} {} service {name}", stage.name));
         let desc = esc(name, "description", escape::plain(&desc))?;
         u.section("Unit").add("Description", desc);
-        unit_edges(&mut u, psvc);
+        let blocker = psvc.stage.and_then(|i| blockers.get(i).copied().flatten());
+        unit_edges(&mut u, psvc, blocker);
         match backend {
             Backend::Quadlet => quadlet_body(&mut u, cfg, svc)?,
             Backend::Service => service_body(&mut u, cfg, svc)?,
@@ -331,8 +351,15 @@ pub fn render(cfg: &Config, plan: &Plan, backend: Backend) -> Result<Rendered, R
             "Description",
             esc(platform, "stage name", escape::plain(&desc))?,
         );
-        if let Some(prev) = i.checked_sub(1).and_then(|p| plan.stages.get(p)) {
+        let prev = i.checked_sub(1).and_then(|p| plan.stages.get(p));
+        if let Some(prev) = prev {
             us.add("After", prev.gate.clone());
+        }
+        if let Some(b) = blockers.get(i).copied().flatten() {
+            if prev.is_none_or(|p| p.gate != b) {
+                us.add("After", b);
+            }
+            us.add("Requires", b);
         }
         for m in &members {
             if let Some(unit) = &m.unit {
@@ -372,19 +399,30 @@ pub fn render(cfg: &Config, plan: &Plan, backend: Backend) -> Result<Rendered, R
                 ts.add("Wants", unit.clone());
             }
         }
-        ts.add("Wants", st.gate.clone());
+        ts.add("Requires", st.gate.clone());
         ts.add("After", st.gate.clone());
         files.push(RenderedFile {
             dest: Destination::UnitDir,
             name: t.name.clone(),
             contents: t.to_text(),
         });
+        let gate_dep = match st.policy {
+            FailurePolicy::Block => "Requires",
+            FailurePolicy::Continue => "Wants",
+        };
         top.section("Unit")
             .add("Wants", st.target.clone())
-            .add("Wants", st.gate.clone());
+            .add(gate_dep, st.gate.clone());
     }
     for st in &plan.stages {
         top.section("Unit").add("After", st.target.clone());
+    }
+    for st in plan
+        .stages
+        .iter()
+        .filter(|st| st.policy == FailurePolicy::Block)
+    {
+        top.section("Unit").add("After", st.gate.clone());
     }
     files.push(RenderedFile {
         dest: Destination::UnitDir,
@@ -395,8 +433,27 @@ pub fn render(cfg: &Config, plan: &Plan, backend: Backend) -> Result<Rendered, R
     Ok(Rendered { backend, files })
 }
 
-/// `[Unit]` dependency lines for a container service.
-fn unit_edges(u: &mut UnitFile, psvc: &PlanService) {
+/// The blocking gate of every stage, by stage index: the gate unit of the
+/// last earlier stage whose policy is `block` (`None` for the first stage and
+/// when every earlier stage is `continue`). Empty stages count like any other:
+/// their gate passes at once unless its own blocking gate failed.
+fn blocking_gates(plan: &Plan) -> Vec<Option<&str>> {
+    let mut last_block = None;
+    plan.stages
+        .iter()
+        .map(|st| {
+            let blocker = last_block;
+            if st.policy == FailurePolicy::Block {
+                last_block = Some(st.gate.as_str());
+            }
+            blocker
+        })
+        .collect()
+}
+
+/// `[Unit]` dependency lines for a container service; `blocker` is its
+/// stage's blocking gate (see [`blocking_gates`]).
+fn unit_edges(u: &mut UnitFile, psvc: &PlanService, blocker: Option<&str>) {
     let s = u.section("Unit");
     let mut after: BTreeSet<&str> = BTreeSet::new();
     let mut requires: BTreeSet<&str> = BTreeSet::new();
@@ -420,6 +477,18 @@ fn unit_edges(u: &mut UnitFile, psvc: &PlanService) {
             FailurePolicy::Continue => s.add("Wants", se.gate.as_str()),
             FailurePolicy::Block => s.add("Requires", se.gate.as_str()),
         };
+    }
+    // After a `continue` (or empty) stage, a failed earlier `block` stage must
+    // still keep this service from starting.
+    if let Some(b) = blocker {
+        let covered = psvc
+            .stage_edge
+            .as_ref()
+            .is_some_and(|se| se.gate == b && se.policy == FailurePolicy::Block);
+        if !covered {
+            s.add("After", b);
+            s.add("Requires", b);
+        }
     }
     for a in after {
         s.add("After", a);
