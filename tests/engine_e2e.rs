@@ -378,10 +378,20 @@ fn a_blocked_platform_resumes_by_itself_when_the_blocker_heals() {
         "0"
     );
     // Healed: the ramp goes on without anyone calling Recover().
+    let healed = now_usec();
     ok(&sb, sb.remove("/srv/mcns/fault"));
+    wait(&sb, "the core stage started", 180, || {
+        prop(&sb, "mc-proxy.service", "InactiveExitTimestampMonotonic") != "0"
+    });
+    let resumed = now_usec();
     wait(&sb, "the whole platform healthy", 180, || {
         status(&sb).is_some_and(|s| all_healthy(&s))
     });
+    eprintln!(
+        "blocker healed -> next stage started {:.2} s, -> all healthy {:.2} s",
+        (resumed - healed) as f64 / 1e6,
+        (now_usec() - healed) as f64 / 1e6
+    );
     let alerts = sb.journal_json(&[&format!("MESSAGE_ID={BLOCKED_ID}")]);
     assert_eq!(
         alerts.len(),

@@ -41,25 +41,31 @@ pub(super) async fn probe(check: &ExecCheck, progress: &Progress) -> Result<Stri
         .kill_on_drop(true);
 
     progress.waiting_for(format!("exec `{shown}`"));
-    let child = command
+    let mut child = command
         .spawn()
         .map_err(|e| Failed(format!("exec `{shown}` could not start: {}", io_reason(&e))))?;
     let mut group = KillGroupOnDrop(child.id().and_then(|id| i32::try_from(id).ok()));
-    let output = child
-        .wait_with_output()
-        .await
-        .map_err(|e| Failed(format!("exec `{shown}`: waiting failed: {}", io_reason(&e))))?;
+    // Output the check does not control the size of: at most OUTPUT_KEPT
+    // bytes of each stream are kept (the tail), the rest is read and dropped.
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let (out, err, status) = tokio::join!(
+        read_tail(stdout, OUTPUT_KEPT),
+        read_tail(stderr, OUTPUT_KEPT),
+        child.wait()
+    );
+    let status =
+        status.map_err(|e| Failed(format!("exec `{shown}`: waiting failed: {}", io_reason(&e))))?;
     // The leader has exited and been reaped: do not signal its group id again.
     group.0 = None;
 
-    if output.status.success() {
+    if status.success() {
         return Ok("exit 0".to_owned());
     }
-    let last = last_line(&output.stderr).or_else(|| last_line(&output.stdout));
-    let how = match (output.status.code(), signal_of(&output.status)) {
+    let last = last_line(&err).or_else(|| last_line(&out));
+    let how = match (status.code(), signal_of(&status)) {
         (Some(code), _) => format!("exited {code}"),
         (None, Some(sig)) => format!("killed by signal {sig}"),
-        (None, None) => format!("ended with {}", output.status),
+        (None, None) => format!("ended with {status}"),
     };
     Err(Failed(match last {
         Some(line) => format!("exec `{shown}` {how}: {line}"),
@@ -111,15 +117,45 @@ fn signal_of(status: &std::process::ExitStatus) -> Option<i32> {
     status.signal()
 }
 
-/// The last non-empty line of some output, trimmed and bounded.
+/// How much of each output stream of an exec check is kept (its tail).
+const OUTPUT_KEPT: usize = 16 * 1024;
+
+/// Read `r` to its end, keeping at most the last `limit` bytes (reads
+/// everything, so the child never blocks on a full pipe).
+async fn read_tail<R: tokio::io::AsyncRead + Unpin>(r: Option<R>, limit: usize) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let Some(mut r) = r else {
+        return Vec::new();
+    };
+    let mut kept: std::collections::VecDeque<u8> = std::collections::VecDeque::new();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                kept.extend(&buf[..n]);
+                let excess = kept.len().saturating_sub(limit);
+                kept.drain(..excess);
+            }
+        }
+    }
+    kept.into()
+}
+
+/// The last non-empty line of some output, trimmed, bounded and cleaned
+/// of control characters.
 fn last_line(bytes: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(bytes);
-    let line = text.lines().rev().map(str::trim).find(|l| !l.is_empty())?;
+    let line = text
+        .lines()
+        .rev()
+        .map(|l| super::sanitize(l).trim().to_owned())
+        .find(|l| !l.is_empty())?;
     const MAX: usize = 300;
     if line.chars().count() > MAX {
         Some(format!("{}...", line.chars().take(MAX).collect::<String>()))
     } else {
-        Some(line.to_owned())
+        Some(line)
     }
 }
 
@@ -145,6 +181,25 @@ mod tests {
     fn last_line_skips_trailing_blank_lines() {
         assert_eq!(last_line(b"one\ntwo\n\n").as_deref(), Some("two"));
         assert_eq!(last_line(b"\n \n"), None);
+    }
+
+    #[tokio::test]
+    async fn output_is_read_to_the_end_but_only_its_tail_kept() {
+        use tokio::io::AsyncReadExt;
+        // 64 MiB of output: all read (the writer is never blocked), 16 KiB kept.
+        let big = tokio::io::repeat(b'x').take(64 << 20);
+        let kept = read_tail(Some(big), OUTPUT_KEPT).await;
+        assert_eq!(kept.len(), OUTPUT_KEPT);
+        let small = &b"one\ntwo\n"[..];
+        assert_eq!(read_tail(Some(small), OUTPUT_KEPT).await, b"one\ntwo\n");
+    }
+
+    #[test]
+    fn last_line_has_no_control_characters() {
+        assert_eq!(
+            last_line(b"ok\n\x1b[31mred\x00alert\x07\n").as_deref(),
+            Some("redalert")
+        );
     }
 
     #[test]

@@ -104,12 +104,12 @@ pub async fn probe(check: &Check) -> Outcome {
     let outcome = match result {
         Ok(detail) => Outcome {
             ok: true,
-            detail,
+            detail: sanitize(&detail),
             elapsed: start.elapsed(),
         },
         Err(Failed(detail)) => Outcome {
             ok: false,
-            detail,
+            detail: sanitize(&detail),
             elapsed: start.elapsed(),
         },
     };
@@ -122,6 +122,48 @@ pub async fn probe(check: &Check) -> Outcome {
         "probe finished"
     );
     outcome
+}
+
+/// `text` without what must not reach a terminal, the journal, D-Bus or an
+/// environment variable: ANSI escape sequences (CSI `ESC [ ... final`, OSC
+/// `ESC ] ... BEL|ESC \\`, other `ESC x`), NULs and every other control
+/// character except tab (newlines become spaces). Check details come from
+/// servers and commands the daemon does not control.
+pub fn sanitize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                Some('[') => {
+                    // CSI: parameters and intermediates, then a final byte @..~.
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    // OSC: up to BEL or ESC \.
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' {
+                            break;
+                        }
+                        if c == '\u{1b}' {
+                            chars.next();
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\n' | '\r' => out.push(' '),
+            '\t' => out.push('\t'),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Format a duration the way people write timeouts: `2s`, `1.5s`, `250ms`.
@@ -192,6 +234,20 @@ pub(crate) struct AbortOnDrop(pub(crate) tokio::task::AbortHandle);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod sanitize_tests {
+    use super::sanitize;
+
+    #[test]
+    fn escapes_nuls_and_controls_are_removed() {
+        assert_eq!(sanitize("a\u{1b}[31;1mred\u{1b}[0m b"), "ared b");
+        assert_eq!(sanitize("t\u{1b}]0;title\u{7}x"), "tx");
+        assert_eq!(sanitize("nul\0byte\u{8}\u{7f}"), "nulbyte");
+        assert_eq!(sanitize("two\nlines\r\tok"), "two lines \tok");
+        assert_eq!(sanitize("HTTP 500: é"), "HTTP 500: é");
     }
 }
 

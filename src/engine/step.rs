@@ -937,6 +937,18 @@ impl World {
         let mut ignore = false;
         for (j, st) in self.stages.iter().enumerate().take(i) {
             match st.phase {
+                // Its gate unit was not started (it wants the skipped,
+                // escalated services): later units must not pull it in
+                // through their `Requires=`.
+                StagePhase::Healthy
+                    if st
+                        .info
+                        .members
+                        .iter()
+                        .any(|&m| self.services[m].life == Life::Skipped) =>
+                {
+                    ignore = true;
+                }
                 StagePhase::Healthy => {}
                 StagePhase::Failed { .. } if st.info.block => return Err(Some(j)),
                 StagePhase::Failed { .. } => ignore = true,

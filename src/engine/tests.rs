@@ -439,6 +439,26 @@ fn an_escalated_service_is_not_started_by_a_new_run() {
     assert_eq!(d.starts_of("app"), 0);
     assert_eq!(d.phase(2), StagePhase::Healthy, "verdict about the others");
     assert!(!d.log.iter().any(|e| matches!(e, Effect::StartGate(2))));
+    let mut d = Driver::new(Goal::Daemon);
+    let mut hist = PersistedState::default();
+    hist.services.entry("proxy".into()).or_default().escalated = Some(super::history::Escalation {
+        event_id: "proxy-1".into(),
+        reason: "crash loop".into(),
+        at_ms: 1,
+    });
+    d.w = World::new(&cfg, &plan, Goal::Daemon, &hist);
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(5_000);
+    // core's gate was not started (it wants the escalated proxy): the next
+    // stage's units are started with dependencies ignored, so they do not
+    // pull it (and proxy) in.
+    assert!(!d.log.iter().any(|e| matches!(e, Effect::StartGate(1))));
+    let web = d.id("web");
+    assert!(d
+        .log
+        .iter()
+        .any(|e| matches!(e, Effect::Start { svc, ignore_deps: true, .. } if *svc == web)));
 }
 
 /// One random thing that can happen to the platform.

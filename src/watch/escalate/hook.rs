@@ -18,7 +18,9 @@ const STDERR_LIMIT: usize = 16 * 1024;
 
 /// The environment the hook gets for `ev` (besides the daemon's own).
 pub fn environment(ev: &Event) -> Vec<(&'static str, String)> {
-    vec![
+    // No value may carry a NUL (the hook would not even start) or terminal
+    // control sequences: reasons quote servers and commands.
+    let env = vec![
         ("MCRECOVER_EVENT", ev.kind.as_str().to_owned()),
         ("MCRECOVER_EVENT_ID", ev.id.clone()),
         ("MCRECOVER_PLATFORM", ev.platform.clone()),
@@ -36,7 +38,10 @@ pub fn environment(ev: &Event) -> Vec<(&'static str, String)> {
                 .map(|d| d.remedy.clone())
                 .unwrap_or_default(),
         ),
-    ]
+    ];
+    env.into_iter()
+        .map(|(k, v)| (k, crate::check::sanitize(&v)))
+        .collect()
 }
 
 /// Runs `argv` for `ev` within `timeout`. Never fails: the result says what
