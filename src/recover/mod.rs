@@ -21,7 +21,7 @@ use tracing::warn;
 
 use crate::check::Outcome as ProbeOutcome;
 use crate::config::{Config, Mode};
-use crate::drive::Systemd;
+use crate::drive::{BusTarget, Systemd};
 use crate::engine::history::PersistedState;
 use crate::engine::{Effect, Goal, Life, Note, StagePhase, World};
 use crate::plan::Plan;
@@ -102,7 +102,9 @@ pub async fn recover(
         Goal::Recover,
         &PersistedState::default(),
         Some(sd.clone()),
-        None,
+        // A lost bus is reconnected to, as in the daemon (nothing is
+        // started while it is gone).
+        Some(BusTarget::Address(sd.address().to_owned())),
     );
     runner.subscribe().await;
     runner
