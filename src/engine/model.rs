@@ -192,6 +192,14 @@ impl Svc {
                 .is_none_or(|u| u.is_active() || u.active_state == "reloading")
     }
 
+    /// Its current escalation is the event `event_id`.
+    pub fn escalated_by(&self, event_id: &str) -> bool {
+        self.history
+            .escalated
+            .as_ref()
+            .is_some_and(|e| e.event_id == event_id)
+    }
+
     /// Something was observed to judge it by: a unit state or a check.
     pub fn observed(&self) -> bool {
         self.unit.is_some() || !self.checks.is_empty()

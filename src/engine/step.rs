@@ -592,11 +592,7 @@ impl World {
         let Some(s) = self.services.get_mut(svc) else {
             return;
         };
-        let current = s
-            .history
-            .escalated
-            .as_ref()
-            .is_some_and(|e| e.event_id == event_id);
+        let current = s.escalated_by(event_id);
         if !remedy || !current || s.history.remedy_tried.as_deref() == Some(event_id) {
             return;
         }
@@ -619,12 +615,7 @@ impl World {
         let Some(s) = self.services.get(svc) else {
             return;
         };
-        let current = s
-            .history
-            .escalated
-            .as_ref()
-            .is_some_and(|e| e.event_id == event_id);
-        if ok && current && s.job.is_none() && self.goal.acts() {
+        if ok && s.escalated_by(event_id) && s.job.is_none() && self.goal.acts() {
             self.issue_restart(svc, now, "remedy", fx);
         }
     }

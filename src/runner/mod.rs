@@ -330,14 +330,23 @@ impl Runner {
         });
     }
 
-    fn start(&self, svc: SvcId, token: u64, ignore_deps: bool) {
-        let tx = self.tx.clone();
-        let (Some(sd), Some(unit)) = (self.sd(), self.unit_of(svc)) else {
-            let _ = tx.send(Event::JobDone {
+    /// The manager and the unit a job of `svc` goes to; without either the
+    /// job fails at once (its result comes back as an event).
+    fn job_target(&self, svc: SvcId, token: u64) -> Option<(Systemd, String)> {
+        let target = self.sd().zip(self.unit_of(svc));
+        if target.is_none() {
+            let _ = self.tx.send(Event::JobDone {
                 svc,
                 token,
                 result: Err("systemd is unreachable".into()),
             });
+        }
+        target
+    }
+
+    fn start(&self, svc: SvcId, token: u64, ignore_deps: bool) {
+        let tx = self.tx.clone();
+        let Some((sd, unit)) = self.job_target(svc, token) else {
             return;
         };
         let mode = if ignore_deps {
@@ -357,12 +366,7 @@ impl Runner {
 
     fn restart(&self, svc: SvcId, token: u64, reset_failed: bool) {
         let tx = self.tx.clone();
-        let (Some(sd), Some(unit)) = (self.sd(), self.unit_of(svc)) else {
-            let _ = tx.send(Event::JobDone {
-                svc,
-                token,
-                result: Err("systemd is unreachable".into()),
-            });
+        let Some((sd, unit)) = self.job_target(svc, token) else {
             return;
         };
         tokio::spawn(async move {
