@@ -190,6 +190,15 @@ pub enum RenderError {
         /// The file.
         path: PathBuf,
     },
+    /// Something else than a regular file is at a unit's path (a symbolic
+    /// link is not followed, a FIFO not read): neither read nor replaced.
+    #[error("{path} is a {kind}, not a unit file written by mcrecover; it is neither followed nor replaced: move it away first")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is: `symbolic link`, `FIFO`, `directory`, ...
+        kind: &'static str,
+    },
     /// A file system operation failed.
     #[error("{path}: {source}")]
     Io {
@@ -747,7 +756,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RenderError + '_ {
 /// and are ignored. Files of our own (header
 /// [`HEADER_PREFIX`]) that are no longer rendered are reported as stale, never
 /// deleted. An existing file that differs and does not carry our header is
-/// never overwritten: [`RenderError::Foreign`], and nothing is written. With
+/// never overwritten: [`RenderError::Foreign`], and nothing is written; nor
+/// is anything else than a regular file at a unit's path, which is not even
+/// read ([`RenderError::NotAFile`]; see `read_existing`). With
 /// `dry_run` nothing is created or written; the report says what would
 /// happen.
 pub fn write(
@@ -769,11 +780,7 @@ pub fn write(
         let dir = dir_of(f.dest);
         let path = dir.join(&f.name);
         ours.insert(path.clone());
-        let existing = match fs::read(&path) {
-            Ok(b) => Some(b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_err(&path)(e)),
-        };
+        let existing = read_existing(&path)?;
         match existing {
             Some(b) if b == f.contents.as_bytes() => {
                 report.unchanged.push(path);
@@ -833,13 +840,40 @@ pub fn write(
     Ok(report)
 }
 
-/// Whether the file at `path` starts with our header.
+/// The largest existing file at a unit's path that is read: every unit we
+/// render is far smaller, so a larger file is not ours ([`RenderError::Foreign`]).
+pub const MAX_EXISTING_BYTES: u64 = 1 << 20;
+
+/// The contents of the existing file at a unit's `path`, `None` when there
+/// is none. It is opened without following a symbolic link and without
+/// waiting on a FIFO (`O_NOFOLLOW | O_NONBLOCK`), must be a regular file
+/// ([`RenderError::NotAFile`] otherwise: a link, e.g. a masked unit's link to
+/// `/dev/null`, or a FIFO is never read or replaced) and is read up to
+/// [`MAX_EXISTING_BYTES`] (a larger file is [`RenderError::Foreign`]).
+fn read_existing(path: &Path) -> Result<Option<Vec<u8>>, RenderError> {
+    use crate::safe_fs::{open_regular, read_bounded, OpenError};
+    match open_regular(path).and_then(|(f, _)| read_bounded(f, MAX_EXISTING_BYTES)) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(OpenError::NotRegular(kind)) => Err(RenderError::NotAFile {
+            path: path.to_path_buf(),
+            kind,
+        }),
+        Err(OpenError::TooLarge(_)) => Err(RenderError::Foreign {
+            path: path.to_path_buf(),
+        }),
+        Err(OpenError::Io(e)) => Err(io_err(path)(e)),
+    }
+}
+
+/// Whether the file at `path` is a regular file (not followed when it is a
+/// symbolic link, not waited on when it is a FIFO) starting with our header.
 fn is_generated(path: &Path) -> bool {
     use std::io::Read as _;
     let mut buf = vec![0u8; HEADER_PREFIX.len()];
-    fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .is_ok_and(|()| buf == HEADER_PREFIX.as_bytes())
+    crate::safe_fs::open_regular(path)
+        .ok()
+        .is_some_and(|(mut f, _)| f.read_exact(&mut buf).is_ok() && buf == HEADER_PREFIX.as_bytes())
 }
 
 /// From this many files on, [`atomic_write_all`] flushes the temporary files
