@@ -4,13 +4,28 @@
 //! `renameat2(RENAME_NOREPLACE)`: nothing is ever deleted, overwritten or
 //! copied; a path on another filesystem (EXDEV) or an existing target is an
 //! error for that path. Every path is validated before anything moves.
+//!
+//! What is below a volume's host directory belongs to the container, which
+//! may have made any of it a symbolic link. So the volume directory is
+//! opened once (its path is root's configuration), and everything below it
+//! is walked one component at a time with `O_NOFOLLOW` relative to that
+//! descriptor (as `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` would):
+//! the listed file's directories, `quarantine/`, the timestamp directory and
+//! the directories made below it. A symbolic link on the way is an error
+//! for that path, never followed; the listed file itself is moved as what it
+//! is (a symbolic link is moved, not its target). The rename is
+//! `renameat2` on the two directory descriptors.
 
-use std::io;
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
-use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+use nix::fcntl::{renameat2, AtFlags, RenameFlags};
+use nix::sys::stat::{fstatat, Mode};
+
+use crate::safe_fs::{self, WalkError};
 
 use super::{QuarantineError, QuarantineReport};
 use crate::config::{Remedy, Service};
@@ -140,40 +155,72 @@ pub fn quarantine(
         moved: Vec::new(),
         missing: Vec::new(),
     };
-    // One timestamp directory per volume for this call.
-    let mut dirs: Vec<(PathBuf, PathBuf)> = Vec::new();
+    // Per volume: its open directory, and this call's timestamp directory
+    // (path and descriptor), made on the first move into it.
+    let mut volumes_open: Vec<(PathBuf, OwnedFd, Option<(PathBuf, OwnedFd)>)> = Vec::new();
+    let dir_mode = Mode::from_bits_truncate(0o755);
     for (path, vol, rel) in plan {
-        match std::fs::symlink_metadata(&path) {
+        let (Some(name), Some(rel_parent)) = (rel.file_name(), rel.parent()) else {
+            return Err(partial(&path, "no file name".into(), &report));
+        };
+        let idx = match volumes_open.iter().position(|(v, _, _)| *v == vol) {
+            Some(i) => i,
+            None => {
+                let fd = safe_fs::open_dir(&vol).map_err(|e| {
+                    partial(
+                        &path,
+                        format!("cannot open the volume directory {}: {e}", vol.display()),
+                        &report,
+                    )
+                })?;
+                volumes_open.push((vol.clone(), fd, None));
+                volumes_open.len() - 1
+            }
+        };
+        let Some((_, vol_fd, _)) = volumes_open.get(idx) else {
+            return Err(partial(&path, "internal: volume lost".into(), &report));
+        };
+        // The listed file's directory, below the volume, no link followed.
+        let from_dir = match safe_fs::open_beneath(vol_fd, &vol, rel_parent, None) {
+            Ok(fd) => fd,
+            Err(e) if e.is_not_found() => {
+                report.missing.push(path);
+                continue;
+            }
+            Err(e) => return Err(partial(&path, walk_reason(&e), &report)),
+        };
+        match fstatat(&from_dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(Errno::ENOENT) => {
                 report.missing.push(path);
                 continue;
             }
             Err(e) => return Err(partial(&path, format!("cannot stat: {e}"), &report)),
         }
-        let dir = match dirs.iter().find(|(v, _)| *v == vol) {
-            Some((_, d)) => d.clone(),
-            None => {
-                let d = claim_dir(&vol, &stamp).map_err(|e| partial(&path, e, &report))?;
-                dirs.push((vol.clone(), d.clone()));
-                d
+        let stamp_dir = match volumes_open.get_mut(idx) {
+            Some((_, vol_fd, slot @ None)) => {
+                let claimed =
+                    claim_dir(vol_fd, &vol, &stamp).map_err(|e| partial(&path, e, &report))?;
+                &*slot.insert(claimed)
             }
+            Some((_, _, Some(claimed))) => &*claimed,
+            None => return Err(partial(&path, "internal: volume lost".into(), &report)),
         };
-        let target = dir.join(&rel);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| {
+        let (stamp_path, stamp_fd) = stamp_dir;
+        let target = stamp_path.join(&rel);
+        let to_dir = safe_fs::open_beneath(stamp_fd, stamp_path, rel_parent, Some(dir_mode))
+            .map_err(|e| {
                 partial(
                     &path,
-                    format!("cannot create {}: {e}", parent.display()),
+                    format!("cannot create its directory: {}", walk_reason(&e)),
                     &report,
                 )
             })?;
-        }
         match renameat2(
-            AT_FDCWD,
-            &path,
-            AT_FDCWD,
-            &target,
+            &from_dir,
+            name,
+            &to_dir,
+            name,
             RenameFlags::RENAME_NOREPLACE,
         ) {
             Ok(()) => {
@@ -215,23 +262,45 @@ pub fn quarantine(
     Ok(report)
 }
 
+/// Why a walk below a volume stopped, for the error.
+fn walk_reason(e: &WalkError) -> String {
+    match e {
+        WalkError::Symlink(p) => format!(
+            "{} is a symbolic link, which is not followed below a volume (the container controls what is there): nothing is moved through it",
+            p.display()
+        ),
+        other => other.to_string(),
+    }
+}
+
 /// Creates `<vol>/quarantine/<stamp>` (or `<stamp>-2`, `-3`, ... when taken),
-/// so every quarantine gets a directory of its own.
-fn claim_dir(vol: &Path, stamp: &str) -> Result<PathBuf, String> {
+/// so every quarantine gets a directory of its own; `quarantine` is not
+/// followed if it is a symbolic link. Returns its path and descriptor.
+fn claim_dir(vol_fd: &OwnedFd, vol: &Path, stamp: &str) -> Result<(PathBuf, OwnedFd), String> {
+    let mode = Mode::from_bits_truncate(0o755);
     let base = vol.join(QUARANTINE_DIR);
-    std::fs::create_dir_all(&base).map_err(|e| format!("cannot create {}: {e}", base.display()))?;
+    let qfd =
+        safe_fs::open_beneath(vol_fd, vol, Path::new(QUARANTINE_DIR), Some(mode)).map_err(|e| {
+            match e {
+                WalkError::Symlink(_) => walk_reason(&e),
+                other => format!("cannot create {}: {other}", base.display()),
+            }
+        })?;
     for n in 1..1000 {
         let name = if n == 1 {
             stamp.to_owned()
         } else {
             format!("{stamp}-{n}")
         };
-        let dir = base.join(name);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+        let dir = base.join(&name);
+        match nix::sys::stat::mkdirat(&qfd, name.as_str(), mode) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => continue,
             Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
         }
+        let fd = safe_fs::open_dir_at(&qfd, OsStr::new(&name))
+            .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
+        return Ok((dir, fd));
     }
     Err(format!(
         "no free quarantine directory for {stamp} in {}",
