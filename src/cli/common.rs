@@ -1,0 +1,142 @@
+//! What the commands share: the error with its exit code, logging, the
+//! tokio runtime, the backend and the connection to systemd.
+
+use std::path::{Path, PathBuf};
+
+use mcrecover::config::{self, Config, Mode};
+use mcrecover::drive::{BusTarget, Systemd};
+use mcrecover::{doctor, render};
+
+use super::{BackendArg, SystemArgs};
+
+/// Exit code for a configuration or usage error.
+pub(super) const EXIT_CONFIG: u8 = 2;
+/// Exit code for a system error (D-Bus, I/O, permissions).
+pub(super) const EXIT_SYSTEM: u8 = 4;
+
+/// An error with the exit code it should produce.
+#[derive(Debug)]
+pub(super) struct Exit(pub(super) u8, pub(super) anyhow::Error);
+
+pub(super) fn init_tracing(default_level: &str) {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MCRECOVER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let journald = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        // Fields land unprefixed (SERVICE=, UNIT=, STAGE=, CHECK=) so
+        // `journalctl SERVICE=mcns` works.
+        tracing_journald::layer().ok().map(|l| {
+            l.with_field_prefix(None)
+                .with_syslog_identifier("mcrecover".into())
+        })
+    } else {
+        None
+    };
+    let fmt = journald.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(journald)
+        .with(fmt)
+        .init();
+}
+
+pub(super) fn load(path: &Path) -> Result<Config, Exit> {
+    config::load(path).map_err(|e| Exit(EXIT_CONFIG, anyhow::Error::msg(e.to_string())))
+}
+
+pub(super) fn sys<E: Into<anyhow::Error>>(e: E) -> Exit {
+    Exit(EXIT_SYSTEM, e.into())
+}
+
+/// The runtime of every command: two worker threads whatever the host's
+/// core count (the work is waiting on systemd, podman and sockets; each
+/// further thread only adds stacks and malloc arenas to the daemon's RSS).
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(sys)
+}
+
+pub(super) fn backend_name(b: render::Backend) -> &'static str {
+    match b {
+        render::Backend::Quadlet => "quadlet",
+        render::Backend::Service => "service",
+    }
+}
+
+/// Resolve the backend: the flag, else the config (`auto` is resolved by
+/// [`doctor::detect_backend`]: quadlet when podman >= 4.4 and a quadlet
+/// generator is installed, else plain service units).
+pub(super) fn resolve_backend(cfg: &Config, flag: Option<BackendArg>) -> render::Backend {
+    match flag {
+        Some(BackendArg::Quadlet) => render::Backend::Quadlet,
+        Some(BackendArg::Service) => render::Backend::Service,
+        None => doctor::detect_backend(cfg).0,
+    }
+}
+
+pub(super) fn bus_target(cfg: &Config, s: &SystemArgs) -> BusTarget {
+    match (&s.bus_address, cfg.platform.mode) {
+        (Some(addr), _) => BusTarget::Address(addr.clone()),
+        (None, Mode::Rootful) => BusTarget::System,
+        (None, Mode::Rootless) => BusTarget::User,
+    }
+}
+
+pub(super) async fn connect(cfg: &Config, s: &SystemArgs) -> Result<Systemd, Exit> {
+    let target = bus_target(cfg, s);
+    if cfg.platform.mode == Mode::Rootless
+        && s.bus_address.is_none()
+        && nix::unistd::geteuid().is_root()
+    {
+        let user = cfg
+            .platform
+            .user
+            .as_ref()
+            .map_or("the platform user".to_string(), |u| u.name.clone());
+        return Err(Exit(
+            EXIT_SYSTEM,
+            anyhow::anyhow!(
+                "rootless platform: run this as {user} (e.g. `runuser -u {user} -- mcrecover ...`), \
+                 or pass --bus-address for that user's manager"
+            ),
+        ));
+    }
+    Systemd::connect(&target).await.map_err(sys)
+}
+
+/// One line describing a write report, listing what changed.
+pub(super) fn summary(r: &render::WriteReport) -> String {
+    let names = |v: &[PathBuf]| {
+        v.iter()
+            .filter_map(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut s = format!(
+        "{} created, {} changed, {} unchanged",
+        r.created.len(),
+        r.changed.len(),
+        r.unchanged.len()
+    );
+    if !r.created.is_empty() {
+        s += &format!("\n  created: {}", names(&r.created));
+    }
+    if !r.changed.is_empty() {
+        s += &format!("\n  changed: {}", names(&r.changed));
+    }
+    if !r.stale.is_empty() {
+        s += &format!(
+            "\n  stale (ours, no longer rendered; not removed): {}",
+            names(&r.stale)
+        );
+    }
+    s
+}
