@@ -28,7 +28,7 @@ use crate::sandbox::{self, now_ms, run_ok, UNIT_DIR};
 use crate::Ctx;
 
 /// The restart journal entry's MESSAGE_ID (contract).
-pub const RESTART_MESSAGE_ID: &str = "5e8a0b3c2d1f4e6a9b7c8d0e1f2a3b4c";
+pub(crate) const RESTART_MESSAGE_ID: &str = "5e8a0b3c2d1f4e6a9b7c8d0e1f2a3b4c";
 const DAEMON_UNIT: &str = "mcbench-daemon.service";
 const MONIT_UNIT: &str = "mcbench-monit.service";
 
@@ -231,7 +231,7 @@ fn wait_ready(sb: &Sandbox, service: &str, since_ms: f64, timeout: Duration) -> 
 }
 
 /// Item 2.
-pub fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
+pub(crate) fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
     let trials = ctx.trials.unwrap_or(if ctx.quick { 4 } else { 20 });
     let (sb, _config) = platform_with_daemon(ctx, "bench-reaction", "1s")?;
     std::thread::sleep(Duration::from_secs(4));
@@ -516,7 +516,7 @@ fn monitrc() -> String {
 }
 
 /// Item 3.
-pub fn footprint(ctx: &mut Ctx) -> Result<Vec<Row>> {
+pub(crate) fn footprint(ctx: &mut Ctx) -> Result<Vec<Row>> {
     let secs = if ctx.quick { 15 } else { 60 };
     let (sb, _config) = platform_with_daemon(ctx, "bench-footprint", "5s")?;
     std::thread::sleep(Duration::from_secs(5));

@@ -25,7 +25,7 @@ use crate::Ctx;
 /// Readiness delay (ms) of every stand-in: known, different within a stage,
 /// and the slowest of each stage not a multiple of 1 s (a 1 s poller's
 /// detection delay then varies per stage: 700, 900, 300, 400 ms here).
-pub const DELAYS: &[(&str, u64)] = &[
+pub(crate) const DELAYS: &[(&str, u64)] = &[
     ("mcns", 1300),
     ("mc-proxy", 600),
     ("mcr-api", 2100),
@@ -182,7 +182,7 @@ fn clear_standin_files(sb: &Sandbox) {
 }
 
 /// Item 1.
-pub fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
+pub(crate) fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
     let trials = ctx.trials.unwrap_or(if ctx.quick { 1 } else { 5 });
     let sb = sandbox::platform("bench-recovery", ctx)?;
     let config = sandbox::rootful_example(&sb, "/srv/bench-recovery.toml")?;
@@ -390,7 +390,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
 
 /// `mcbench __baseline --config P --prefix bl- --interval-ms 1000`, run inside
 /// the sandbox: the compose-like gate. Prints a JSON summary.
-pub fn baseline_main(args: &[String]) -> Result<()> {
+pub(crate) fn baseline_main(args: &[String]) -> Result<()> {
     let mut config = None;
     let mut prefix = String::new();
     let mut interval = 1000u64;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 /// Median, spread and tail of a sample.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Number of values.
     pub n: usize,
     /// Median.
@@ -26,7 +26,7 @@ pub struct Summary {
 }
 
 /// Summary of `values` (NaN-free); `None` when empty.
-pub fn summarize(values: &[f64]) -> Option<Summary> {
+pub(crate) fn summarize(values: &[f64]) -> Option<Summary> {
     if values.is_empty() {
         return None;
     }
@@ -48,7 +48,7 @@ pub fn summarize(values: &[f64]) -> Option<Summary> {
 }
 
 /// Nearest-rank percentile of sorted `v` (non-empty).
-pub fn percentile_sorted(v: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile_sorted(v: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
     v[rank.clamp(1, v.len()) - 1]
 }
@@ -56,7 +56,7 @@ pub fn percentile_sorted(v: &[f64], p: f64) -> f64 {
 /// Whether a figure met its target.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Target met.
     Pass,
     /// Target missed.
@@ -69,7 +69,7 @@ pub enum Verdict {
 
 /// One line of the table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Row {
+pub(crate) struct Row {
     /// Item id (`recovery`, `reaction`, `footprint`, `scale-config`, ...).
     pub item: String,
     /// What is measured.
@@ -92,7 +92,7 @@ pub struct Row {
 
 impl Row {
     /// A row with the current time and load.
-    pub fn new(item: &str, figure: &str, target: &str) -> Self {
+    pub(crate) fn new(item: &str, figure: &str, target: &str) -> Self {
         Row {
             item: item.into(),
             figure: figure.into(),
@@ -107,7 +107,7 @@ impl Row {
     }
 
     /// Sets measured (median) and spread from a summary, formatted with `unit`.
-    pub fn summary(mut self, s: Option<Summary>, unit: &str) -> Self {
+    pub(crate) fn summary(mut self, s: Option<Summary>, unit: &str) -> Self {
         match s {
             Some(s) => {
                 self.measured = format!("{} {unit}", fmt_num(s.median));
@@ -126,7 +126,7 @@ impl Row {
     }
 
     /// Sets the verdict (pass when `ok`).
-    pub fn pass(mut self, ok: bool) -> Self {
+    pub(crate) fn pass(mut self, ok: bool) -> Self {
         if self.verdict != Verdict::Skipped {
             self.verdict = if ok { Verdict::Pass } else { Verdict::Miss };
         }
@@ -134,19 +134,19 @@ impl Row {
     }
 
     /// Sets the ratio column.
-    pub fn ratio(mut self, r: impl Into<String>) -> Self {
+    pub(crate) fn ratio(mut self, r: impl Into<String>) -> Self {
         self.ratio = r.into();
         self
     }
 
     /// Sets the note.
-    pub fn note(mut self, n: impl Into<String>) -> Self {
+    pub(crate) fn note(mut self, n: impl Into<String>) -> Self {
         self.note = n.into();
         self
     }
 
     /// A skipped row with `reason`.
-    pub fn skipped(item: &str, figure: &str, target: &str, reason: &str) -> Self {
+    pub(crate) fn skipped(item: &str, figure: &str, target: &str, reason: &str) -> Self {
         let mut r = Row::new(item, figure, target);
         r.measured = "-".into();
         r.verdict = Verdict::Skipped;
@@ -156,7 +156,7 @@ impl Row {
 }
 
 /// Number formatting: 3 significant-ish digits.
-pub fn fmt_num(x: f64) -> String {
+pub(crate) fn fmt_num(x: f64) -> String {
     let a = x.abs();
     if a >= 100.0 {
         format!("{x:.0}")
@@ -170,7 +170,7 @@ pub fn fmt_num(x: f64) -> String {
 }
 
 /// `2026-11-26T01:50Z, load 3.2`.
-pub fn now_and_load() -> String {
+pub(crate) fn now_and_load() -> String {
     let load = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| s.split_whitespace().next().map(str::to_string))
@@ -179,7 +179,7 @@ pub fn now_and_load() -> String {
 }
 
 /// Current UTC time, minutes precision (via `date`, no time crate).
-pub fn utc_now() -> String {
+pub(crate) fn utc_now() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%dT%H:%MZ"])
         .output()
@@ -206,7 +206,7 @@ fn first_line(cmd: &str, args: &[&str]) -> String {
 }
 
 /// The machine: nproc, CPU model, memory, kernel, podman and systemd versions, load.
-pub fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
@@ -241,7 +241,7 @@ pub fn machine() -> String {
 }
 
 /// The table as markdown.
-pub fn markdown_table(rows: &[Row]) -> String {
+pub(crate) fn markdown_table(rows: &[Row]) -> String {
     let mut s = String::from(
         "| item | figure | target | measured (median) | spread | ratio | result | measured at | note |\n|---|---|---|---|---|---|---|---|---|\n",
     );
@@ -269,7 +269,7 @@ pub fn markdown_table(rows: &[Row]) -> String {
 }
 
 /// The table as plain text for the terminal.
-pub fn text_table(rows: &[Row]) -> String {
+pub(crate) fn text_table(rows: &[Row]) -> String {
     let mut s = String::new();
     for r in rows {
         let verdict = match r.verdict {
@@ -290,15 +290,15 @@ pub fn text_table(rows: &[Row]) -> String {
 }
 
 /// Begin/end markers of the generated part of docs/performance.md.
-pub const BEGIN: &str =
+pub(crate) const BEGIN: &str =
     "<!-- mcbench:begin (generated by scripts/bench; edit outside the markers) -->";
 /// See [`BEGIN`].
-pub const END: &str = "<!-- mcbench:end -->";
+pub(crate) const END: &str = "<!-- mcbench:end -->";
 
 /// Merges `rows` (replacing earlier rows of the same items) into `json`, and
 /// renders the whole table with the machine description between the markers
 /// of `md` (appending the markers when absent).
-pub fn write_docs(
+pub(crate) fn write_docs(
     md: &Path,
     json: &Path,
     rows: &[Row],
@@ -355,6 +355,8 @@ struct Stored {
 }
 
 #[cfg(test)]
+// A failed unwrap is the test failure (as in the root crate's test modules).
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

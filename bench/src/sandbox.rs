@@ -13,12 +13,12 @@ use crate::report::{fmt_num, summarize, Row};
 use crate::Ctx;
 
 /// Unit directory used inside sandboxes (the sandbox's own /run).
-pub const UNIT_DIR: &str = "/run/systemd/system";
+pub(crate) const UNIT_DIR: &str = "/run/systemd/system";
 
 /// A rootful sandbox shaped like the example platform (every stand-in /srv
 /// dir, test CA), stand-in images in root's storage, `mcrecover` and `mcbench`
 /// in /usr/bin inside. No quadlet (plain `.service` units).
-pub fn platform(name: &str, ctx: &Ctx) -> Result<Sandbox> {
+pub(crate) fn platform(name: &str, ctx: &Ctx) -> Result<Sandbox> {
     mcrecover_testbed::check_prerequisites().map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut opts = SandboxOptions::metacircular(name);
     opts.rootless_user = None;
@@ -40,14 +40,14 @@ pub fn platform(name: &str, ctx: &Ctx) -> Result<Sandbox> {
 }
 
 /// `argv` inside the sandbox as root; error with stderr on failure.
-pub fn run_ok(sb: &Sandbox, argv: &[&str]) -> Result<String> {
+pub(crate) fn run_ok(sb: &Sandbox, argv: &[&str]) -> Result<String> {
     let out = sb.run(argv);
     check(argv, &out)?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Error unless `out` succeeded.
-pub fn check(argv: &[&str], out: &Output) -> Result<()> {
+pub(crate) fn check(argv: &[&str], out: &Output) -> Result<()> {
     if !out.status.success() {
         bail!(
             "`{}` inside the sandbox exited {:?}: {}{}",
@@ -61,7 +61,7 @@ pub fn check(argv: &[&str], out: &Output) -> Result<()> {
 }
 
 /// The example configuration made rootful, written inside; returns its path.
-pub fn rootful_example(sb: &Sandbox, path: &str) -> Result<String> {
+pub(crate) fn rootful_example(sb: &Sandbox, path: &str) -> Result<String> {
     let text = std::fs::read_to_string(
         mcrecover_testbed::workspace_root().join("examples/metacircular.toml"),
     )?;
@@ -72,7 +72,7 @@ pub fn rootful_example(sb: &Sandbox, path: &str) -> Result<String> {
 }
 
 /// `mcrecover install` (render + daemon-reload) of `config`, service backend, /run units.
-pub fn install(sb: &Sandbox, config: &str) -> Result<()> {
+pub(crate) fn install(sb: &Sandbox, config: &str) -> Result<()> {
     run_ok(
         sb,
         &[
@@ -90,7 +90,7 @@ pub fn install(sb: &Sandbox, config: &str) -> Result<()> {
 }
 
 /// The `mcrecover recover` argv used by every item (no install: done once before).
-pub fn recover_argv(config: &str) -> Vec<&str> {
+pub(crate) fn recover_argv(config: &str) -> Vec<&str> {
     vec![
         "mcrecover",
         "recover",
@@ -108,7 +108,7 @@ pub fn recover_argv(config: &str) -> Vec<&str> {
 
 /// Stops `units` (and anything matching the patterns), resets failed state,
 /// and waits until no container runs.
-pub fn reset(sb: &Sandbox, units: &[String]) -> Result<()> {
+pub(crate) fn reset(sb: &Sandbox, units: &[String]) -> Result<()> {
     let mut argv = vec!["systemctl", "stop"];
     argv.extend(units.iter().map(String::as_str));
     let _ = sb.run(&argv);
@@ -128,7 +128,7 @@ pub fn reset(sb: &Sandbox, units: &[String]) -> Result<()> {
 }
 
 /// Unix ms of a systemd `us+utc` timestamp (`Thu 2026-11-26 01:44:13.123456 UTC`).
-pub fn parse_utc_us(text: &str) -> Option<f64> {
+pub(crate) fn parse_utc_us(text: &str) -> Option<f64> {
     let mut it = text.split_whitespace();
     let first = it.next()?;
     let date = if first.contains('-') {
@@ -163,7 +163,7 @@ pub fn parse_utc_us(text: &str) -> Option<f64> {
 }
 
 /// Unix ms now.
-pub fn now_ms() -> f64 {
+pub(crate) fn now_ms() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64() * 1000.0)
@@ -171,7 +171,11 @@ pub fn now_ms() -> f64 {
 }
 
 /// `prop` (a realtime `...Timestamp` property) of each unit, as unix ms (None if unset).
-pub fn unit_times_rt(sb: &Sandbox, units: &[String], prop: &str) -> BTreeMap<String, Option<f64>> {
+pub(crate) fn unit_times_rt(
+    sb: &Sandbox,
+    units: &[String],
+    prop: &str,
+) -> BTreeMap<String, Option<f64>> {
     let mut argv = vec![
         "systemctl",
         "show",
@@ -203,7 +207,7 @@ pub fn unit_times_rt(sb: &Sandbox, units: &[String], prop: &str) -> BTreeMap<Str
 
 /// 4c: N units (200; 40 with --quick) in one stage, no checks: `mcrecover
 /// recover` vs `systemctl start` of a target that Wants= and is After= them all.
-pub fn scale_start(ctx: &mut Ctx) -> Result<Vec<Row>> {
+pub(crate) fn scale_start(ctx: &mut Ctx) -> Result<Vec<Row>> {
     let n = if ctx.quick { 40 } else { 200 };
     let trials = ctx.trials.unwrap_or(if ctx.quick { 1 } else { 3 });
     let sb = platform("bench-scale-start", ctx)?;
@@ -319,6 +323,8 @@ fn scale_s(mut s: crate::report::Summary) -> crate::report::Summary {
 }
 
 #[cfg(test)]
+// A failed unwrap is the test failure (as in the root crate's test modules).
+#[allow(clippy::unwrap_used)]
 mod tests {
     #[test]
     fn systemd_utc_timestamps() {

@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 
 /// The protocol a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// DNS over UDP and TCP on the same port.
     Dns,
     /// Plain HTTP/1.1.
@@ -40,7 +40,7 @@ impl Kind {
     }
 
     /// Whether this kind needs the TLS leaf certificate.
-    pub fn needs_tls(self) -> bool {
+    pub(crate) fn needs_tls(self) -> bool {
         matches!(self, Self::Https | Self::Grpcs)
     }
 }
@@ -60,7 +60,7 @@ impl fmt::Display for Kind {
 
 /// One `KIND:PORT` entry of `STANDIN_LISTEN`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Listen {
+pub(crate) struct Listen {
     /// Protocol.
     pub kind: Kind,
     /// Port (the same port for UDP and TCP with `dns`).
@@ -74,7 +74,7 @@ impl fmt::Display for Listen {
 }
 
 /// Parses `STANDIN_LISTEN` (`KIND:PORT[,KIND:PORT...]`; blanks and empty items are ignored).
-pub fn parse_listen(s: &str) -> anyhow::Result<Vec<Listen>> {
+pub(crate) fn parse_listen(s: &str) -> anyhow::Result<Vec<Listen>> {
     let mut out = Vec::new();
     for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let Some((kind, port)) = item.split_once(':') else {
@@ -100,13 +100,13 @@ pub fn parse_listen(s: &str) -> anyhow::Result<Vec<Listen>> {
 }
 
 /// Parses a delay in milliseconds (surrounding whitespace allowed).
-pub fn parse_delay_ms(s: &str) -> Option<Duration> {
+pub(crate) fn parse_delay_ms(s: &str) -> Option<Duration> {
     s.trim().parse::<u64>().ok().map(Duration::from_millis)
 }
 
 /// Everything the stand-in needs to know, taken from the environment.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// Service name for logs and the `tcp` banner (`STANDIN_NAME`, default `standin`).
     pub name: String,
     /// Data directory (`STANDIN_DIR`, default `/srv/standin`).
@@ -121,7 +121,7 @@ pub struct Config {
 
 impl Config {
     /// Reads the configuration from the process environment.
-    pub fn from_env() -> anyhow::Result<Self> {
+    pub(crate) fn from_env() -> anyhow::Result<Self> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let name = var("STANDIN_NAME").unwrap_or_else(|| "standin".to_owned());
         let dir = PathBuf::from(var("STANDIN_DIR").unwrap_or_else(|| "/srv/standin".to_owned()));
@@ -144,18 +144,18 @@ impl Config {
     }
 
     /// `$STANDIN_DIR/.standin`: where the stand-in writes its state and reads its CA.
-    pub fn state_dir(&self) -> PathBuf {
+    pub(crate) fn state_dir(&self) -> PathBuf {
         self.dir.join(".standin")
     }
 
     /// `$STANDIN_DIR/fault`.
-    pub fn fault_file(&self) -> PathBuf {
+    pub(crate) fn fault_file(&self) -> PathBuf {
         self.dir.join("fault")
     }
 
     /// The ready delay and where it came from. The file `$STANDIN_DIR/ready-delay-ms` wins
     /// over `STANDIN_READY_DELAY_MS`; an unparsable value is reported and counts as 0.
-    pub fn ready_delay(&self) -> (Duration, String) {
+    pub(crate) fn ready_delay(&self) -> (Duration, String) {
         resolve_delay(
             &self.dir.join("ready-delay-ms"),
             self.env_ready_delay.as_deref(),

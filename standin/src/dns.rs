@@ -20,15 +20,15 @@ use crate::fault::{self, Fault};
 use crate::log;
 
 /// Address for names under the platform's service zone.
-pub const SERVICE_ADDR: Ipv4Addr = Ipv4Addr::new(100, 95, 252, 120);
+pub(crate) const SERVICE_ADDR: Ipv4Addr = Ipv4Addr::new(100, 95, 252, 120);
 /// Address for every other name.
-pub const OTHER_ADDR: Ipv4Addr = Ipv4Addr::new(93, 184, 216, 34);
+pub(crate) const OTHER_ADDR: Ipv4Addr = Ipv4Addr::new(93, 184, 216, 34);
 /// The platform's service zone.
-pub const SERVICE_ZONE: &str = "svc.mcp.metacircular.net.";
+pub(crate) const SERVICE_ZONE: &str = "svc.mcp.metacircular.net.";
 const TTL: u32 = 60;
 
 /// The address an A query for `name` is answered with.
-pub fn address_for(zone: &LowerName, name: &LowerName) -> Ipv4Addr {
+pub(crate) fn address_for(zone: &LowerName, name: &LowerName) -> Ipv4Addr {
     if zone.zone_of(name) && zone != name {
         SERVICE_ADDR
     } else {
@@ -105,7 +105,12 @@ impl RequestHandler for Handler {
 }
 
 /// Serves DNS on an already bound UDP socket and TCP listener (same port) until the process ends.
-pub async fn serve(udp: UdpSocket, tcp: TcpListener, faults: watch::Receiver<Fault>, port: u16) {
+pub(crate) async fn serve(
+    udp: UdpSocket,
+    tcp: TcpListener,
+    faults: watch::Receiver<Fault>,
+    port: u16,
+) {
     let zone = match Name::from_str(SERVICE_ZONE) {
         Ok(n) => LowerName::from(n),
         Err(e) => {

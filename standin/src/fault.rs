@@ -9,11 +9,11 @@ use tokio::sync::watch;
 use crate::log;
 
 /// How often the fault file is polled.
-pub const POLL: Duration = Duration::from_millis(100);
+pub(crate) const POLL: Duration = Duration::from_millis(100);
 
 /// The fault currently in force.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// No fault file (or an empty one): behave.
     Healthy,
     /// `500`: HTTP 500, gRPC NOT_SERVING, DNS SERVFAIL.
@@ -28,7 +28,7 @@ pub enum Fault {
 
 impl Fault {
     /// Parses the fault file's contents (`None` = file absent).
-    pub fn parse(contents: Option<&str>) -> Self {
+    pub(crate) fn parse(contents: Option<&str>) -> Self {
         match contents.map(|c| c.trim().to_ascii_lowercase()) {
             None => Self::Healthy,
             Some(c) => match c.as_str() {
@@ -53,7 +53,7 @@ impl Fault {
 }
 
 /// Reads the fault file once.
-pub fn read(path: &std::path::Path) -> Fault {
+pub(crate) fn read(path: &std::path::Path) -> Fault {
     Fault::parse(std::fs::read_to_string(path).ok().as_deref())
 }
 
@@ -68,7 +68,7 @@ fn apply(fault: &Fault) {
 
 /// Reads the fault file now (exiting at once on `exit`) and returns the channel plus the
 /// poller to spawn.
-pub fn start(
+pub(crate) fn start(
     path: PathBuf,
 ) -> (
     watch::Receiver<Fault>,
@@ -96,18 +96,18 @@ pub fn start(
 }
 
 /// Whether the current fault is `hang`.
-pub fn is_hang(rx: &watch::Receiver<Fault>) -> bool {
+pub(crate) fn is_hang(rx: &watch::Receiver<Fault>) -> bool {
     *rx.borrow() == Fault::Hang
 }
 
 /// Whether the current fault is `500`.
-pub fn is_500(rx: &watch::Receiver<Fault>) -> bool {
+pub(crate) fn is_500(rx: &watch::Receiver<Fault>) -> bool {
     *rx.borrow() == Fault::Error500
 }
 
 /// Waits until the fault is no longer `hang` (used to release parked connections without
 /// answering them).
-pub async fn hang_released(rx: &watch::Receiver<Fault>) {
+pub(crate) async fn hang_released(rx: &watch::Receiver<Fault>) {
     let mut rx = rx.clone();
     let _ = rx.wait_for(|f| *f != Fault::Hang).await;
 }

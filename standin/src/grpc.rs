@@ -17,7 +17,7 @@ use crate::fault::{self, Fault};
 use crate::log;
 
 /// The serving status for the current fault.
-pub fn status_for(fault: &Fault) -> ServingStatus {
+pub(crate) fn status_for(fault: &Fault) -> ServingStatus {
     if *fault == Fault::Error500 {
         ServingStatus::NotServing
     } else {
@@ -86,7 +86,7 @@ impl Health for StandinHealth {
 
 /// Starts a tonic server for one listener and returns the sender the accept loop pushes
 /// connections into.
-pub fn start<IO>(faults: watch::Receiver<Fault>, port: u16) -> mpsc::Sender<IO>
+pub(crate) fn start<IO>(faults: watch::Receiver<Fault>, port: u16) -> mpsc::Sender<IO>
 where
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
 {

@@ -27,7 +27,7 @@ impl std::fmt::Display for HungUp {
 impl std::error::Error for HungUp {}
 
 /// The status and JSON body for a path when no fault is active.
-pub fn route(path: &str) -> (StatusCode, &'static str) {
+pub(crate) fn route(path: &str) -> (StatusCode, &'static str) {
     match path {
         "/v1/health" => (StatusCode::OK, "{\"status\":\"ok\"}"),
         "/v2/" => (StatusCode::OK, "{}"),
@@ -57,7 +57,7 @@ async fn answer(
 
 /// Serves HTTP/1.1 on one accepted connection (plain or TLS) until the peer closes it.
 /// Connection errors are not logged (no per-request log lines).
-pub async fn serve<IO>(io: IO, faults: watch::Receiver<Fault>)
+pub(crate) async fn serve<IO>(io: IO, faults: watch::Receiver<Fault>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

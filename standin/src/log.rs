@@ -8,12 +8,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 static NAME: OnceLock<String> = OnceLock::new();
 
 /// Sets the service name used in every line (first call wins).
-pub fn set_name(name: &str) {
+pub(crate) fn set_name(name: &str) {
     let _ = NAME.set(name.to_owned());
 }
 
 /// Logs one event line.
-pub fn event(event: &str, fields: &str) {
+pub(crate) fn event(event: &str, fields: &str) {
     let name = NAME.get().map_or("standin", String::as_str);
     let line = if fields.is_empty() {
         format!("standin name={name} event={event}\n")
@@ -26,7 +26,7 @@ pub fn event(event: &str, fields: &str) {
 }
 
 /// Milliseconds since the unix epoch (0 if the clock is before it).
-pub fn unix_ms() -> u128 {
+pub(crate) fn unix_ms() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis())

@@ -18,14 +18,14 @@ use rustls::ServerConfig;
 use crate::log;
 
 /// DNS names the leaf certificate is valid for.
-pub const LEAF_DNS_NAMES: [&str; 3] = [
+pub(crate) const LEAF_DNS_NAMES: [&str; 3] = [
     "*.svc.mcp.metacircular.net",
     "*.metacircular.net",
     "localhost",
 ];
 
 /// Server configurations sharing one leaf certificate.
-pub struct Tls {
+pub(crate) struct Tls {
     /// For `https` listeners (ALPN `http/1.1`).
     pub https: Arc<ServerConfig>,
     /// For `grpcs` listeners (ALPN `h2`).
@@ -102,7 +102,7 @@ fn load_ca(state_dir: &Path, name: &str) -> anyhow::Result<Ca> {
 
 /// Builds the TLS configurations (`name` goes into the certificates' common names), or fails
 /// with a message saying which file is wrong.
-pub fn build(state_dir: &Path, name: &str) -> anyhow::Result<Tls> {
+pub(crate) fn build(state_dir: &Path, name: &str) -> anyhow::Result<Tls> {
     let ca = load_ca(state_dir, name)?;
     let mut params = CertificateParams::new(
         LEAF_DNS_NAMES
