@@ -2,7 +2,7 @@
 //! over D-Bus with zbus: daemon-reload, start/stop/restart units and wait for
 //! their jobs, read unit state, and watch units change.
 //!
-//! Rules it follows (see `notes/reference.md`):
+//! Rules it follows (summed up in `docs/architecture.md`, `drive`):
 //! - `Manager.Subscribe()` is called on connect, or systemd sends no signals.
 //! - The `JobRemoved` match is registered on connect, before any job is
 //!   queued; a job's signal may arrive before the reply that names the job,

@@ -209,7 +209,7 @@ fn stage_after_an_empty_stage_has_no_stage_edge() {
 
 /// Upstreams as the plan stated them before stage edges were collapsed: one
 /// edge per (service, member of the previous stage) pair plus the explicit
-/// edges, expanded the way `watch::policy::upstreams` does (every earlier
+/// edges, expanded the way `engine::policy::upstreams` does (every earlier
 /// stage, then transitively).
 fn upstreams_from_pairs(plan: &Plan) -> BTreeMap<String, Vec<String>> {
     let direct = |name: &str| -> Vec<String> {
