@@ -86,6 +86,8 @@ pub struct Runner {
     conn_tx: mpsc::UnboundedSender<Subscription>,
     conn_rx: mpsc::UnboundedReceiver<Subscription>,
     reconnecting: bool,
+    /// The next stage's preflight, run ahead while a stage is gated.
+    ahead: Option<(StageId, tokio::sync::oneshot::Receiver<bool>)>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -130,6 +132,7 @@ impl Runner {
             conn_tx,
             conn_rx,
             reconnecting: false,
+            ahead: None,
         }
     }
 
@@ -240,6 +243,16 @@ impl Runner {
     /// remedy, alert, persist, note, reply).
     pub fn handle(&mut self, event: Event) -> Vec<Effect> {
         let now = self.clock.now();
+        if let Event::PreflightDone {
+            stage, problems, ..
+        } = &event
+        {
+            if problems.is_empty() {
+                // This stage's units start now: look at the next stage's
+                // images and host checks while this one is gated.
+                self.preflight_ahead(stage + 1);
+            }
+        }
         let fx = step(&mut self.world, event, now);
         let mut rest = Vec::new();
         for e in fx {
@@ -297,7 +310,57 @@ impl Runner {
             .and_then(|s| s.info.unit.clone())
     }
 
-    fn preflight(&self, stage: StageId, token: u64, services: Vec<SvcId>) {
+    /// While a stage is gated, the next stage's preflight in the background
+    /// ([`preflight::ahead`]): when it finds nothing to do, that stage's
+    /// own preflight is skipped and its units start as soon as it is
+    /// wanted. Anything else (an image to load or pull, a port taken,
+    /// podman not answering) is left to the full preflight then.
+    fn preflight_ahead(&mut self, stage: StageId) {
+        let Some(st) = self.world.stages.get(stage) else {
+            return;
+        };
+        let names: Vec<String> = st
+            .info
+            .members
+            .iter()
+            .filter_map(|&m| self.world.services.get(m))
+            .filter(|s| s.info.unit.is_some())
+            .map(|s| s.info.name.clone())
+            .collect();
+        let cfg = Arc::clone(&self.cfg);
+        let podman = self.podman_runner();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.ahead = Some((stage, rx));
+        tokio::spawn(async move {
+            let _ = tx.send(preflight::ahead(&cfg, &podman, &names).await);
+        });
+    }
+
+    /// How podman is run: outside the daemon's hardened unit, as transient
+    /// units of its manager; directly for an operator's command.
+    fn podman_runner(&self) -> PodmanRunner {
+        match (self.sd(), self.world.goal) {
+            (Some(sd), Goal::Daemon) => PodmanRunner::Transient(sd),
+            _ => PodmanRunner::Direct,
+        }
+    }
+
+    fn preflight(&mut self, stage: StageId, token: u64, services: Vec<SvcId>) {
+        // Found clear ahead (and finished): nothing to do now.
+        if let Some((s, mut rx)) = self.ahead.take() {
+            if s == stage && matches!(rx.try_recv(), Ok(true)) {
+                debug!(
+                    stage = stage,
+                    "preflight clear already (checked while the previous stage was gated)"
+                );
+                let _ = self.tx.send(Event::PreflightDone {
+                    stage,
+                    token,
+                    problems: Vec::new(),
+                });
+                return;
+            }
+        }
         let cfg = Arc::clone(&self.cfg);
         let sd = self.sd();
         let tx = self.tx.clone();
@@ -314,12 +377,7 @@ impl Runner {
                 Some((id, s.info.name.clone(), s.info.unit.clone()))
             })
             .collect();
-        // The daemon runs in a hardened unit: podman runs outside it, as
-        // transient units of the manager it drives.
-        let podman = match (&sd, self.world.goal) {
-            (Some(sd), Goal::Daemon) => PodmanRunner::Transient(sd.clone()),
-            _ => PodmanRunner::Direct,
-        };
+        let podman = self.podman_runner();
         tokio::spawn(async move {
             let problems = preflight::run(&cfg, sd.as_ref(), &podman, &stage_name, &members).await;
             let _ = tx.send(Event::PreflightDone {

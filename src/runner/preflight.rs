@@ -72,3 +72,19 @@ pub(super) async fn run(
     let msg = failures.join("; ");
     idle.into_iter().map(|(i, _)| (i, msg.clone())).collect()
 }
+
+/// The part of [`run`] that does not depend on earlier stages, for the next
+/// stage while this one is gated: true when every image is present and no
+/// host check fails, so the next stage needs no preflight of its own.
+pub(super) async fn ahead(cfg: &Config, podman: &PodmanRunner, services: &[String]) -> bool {
+    if services.is_empty() {
+        return false;
+    }
+    matches!(
+        crate::images::all_present_via(cfg, services, podman).await,
+        Ok(true)
+    ) && crate::doctor::preflight_services(cfg, services)
+        .await
+        .iter()
+        .all(|f| f.status != crate::doctor::Status::Fail)
+}
