@@ -1,0 +1,424 @@
+//! Shared helpers of the daemon's end-to-end tests (tests/daemon_e2e.rs,
+//! tests/chaos_soak.rs): a sandbox with the example platform (rootful,
+//! service backend, stand-in images) under the SHIPPED `units/mcrecover.service`
+//! plus a test drop-in, the daemon's status and journal, faults, and file
+//! hashes.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr
+)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mcrecover_testbed::{e2e_gate, workspace_root, ImageSet, Sandbox, SandboxOptions};
+use serde_json::Value;
+
+pub const EXAMPLE: &str = include_str!("../../examples/metacircular.toml");
+pub const DAEMON: &str = "mcrecover.service";
+pub const CONFIG: &str = "/srv/daemon-test.toml";
+pub const HOOK: &str = "/srv/hook.sh";
+pub const HOOK_DIR: &str = "/srv/hook-runs";
+/// Restart issued (priority 5).
+pub const RESTART_ID: &str = "5e8a0b3c2d1f4e6a9b7c8d0e1f2a3b4c";
+/// Escalation (priority 2).
+pub const ESCALATE_ID: &str = "9d2f1c4e7b3a4f0e8c6d5b2a1f0e9c87";
+
+/// Records its environment and stdin per event id, and one line per run.
+pub const HOOK_SCRIPT: &str = r#"#!/bin/sh
+d=/srv/hook-runs
+mkdir -p "$d"
+env | grep '^MCRECOVER_' | sort > "$d/$MCRECOVER_EVENT_ID.env"
+cat > "$d/$MCRECOVER_EVENT_ID.json"
+echo "$MCRECOVER_EVENT_ID" >> "$d/runs.log"
+"#;
+
+pub fn shipped_unit() -> PathBuf {
+    workspace_root().join("units/mcrecover.service")
+}
+
+pub fn shipped_policy() -> PathBuf {
+    workspace_root().join("units/dbus/net.metacircular.Recovery1.conf")
+}
+
+/// A sandbox with the example platform (rootful, service backend) under the
+/// daemon. Dropped during a panic, it prints the journal first.
+pub struct Platform {
+    pub sb: Sandbox,
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "=== journal of {DAEMON} (with fields) ===\n{}\n=== last 400 lines of the whole journal ===\n{}",
+                daemon_journal(&self.sb),
+                self.sb.journal_tail(400)
+            );
+        }
+    }
+}
+
+/// The daemon's journal, one line per entry with its own fields (the
+/// structured ones the short formats hide).
+pub fn daemon_journal(sb: &Sandbox) -> String {
+    let skip = [
+        "MESSAGE",
+        "PRIORITY",
+        "SYSLOG_IDENTIFIER",
+        "TARGET",
+        "CODE_FILE",
+        "CODE_LINE",
+    ];
+    sb.journal_json(&["-u", DAEMON])
+        .iter()
+        .map(|e| {
+            let mut line = format!(
+                "{} {} [{}] {}",
+                usec(e),
+                field(e, "SYSLOG_IDENTIFIER"),
+                field(e, "PRIORITY"),
+                field(e, "MESSAGE")
+            );
+            if let Some(obj) = e.as_object() {
+                for (k, v) in obj {
+                    if !k.starts_with('_') && !skip.contains(&k.as_str()) {
+                        line.push_str(&format!(" {k}={}", v.as_str().unwrap_or("?")));
+                    }
+                }
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn ok<T>(sb: &Sandbox, r: Result<T, mcrecover_testbed::TestbedError>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}\njournal (tail):\n{}", sb.journal_tail(300)))
+}
+
+/// `text` without its `[watch]` table (if any): the tests write their own.
+pub fn without_watch(text: &str) -> String {
+    let Some(start) = text.find("\n[watch]\n") else {
+        return text.to_string();
+    };
+    let body = start + "\n[watch]\n".len();
+    let end = text[body..].find("\n[").map_or(text.len(), |i| body + i);
+    format!("{}{}", &text[..start], &text[end..])
+}
+
+impl Platform {
+    /// Boots the sandbox, installs everything and starts the daemon
+    /// (`systemctl start`, or `--no-block` when `block` is false). With
+    /// `block`, waits until the daemon watches a healthy platform.
+    pub fn boot(name: &str, config: &str, block: bool) -> Option<Platform> {
+        Self::boot_with(name, config, block, |_| {})
+    }
+
+    /// [`Platform::boot`], running `setup` just before the daemon starts.
+    pub fn boot_with(
+        name: &str,
+        config: &str,
+        block: bool,
+        setup: impl FnOnce(&Sandbox),
+    ) -> Option<Platform> {
+        let mut needs = Vec::new();
+        for f in [shipped_unit(), shipped_policy()] {
+            if !f.is_file() {
+                needs.push(format!("{} (helper C's units)", f.display()));
+            }
+        }
+        if !e2e_gate(name, &needs) {
+            return None;
+        }
+        let mut opts = SandboxOptions::metacircular(name);
+        opts.rootless_user = None;
+        opts.quadlet_generator = None;
+        let sb = Sandbox::boot(opts).unwrap();
+        let p = Platform { sb };
+        let sb = &p.sb;
+        ok(
+            sb,
+            sb.install_bin(Path::new(env!("CARGO_BIN_EXE_mcrecover")), "mcrecover"),
+        );
+        ok(sb, sb.load_images(&ImageSet::metacircular().unwrap(), None));
+        // StateDirectory=mcrecover: per sandbox, empty at start.
+        ok(sb, sb.private_var_lib(&["mcrecover"]));
+        ok(sb, sb.write_file_mode(HOOK, HOOK_SCRIPT.as_bytes(), 0o755));
+        ok(sb, sb.run_ok(&["mkdir", "-p", HOOK_DIR]).map(|_| ()));
+        ok(sb, sb.write_file(CONFIG, config.as_bytes()));
+        ok(
+            sb,
+            sb.copy_in(
+                &shipped_unit(),
+                "/run/systemd/system/mcrecover.service",
+                0o644,
+                None,
+            ),
+        );
+        // The test's command line; the unit's hardening stays as shipped,
+        // plus write access to where this test puts units (a sandbox has no
+        // /etc of its own).
+        let dropin = format!(
+            "[Service]\nExecStart=\nExecStart=/usr/bin/mcrecover daemon --config {CONFIG} \
+             --backend service --unit-dir /run/systemd/system\n\
+             ReadWritePaths=/run/systemd/system\n"
+        );
+        ok(
+            sb,
+            sb.write_file(
+                "/run/systemd/system/mcrecover.service.d/50-testbed.conf",
+                dropin.as_bytes(),
+            ),
+        );
+        ok(sb, sb.install_dbus_policy(&shipped_policy()));
+        ok(sb, sb.run_ok(&["systemctl", "daemon-reload"]).map(|_| ()));
+        setup(sb);
+        let start: &[&str] = if block {
+            &["systemctl", "start", DAEMON]
+        } else {
+            &["systemctl", "start", "--no-block", DAEMON]
+        };
+        let out = sb.run(start);
+        assert!(
+            out.status.success(),
+            "systemctl start {DAEMON}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            sb.run(&["systemctl", "status", "--no-pager", DAEMON])
+                .stdout
+                .iter()
+                .map(|b| *b as char)
+                .collect::<String>()
+        );
+        if block {
+            p.wait_status("the daemon watching a healthy platform", 180, all_healthy);
+        }
+        Some(p)
+    }
+
+    /// `mcrecover ARGS` inside, as root or as `uid`.
+    pub fn mcrecover(&self, uid: Option<u32>, args: &[&str]) -> Output {
+        let mut argv = vec!["/usr/bin/mcrecover", "--config", CONFIG];
+        argv.extend_from_slice(args);
+        let out = match uid {
+            Some(uid) => self.sb.run_as(uid, &argv),
+            None => self.sb.run(&argv),
+        };
+        eprintln!(
+            "$ {}mcrecover {} -> {:?}\n{}",
+            uid.map(|u| format!("(uid {u}) ")).unwrap_or_default(),
+            args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        out
+    }
+
+    /// The daemon's snapshot (`mcrecover status --json`), if it answered.
+    pub fn status(&self) -> Option<Value> {
+        let out = self
+            .sb
+            .run(&["/usr/bin/mcrecover", "--config", CONFIG, "status", "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v.get("phase").is_some() && v["services"].is_array()).then_some(v)
+    }
+
+    /// Polls the status until `pred` holds; panics with the last one after
+    /// `secs` seconds.
+    pub fn wait_status(
+        &self,
+        what: &str,
+        secs: u64,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut last = None;
+        loop {
+            if let Some(st) = self.status() {
+                if pred(&st) {
+                    return st;
+                }
+                last = Some(st);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {secs} s waiting for {what}; last status: {:#}",
+                last.unwrap_or(Value::Null)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Polls `cond` until it holds; panics after `secs` seconds.
+    pub fn wait(&self, what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !cond() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {secs} s waiting for {what}; status: {:#}",
+                self.status().unwrap_or(Value::Null)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// A system unit's property.
+    pub fn prop(&self, unit: &str, name: &str) -> String {
+        let out = self.sb.run(&["systemctl", "show", "-P", name, unit]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The daemon's "restart issued" entries for `unit`, oldest first.
+    pub fn restarts_of(&self, unit: &str) -> Vec<Value> {
+        self.entries(RESTART_ID)
+            .into_iter()
+            .filter(|e| e["UNIT"] == unit)
+            .collect()
+    }
+
+    /// The journal entries with MESSAGE_ID=`id`.
+    pub fn entries(&self, id: &str) -> Vec<Value> {
+        self.sb.journal_json(&[&format!("MESSAGE_ID={id}")])
+    }
+
+    /// The `crit` escalation entries for `unit`.
+    pub fn escalations_of(&self, unit: &str) -> Vec<Value> {
+        self.sb
+            .journal_json(&["-p", "crit", &format!("MESSAGE_ID={ESCALATE_ID}")])
+            .into_iter()
+            .filter(|e| e["UNIT"] == unit)
+            .collect()
+    }
+
+    /// Event ids the hook ran for, one per run, in order.
+    pub fn hook_runs(&self) -> Vec<String> {
+        std::fs::read_to_string(self.sb.host_path(&format!("{HOOK_DIR}/runs.log")))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Kills the main process of `svc`'s container with SIGKILL (from the
+    /// sandbox's PID namespace, as an OOM kill would).
+    pub fn kill_container(&self, svc: &str) {
+        let pid = ok(
+            &self.sb,
+            self.sb
+                .run_ok(&["podman", "inspect", "--format", "{{.State.Pid}}", svc]),
+        );
+        let pid = pid.trim();
+        assert!(
+            pid.parse::<u32>().is_ok_and(|p| p > 0),
+            "{svc}: pid {pid:?}"
+        );
+        ok(
+            &self.sb,
+            self.sb.run_ok(&["kill", "-KILL", pid]).map(|_| ()),
+        );
+        eprintln!("killed {svc}'s main process {pid}");
+    }
+
+    pub fn fault(&self, dir: &str, what: &str) {
+        ok(
+            &self.sb,
+            self.sb.write_file(&format!("{dir}/fault"), what.as_bytes()),
+        );
+    }
+
+    pub fn clear_fault(&self, dir: &str) {
+        ok(&self.sb, self.sb.remove(&format!("{dir}/fault")));
+    }
+}
+
+/// Boot recoveries of the daemon that did not end `AllHealthy` (journal
+/// entries "recovery finished; watching" with their OUTCOME), and every
+/// "preflight failed" ERROR: empty when each recovery went through.
+pub fn recovery_problems(sb: &Sandbox) -> Vec<String> {
+    let mut out: Vec<String> = sb
+        .journal_json(&["-u", DAEMON, "MESSAGE=recovery finished; watching"])
+        .iter()
+        .filter(|e| e.get("OUTCOME").is_some() && field(e, "OUTCOME") != "AllHealthy")
+        .map(|e| format!("recovery at {}: {}", usec(e), field(e, "OUTCOME")))
+        .collect();
+    out.extend(
+        sb.journal_json(&["-u", DAEMON, "MESSAGE=preflight failed"])
+            .iter()
+            .map(|e| format!("preflight failed at {}: {}", usec(e), field(e, "ERROR"))),
+    );
+    out
+}
+
+pub fn service<'a>(st: &'a Value, name: &str) -> &'a Value {
+    st["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in status: {st:#}"))
+}
+
+pub fn state_of(st: &Value, name: &str) -> String {
+    service(st, name)["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+pub fn all_healthy(st: &Value) -> bool {
+    st["phase"] == "watching"
+        && st["services"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty() && s.iter().all(|s| s["state"] == "healthy"))
+}
+
+/// A journal entry's wall-clock time in microseconds.
+pub fn usec(e: &Value) -> u128 {
+    e["__REALTIME_TIMESTAMP"].as_str().unwrap().parse().unwrap()
+}
+
+pub fn now_usec() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+}
+
+pub fn field(e: &Value, name: &str) -> String {
+    e[name].as_str().unwrap_or("").to_string()
+}
+
+pub fn sha256(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    ring::digest::digest(&ring::digest::SHA256, &bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Every regular file below `dir` (relative path -> sha256).
+pub fn tree_hashes(dir: &Path) -> BTreeMap<PathBuf, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.filter_map(Result::ok) {
+            let p = e.path();
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                walk(root, &p, out);
+            } else if t.is_file() {
+                out.insert(p.strip_prefix(root).unwrap().to_path_buf(), sha256(&p));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
