@@ -504,3 +504,125 @@ webhook_timeout = "5s"
         cfg.watch.hook.is_empty() && cfg.watch.webhook.is_none() && cfg.watch.state_dir.is_none()
     );
 }
+
+/// Issue 12 item 3: `image = "--privileged"` would become a podman option;
+/// the configuration's own path (the gate units' `--config`) must be
+/// writable into a unit.
+#[test]
+fn option_lookalikes_and_unwritable_paths_are_rejected() {
+    let base = "[platform]\nname = \"p\"\nmode = \"rootful\"\n\n[[stages]]\nname = \"s\"\nservices = [\"a\"]\n\n[services.a]\n";
+    for (value, want) in [
+        (
+            "image = \"--privileged\"",
+            "image `--privileged` starts with `-`",
+        ),
+        ("image = \"-x/y:1\"", "image `-x/y:1` starts with `-`"),
+        ("image = \"a:1\"\nuser = \"-u\"", "invalid user `-u`"),
+        (
+            "image = \"a:1\"\ncontainer_name = \"--rm\"",
+            "invalid container name `--rm`",
+        ),
+        (
+            "image = \"a:1\"\nnetwork = \"--net\"",
+            "invalid network `--net`",
+        ),
+    ] {
+        let src = format!("{base}{value}\n");
+        match config::parse(&src, Path::new("/etc/p.toml")) {
+            Ok(_) => panic!("{value}: loaded"),
+            Err(e) => {
+                assert!(e.message.contains(want), "{value}: {e}");
+                assert!(e.location.is_some_and(|l| l.line >= 10), "{value}: {e}");
+            }
+        }
+    }
+    let src = format!("{base}image = \"a:1\"\n");
+    let err = config::parse(&src, Path::new("/etc/odd\nname.toml"))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("contains a control character") && err.contains("help: set config_path"),
+        "{err}"
+    );
+    let with_path = src.replace("[[stages]]", "config_path = \"/etc/p.toml\"\n\n[[stages]]");
+    assert!(config::parse(&with_path, Path::new("/etc/odd\nname.toml")).is_ok());
+}
+
+/// A TOML string literal.
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn awkward_word() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(String::new()),
+        Just(";".to_string()),
+        Just("-x".to_string()),
+        Just("x.network".to_string()),
+        proptest::collection::vec(
+            proptest::sample::select(vec![
+                "a", "Z", "0", " ", "\\", "\"", "'", "%", "%n", "$", "${X}", ";", "-", ".", "/",
+                ":", "é", "#", "[", "]", "\\\\",
+            ]),
+            1..6
+        )
+        .prop_map(|v| v.concat()),
+    ]
+}
+
+/// Mostly nothing (the value stays valid), sometimes an awkward suffix.
+fn sometimes_awkward() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![3 => Just(String::new()), 1 => awkward_word()]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+    /// Issue 12 item 13: whatever `check-config` accepts, render accepts with
+    /// every backend the configuration may use (`auto`: both).
+    #[test]
+    fn what_loads_renders(
+        backend in proptest::sample::select(vec!["auto", "quadlet", "service"]),
+        description in awkward_word(),
+        command in proptest::collection::vec(awkward_word(), 0..4),
+        podman_arg in awkward_word(),
+        env_value in awkward_word(),
+        volume_host in sometimes_awkward(),
+        user in sometimes_awkward(),
+        network in sometimes_awkward(),
+        image in sometimes_awkward(),
+    ) {
+        use mcrecover::render::{self, Backend};
+        let list = |v: &[String]| v.iter().map(|w| toml_str(w)).collect::<Vec<_>>().join(", ");
+        let src = format!(
+            "[platform]\nname = \"p\"\nmode = \"rootful\"\nbackend = \"{backend}\"\n\n\
+             [[stages]]\nname = \"s\"\nservices = [\"a\"]\n\n\
+             [services.a]\ndescription = {}\nimage = {}\ncommand = [{}]\npodman_args = [{}]\n\
+             env = {{ V = {} }}\nvolumes = [{}]\nuser = {}\nnetwork = {}\n",
+            toml_str(&description),
+            toml_str(&format!("img{image}")),
+            list(&command),
+            toml_str(&podman_arg),
+            toml_str(&env_value),
+            toml_str(&format!("/srv/{volume_host}:/data")),
+            toml_str(&format!("u{user}")),
+            toml_str(&format!("n{network}")),
+        );
+        if let Ok(cfg) = config::parse(&src, Path::new("/etc/p.toml")) {
+            let plan = mcrecover::plan::build(&cfg).unwrap_or_else(|e| panic!("{e}"));
+            let backends: &[Backend] = match backend {
+                "service" => &[Backend::Service],
+                "quadlet" => &[Backend::Quadlet],
+                _ => &[Backend::Quadlet, Backend::Service],
+            };
+            for b in backends {
+                if let Err(e) = render::render(&cfg, &plan, *b) {
+                    panic!("loaded but render ({b:?}) refuses it: {e}\n{src}");
+                }
+            }
+        }
+    }
+}

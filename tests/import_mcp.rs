@@ -398,3 +398,80 @@ fn merge_keeps_entries_of_skipped_definitions() {
     ));
     assert!(reparse(&out).services["mcias"].is_external());
 }
+
+fn convert_one(src: &str) -> Result<Imported, ImportError> {
+    let defs = vec![import::mcp::parse(src, Path::new("def.toml")).unwrap()];
+    import::convert(&defs, None, Some("rift"), Path::new("/tmp/x.toml"))
+}
+
+/// Issue 12 item 3: the definitions belong to the platform user; what they
+/// say goes through the same validation as a hand-written configuration,
+/// so a value podman would read as an option (or one quadlet cannot carry)
+/// is refused, with the generated line.
+#[test]
+fn definitions_cannot_smuggle_podman_options() {
+    for (key, value, want) in [
+        ("image", "\"--privileged\"", "starts with `-`"),
+        ("image", "\"x:1\\\\\"", "cannot contain"),
+        ("user", "\"--privileged\"", "invalid user"),
+        ("network", "\"--network=host\"", "invalid network"),
+        ("volumes", "[\"--volume=/:/host\"]", "invalid volume"),
+        (
+            "cmd",
+            "[\"serve\", \";\"]",
+            "cannot be passed through a quadlet",
+        ),
+    ] {
+        let image = if key == "image" {
+            ""
+        } else {
+            "image = \"x:1\"\n"
+        };
+        let src = format!(
+            "name = \"x\"\nnode = \"rift\"\n[[components]]\nname = \"x\"\n{image}{key} = {value}\n"
+        );
+        match convert_one(&src) {
+            Ok(out) => panic!("{key} = {value}: imported\n{}", out.text),
+            Err(ImportError::Invalid { error, line }) => {
+                assert!(error.message.contains(want), "{key} = {value}: {error}");
+                assert!(
+                    line.starts_with(if key == "cmd" { "command" } else { key }),
+                    "{line}"
+                );
+            }
+            Err(other) => panic!("{key} = {value}: {other}"),
+        }
+    }
+}
+
+/// Issue 12 item 3: text of a definition that ends up in a `# warning:`
+/// comment (an unknown key, a tier, a route) cannot end the comment and
+/// inject configuration lines; the warnings printed on the terminal carry no
+/// control characters either.
+#[test]
+fn warnings_cannot_inject_lines() {
+    let src =
+        "name = \"x\"\nnode = \"rift\"\ntier = \"a\\n[services.evil]\\nimage = \\\"evil:1\\\"\"\n\
+               \"k\\n[watch]\\nhook = [\\\"/bin/sh\\\"]\" = 1\n\
+               [[components]]\nname = \"x\"\nimage = \"x:1\"\n\
+               [[components.routes]]\nname = \"r\\u001b[2J\"\nport = 1\n";
+    let out = convert_one(src).unwrap();
+    for line in out.text.lines() {
+        assert!(
+            line.is_empty()
+                || line.starts_with('#')
+                || !line.contains("evil:1") && !line.contains("/bin/sh"),
+            "injected line {line:?} in\n{}",
+            out.text
+        );
+    }
+    assert!(!out.text.contains("\n[watch]"), "{}", out.text);
+    assert!(!out.text.contains('\u{1b}'), "{}", out.text);
+    let cfg = reparse(&out);
+    assert!(!cfg.services.contains_key("evil"));
+    assert!(cfg.watch.hook.is_empty());
+    for w in &out.warnings {
+        let shown = w.to_string();
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+    }
+}

@@ -243,6 +243,15 @@ fn verify(tools: &Tools, cfg: &Config, backend: Backend, mode: Mode) {
                     )
                 });
             check_argv(&cfg, name, &exec_start(unit));
+            // Quadlet keeps every line of our [Unit] section (a description
+            // ending in a backslash used to swallow the line after it).
+            let ours = &rendered.get(&format!("{name}.container")).unwrap().contents;
+            for line in unit_section(ours) {
+                assert!(
+                    unit.lines().any(|l| l == line),
+                    "{name}: quadlet lost {line:?}:\n{unit}"
+                );
+            }
             fs::write(udir.join(format!("{name}.service")), unit).unwrap();
         }
         assert_eq!(generated.len(), containers.len(), "{:?}", generated.keys());
@@ -264,6 +273,16 @@ fn verify(tools: &Tools, cfg: &Config, backend: Backend, mode: Mode) {
     let verified = run_verify(tools, &udir, mode);
     // Every container unit, every gate and stage target, and the top target.
     assert_eq!(verified, containers.len() + 2 * plan.stages.len() + 1);
+}
+
+/// The `key=value` lines of the `[Unit]` section of `unit`.
+fn unit_section(unit: &str) -> Vec<&str> {
+    unit.lines()
+        .skip_while(|l| *l != "[Unit]")
+        .skip(1)
+        .take_while(|l| !l.starts_with('['))
+        .filter(|l| l.contains('='))
+        .collect()
 }
 
 fn verify_all(test: &str, cfg: &Config) {
@@ -374,4 +393,36 @@ fn random_argv_survives_real_quadlet() {
     for mode in [Mode::Rootless, Mode::Rootful] {
         verify(&tools, &cfg, Backend::Quadlet, mode);
     }
+}
+
+/// Issue 12 item 3: descriptions with `%`, `$`, quotes, backslashes and
+/// header look-alikes, and a configuration path with spaces, `%`, `$`,
+/// quotes, `;` and a trailing backslash (the gates' `--config`), pass the
+/// real quadlet and `systemd-analyze verify` (empty stderr), keep every
+/// `[Unit]` line, and the gates' argv round-trips.
+#[test]
+fn descriptions_and_odd_paths_pass_quadlet_and_systemd_analyze() {
+    let mut cfg = nasty();
+    for (name, desc) in [
+        (
+            "alpha",
+            "100% of $HOME and ${X}: \"quoted\" 'single' back\\slash \\n literal",
+        ),
+        ("beta", "[Container] ; # not a comment %n %%"),
+        ("gamma", "a backslash \\ then text"),
+    ] {
+        cfg.services.get_mut(name).unwrap().description = Some(desc.into());
+    }
+    cfg.platform.config_path = PathBuf::from("/etc/odd dir/100%/$HOME/q\"uote/it's;/end\\");
+    // What the loader would refuse, render refuses too (the backstop).
+    let mut bad = cfg.clone();
+    bad.services.get_mut("beta").unwrap().description = Some("continues \\".into());
+    let plan = plan::build(&bad).unwrap();
+    for backend in [Backend::Quadlet, Backend::Service] {
+        assert!(render::render(&bad, &plan, backend).is_err(), "{backend:?}");
+    }
+    verify_all(
+        "render_verify::descriptions_and_odd_paths_pass_quadlet_and_systemd_analyze",
+        &cfg,
+    );
 }

@@ -44,6 +44,22 @@ pub(super) fn init_tracing(default_level: &str) {
         .init();
 }
 
+/// `err` and its causes on one line, `: `-separated, each cause only when
+/// its text is not already part of the line: errors that embed their
+/// source's message (`"installing units into ...: {source}"`) would
+/// otherwise print the same reason two or three times.
+pub(super) fn error_chain(err: &anyhow::Error) -> String {
+    let mut out = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 pub(super) fn load(path: &Path) -> Result<Config, Exit> {
     config::load(path).map_err(|e| Exit(EXIT_CONFIG, anyhow::Error::msg(e.to_string())))
 }
@@ -139,4 +155,27 @@ pub(super) fn summary(r: &render::WriteReport) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("installing units: {source}")]
+    struct Outer {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_reason_is_printed_once() {
+        let inner = std::io::Error::other("no space left");
+        let err = anyhow::Error::from(Outer { source: inner }).context("install");
+        assert_eq!(
+            error_chain(&err),
+            "install: installing units: no space left"
+        );
+        let plain = anyhow::anyhow!("a").context("b");
+        assert_eq!(error_chain(&plain), "b: a");
+    }
 }

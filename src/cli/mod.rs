@@ -274,7 +274,7 @@ pub(crate) fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(Exit(code, err)) => {
-            eprintln!("mcrecover: error: {err:#}");
+            eprintln!("mcrecover: error: {}", common::error_chain(&err));
             ExitCode::from(code)
         }
     }

@@ -188,6 +188,17 @@ pub(crate) fn is_unit_safe(name: &str, allow_dot: bool) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || (allow_dot && c == '.'))
 }
 
+/// Whether `name` is a user or group name or a numeric id as podman and
+/// `runuser` take it: `[A-Za-z0-9_][A-Za-z0-9_.-]*` (never starting with
+/// `-`, so it cannot be read as an option).
+pub(crate) fn is_name_part(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
 /// The span of an optional value, or `fallback`.
 pub(crate) fn span_or<T>(value: Option<&S<T>>, fallback: &Range<usize>) -> Range<usize> {
     value.map_or_else(|| fallback.clone(), S::span)

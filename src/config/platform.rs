@@ -4,9 +4,10 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::error::{ConfigError, Ctx};
-use super::fields::{abs_path, choice, is_unit_safe, no_control, text};
+use super::fields::{abs_path, choice, is_name_part, is_unit_safe, no_control, text};
 use super::model::{BackendChoice, Mode, Platform, PlatformUser, PullPolicy};
 use super::raw::{RawPlatform, S};
+use super::service::image_chars;
 
 /// `[platform]`.
 pub(crate) fn load_platform(
@@ -82,6 +83,9 @@ pub(crate) fn load_platform(
                     "write a registry prefix such as \"registry.example:8443/\"",
                 ));
             }
+            if !v.get_ref().is_empty() {
+                image_chars(ctx, v, "image_prefix")?;
+            }
             v.get_ref().clone()
         }
     };
@@ -135,7 +139,26 @@ pub(crate) fn load_platform(
     )?;
     let config_path = match &raw.config_path {
         Some(v) => abs_path(ctx, v, "config_path")?,
-        None => std::path::absolute(path).map_err(|e| ConfigError::io(path, &e))?,
+        None => {
+            let own = std::path::absolute(path).map_err(|e| ConfigError::io(path, &e))?;
+            // The gate units run `mcrecover gate --config <this path>`.
+            let problem = match own.to_str() {
+                None => Some("is not valid UTF-8"),
+                Some(p) if p.chars().any(char::is_control) => Some("contains a control character"),
+                Some(_) => None,
+            };
+            if let Some(problem) = problem {
+                return Err(ctx.err(
+                    span.start..span.start,
+                    format!(
+                        "the configuration's own path {:?} {problem}: it cannot be written into the gate units",
+                        own.display().to_string()
+                    ),
+                    "set config_path = \"/etc/mcrecover/mcrecover.toml\" in [platform] (the path the gate units read), or rename the file",
+                ));
+            }
+            own
+        }
     };
     let prerequisites = load_prerequisites(ctx, raw)?;
     Ok(Platform {
@@ -190,12 +213,7 @@ fn load_platform_user(
     match (&raw.user, &raw.uid) {
         (Some(user), Some(uid)) => {
             let name = text(ctx, user, "user")?;
-            let mut chars = name.chars();
-            let ok = chars
-                .next()
-                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-                && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-            if !ok {
+            if !is_name_part(&name) {
                 return Err(ctx.err(
                     user.span(),
                     format!("invalid user name `{name}`"),

@@ -5,11 +5,14 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use super::error::{ConfigError, Ctx};
-use super::fields::{argv, choice, is_unit_safe, no_control, text};
-use super::model::{Check, Container, Network, Platform, RestartPolicy, Service};
+use super::fields::{argv, choice, is_name_part, is_unit_safe, no_control, text};
+use super::model::{BackendChoice, Check, Container, Network, Platform, RestartPolicy, Service};
 use super::net::{is_podman_name, parse_port, parse_volume, PORT_FORMS, VOLUME_FORMS};
 use super::raw::{RawService, S};
 use super::watch::load_remedy;
+use crate::render::escape::EscapeError;
+use crate::render::rules::{self, Field};
+use crate::render::Backend;
 
 /// Longest service name accepted (unit names are limited to 255 bytes).
 const MAX_SERVICE_NAME: usize = 200;
@@ -120,7 +123,7 @@ pub(crate) fn load_service(
             .transpose()?;
         Some(container)
     };
-    Ok(Service {
+    let service = Service {
         name,
         description,
         container,
@@ -128,7 +131,146 @@ pub(crate) fn load_service(
         after,
         requires,
         remedy,
-    })
+    };
+    unit_syntax(ctx, key, raw, platform, &service)?;
+    Ok(service)
+}
+
+/// The backend whose rules a service must satisfy: `auto` may resolve to
+/// quadlet, whose rules include the service backend's.
+fn strictest_backend(choice: BackendChoice) -> Backend {
+    match choice {
+        BackendChoice::Service => Backend::Service,
+        BackendChoice::Quadlet | BackendChoice::Auto => Backend::Quadlet,
+    }
+}
+
+/// Everything render would refuse for this service ([`rules::check_service`],
+/// the function render itself calls), as an error at the offending value.
+fn unit_syntax(
+    ctx: &Ctx<'_>,
+    key: &S<String>,
+    raw: &RawService,
+    platform: &Platform,
+    service: &Service,
+) -> Result<(), ConfigError> {
+    let Err((field, reason)) = rules::check_service(service, strictest_backend(platform.backend))
+    else {
+        return Ok(());
+    };
+    let nth = |list: &Option<S<Vec<S<String>>>>, i: usize| {
+        list.as_ref().and_then(|l| l.get_ref().get(i).map(S::span))
+    };
+    let (name, span) = match &field {
+        Field::Description => (
+            "description".to_string(),
+            raw.description.as_ref().map(S::span),
+        ),
+        Field::Image => ("image".to_string(), raw.image.as_ref().map(S::span)),
+        Field::ContainerName => (
+            "container_name".to_string(),
+            raw.container_name.as_ref().map(S::span),
+        ),
+        Field::Network => ("network".to_string(), raw.network.as_ref().map(S::span)),
+        Field::Port(i) => (format!("ports[{i}]"), nth(&raw.ports, *i)),
+        Field::Volume(i) => (format!("volumes[{i}]"), nth(&raw.volumes, *i)),
+        Field::User => ("user".to_string(), raw.user.as_ref().map(S::span)),
+        Field::Env(k) => (
+            format!("env.{k}"),
+            raw.env.as_ref().and_then(|t| {
+                t.get_ref()
+                    .iter()
+                    .find(|(name, _)| name.get_ref() == k)
+                    .map(|(_, v)| v.span())
+            }),
+        ),
+        Field::PodmanArg(i) => (format!("podman_args[{i}]"), nth(&raw.podman_args, *i)),
+        Field::Command(i) => (format!("command[{i}]"), nth(&raw.command, *i)),
+    };
+    let quadlet_help = match platform.backend {
+        BackendChoice::Auto => "backend = \"auto\" renders quadlet .container files where podman >= 4.4 is installed, and quadlet cannot carry this value: set backend = \"service\" in [platform] (plain `podman run` units carry any argument), or change the value",
+        _ => "quadlet cannot carry this value: set backend = \"service\" in [platform] (plain `podman run` units carry any argument), or change the value",
+    };
+    let help = match &reason {
+        EscapeError::ControlChar { .. } => {
+            "remove it: control characters cannot be written into unit files".to_string()
+        }
+        EscapeError::TrailingBackslash { .. } => "remove the trailing backslash: a unit file has no way to write one at the end of a line".to_string(),
+        EscapeError::LeadingDash { what, .. } => format!(
+            "write the {what} itself; podman options belong in podman_args"
+        ),
+        EscapeError::Forbidden { .. }
+        | EscapeError::NotRepresentable { .. }
+        | EscapeError::QuadletReference { .. }
+        | EscapeError::Malformed(_) => quadlet_help.to_string(),
+    };
+    Err(ctx.err(
+        span.unwrap_or_else(|| key.span()),
+        format!("{name}: {reason}"),
+        help,
+    ))
+}
+
+/// An image reference (or `image_prefix`, `what`): registry, path, tag and
+/// digest characters only, starting with a letter, a digit or `[` (an IPv6
+/// registry address). In particular never `-`: podman would read the image
+/// as an option (`image = "--privileged"`).
+pub(crate) fn image_chars(ctx: &Ctx<'_>, value: &S<String>, what: &str) -> Result<(), ConfigError> {
+    let text = value.get_ref();
+    let example = "write an image reference such as \"mcns:v1.2.0\" or \"registry.example:8443/mcns@sha256:...\"";
+    if text.contains(char::is_whitespace) {
+        return Err(ctx.err(
+            value.span(),
+            format!("{what} `{text}` contains whitespace"),
+            example,
+        ));
+    }
+    if text.starts_with('-') {
+        return Err(ctx.err(
+            value.span(),
+            format!("{what} `{text}` starts with `-`: podman would read it as an option"),
+            format!("{example}; podman options belong in podman_args"),
+        ));
+    }
+    if let Some(c) = text
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._/:@-[]".contains(*c)))
+    {
+        return Err(ctx.err(
+            value.span(),
+            format!("{what} `{text}` contains `{c}`, which an image reference cannot contain"),
+            example,
+        ));
+    }
+    if !text
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '[')
+    {
+        return Err(ctx.err(
+            value.span(),
+            format!("{what} `{text}` must start with a letter, a digit or `[`"),
+            example,
+        ));
+    }
+    Ok(())
+}
+
+/// `user` of a container: `USER` or `USER:GROUP`, each a name or a number.
+fn container_user(ctx: &Ctx<'_>, value: &S<String>) -> Result<String, ConfigError> {
+    let user = text(ctx, value, "user")?;
+    let ok = match user.split_once(':') {
+        Some((u, g)) => is_name_part(u) && is_name_part(g),
+        None => is_name_part(&user),
+    };
+    if !ok {
+        return Err(ctx.err(
+            value.span(),
+            format!("invalid user `{user}`"),
+            "write a user name or uid, optionally with a group name or gid: \"0:0\", \"1000\", \"postgres:postgres\" (letters, digits, `_`, `.` and `-`, not starting with `-` or `.`)",
+        ));
+    }
+    Ok(user)
 }
 
 /// The container part of a service.
@@ -147,13 +289,7 @@ fn load_container(
         )
     })?;
     let image = text(ctx, image_value, "image")?;
-    if image.contains(char::is_whitespace) {
-        return Err(ctx.err(
-            image_value.span(),
-            format!("image `{image}` contains whitespace"),
-            "write an image reference such as \"mcns:v1.2.0\"",
-        ));
-    }
+    image_chars(ctx, image_value, "image")?;
     let image = if image.contains('/') || platform.image_prefix.is_empty() {
         image
     } else if platform.image_prefix.ends_with('/') {
@@ -217,7 +353,7 @@ fn load_container(
     let user = raw
         .user
         .as_ref()
-        .map(|v| text(ctx, v, "user"))
+        .map(|v| container_user(ctx, v))
         .transpose()?;
     let command = raw
         .command

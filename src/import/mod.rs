@@ -122,9 +122,32 @@ pub struct Warning {
 }
 
 impl fmt::Display for Warning {
+    /// One line without control characters (they are shown escaped): the
+    /// text comes from the definitions, which the platform user owns, and
+    /// goes into `# warning:` comments of the output and onto the terminal.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.subject, self.message)
+        write!(
+            f,
+            "{}: {}",
+            one_line(&self.subject),
+            one_line(&self.message)
+        )
     }
+}
+
+/// `text` on one line: control characters (line breaks, escape sequences)
+/// written as escapes (`\n`, `\u{1b}`), so the text can neither end a TOML
+/// comment nor drive a terminal.
+pub(crate) fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The configuration to merge into: its text, path, raw tables and validated form.

@@ -22,6 +22,24 @@
 //!   as raw strings (and `Volume=` paths into `RequiresMountsFor=`, which
 //!   splits on whitespace): such values may not contain whitespace, quotes,
 //!   backslashes or `$` ([`quadlet_raw`]).
+//! - A line that ends in a backslash continues on the next line, in systemd
+//!   (an odd number of trailing backslashes) and in quadlet (any trailing
+//!   backslash, also after trailing whitespace, which quadlet strips first).
+//!   No escape exists for it in a plain value such as `Description=`, so a
+//!   plain value ending in `\` is rejected ([`plain`]): it would swallow the
+//!   next line of the unit (an `After=`, or quadlet's `[Container]` header).
+//!   Command-line words never end a line with a backslash: a word with a
+//!   backslash is quoted.
+//! - Quadlet reads a value ending in `.image`/`.build` (`Image=`), `.network`
+//!   (`Network=`) or a volume source ending in `.volume` (`Volume=`) as a
+//!   reference to another quadlet unit ([`quadlet_unit_suffix`]).
+//! - A value podman receives as an argument of its own (the image, the value
+//!   of `--user`, ...) must not start with `-`: podman would parse it as an
+//!   option (`image = "--privileged"`) ([`podman_operand`]).
+//!
+//! [`super::rules`] applies these to every value of a service; the
+//! configuration loader calls the same function, so what render refuses is
+//! refused by `check-config` first, with a location.
 
 use std::fmt::Write as _;
 
@@ -54,6 +72,30 @@ pub enum EscapeError {
         /// Why.
         reason: &'static str,
     },
+    /// A plain value ends in a backslash: the line would continue on the next.
+    #[error("{value:?} ends with a backslash, which systemd and quadlet read as a line continuation (the next line of the unit would be joined to it)")]
+    TrailingBackslash {
+        /// The offending value.
+        value: String,
+    },
+    /// A value podman takes as an argument of its own starts with `-`.
+    #[error("{value:?} starts with `-`: podman would read it as an option, not as the {what}")]
+    LeadingDash {
+        /// The offending value.
+        value: String,
+        /// What it should be, e.g. `image`.
+        what: &'static str,
+    },
+    /// Quadlet reads the value as a reference to another quadlet unit.
+    #[error("{value:?} ends with `{suffix}`, which quadlet reads as a reference to a {suffix} unit in {setting}")]
+    QuadletReference {
+        /// The offending value.
+        value: String,
+        /// The suffix, e.g. `.network`.
+        suffix: &'static str,
+        /// The setting, e.g. `quadlet Network=`.
+        setting: &'static str,
+    },
     /// (Parsing only) malformed command line.
     #[error("malformed command line: {0}")]
     Malformed(String),
@@ -70,10 +112,53 @@ fn check_control(value: &str) -> Result<(), EscapeError> {
 }
 
 /// Escape a plain setting value (e.g. `Description=`, a path in a setting
-/// that is not a command line): `%` -> `%%`, control characters rejected.
+/// that is not a command line): `%` -> `%%`; control characters and a
+/// trailing backslash (a line continuation, also before trailing whitespace)
+/// rejected.
 pub fn plain(value: &str) -> Result<String, EscapeError> {
     check_control(value)?;
+    if value.trim_end().ends_with('\\') {
+        return Err(EscapeError::TrailingBackslash {
+            value: value.to_string(),
+        });
+    }
     Ok(value.replace('%', "%%"))
+}
+
+/// A value podman receives as an argument of its own (`what`: the image,
+/// the value of `--user`, a container name, ...) must not be empty or start
+/// with `-`.
+pub fn podman_operand(value: &str, what: &'static str) -> Result<(), EscapeError> {
+    if value.is_empty() {
+        return Err(EscapeError::NotRepresentable {
+            value: String::new(),
+            reason: "empty value",
+        });
+    }
+    if value.starts_with('-') {
+        return Err(EscapeError::LeadingDash {
+            value: value.to_string(),
+            what,
+        });
+    }
+    Ok(())
+}
+
+/// A value quadlet would read as a reference to another quadlet unit: one
+/// ending in any of `suffixes` (e.g. `.network` in `Network=`).
+pub fn quadlet_unit_suffix(
+    value: &str,
+    suffixes: &[&'static str],
+    setting: &'static str,
+) -> Result<(), EscapeError> {
+    match suffixes.iter().find(|s| value.ends_with(**s)) {
+        Some(suffix) => Err(EscapeError::QuadletReference {
+            value: value.to_string(),
+            suffix,
+            setting,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Escape one word of a systemd command line (`ExecStart=` and friends).
@@ -338,6 +423,34 @@ mod tests {
             assert!(err.to_string().contains("control character"));
         }
         assert!(plain("line\nbreak").is_err());
+    }
+
+    #[test]
+    fn plain_rejects_a_line_continuation() {
+        for bad in ["trailing \\", "two \\\\", "space after \\ ", "\\"] {
+            assert!(
+                matches!(plain(bad), Err(EscapeError::TrailingBackslash { .. })),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(plain("a \\ in the middle").unwrap(), "a \\ in the middle");
+        assert_eq!(plain("50% \"q\" $X").unwrap(), "50%% \"q\" $X");
+    }
+
+    #[test]
+    fn operands_and_quadlet_references() {
+        assert!(podman_operand("mcns:v1", "image").is_ok());
+        assert!(matches!(
+            podman_operand("--privileged", "image"),
+            Err(EscapeError::LeadingDash { what: "image", .. })
+        ));
+        assert!(podman_operand("", "image").is_err());
+        assert!(quadlet_unit_suffix("mcpnet", &[".network"], "Network=").is_ok());
+        let err = quadlet_unit_suffix("x.network", &[".network"], "Network=").unwrap_err();
+        assert!(
+            err.to_string().contains("reference to a .network unit"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -76,6 +76,7 @@
 //! Output is deterministic: same config, byte-identical files.
 
 pub mod escape;
+pub mod rules;
 pub mod unit;
 
 use std::collections::BTreeSet;
@@ -170,16 +171,17 @@ impl Rendered {
 /// Rendering or writing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    /// A value cannot be written into a unit file.
-    #[error("service {service}: {field}: {source}")]
+    /// A value cannot be written into a unit file. The reason is part of
+    /// the message and deliberately not a `source()`: error chains print it
+    /// once.
+    #[error("service {service}: {field}: {reason}")]
     Escape {
         /// Service (or unit) the value belongs to.
         service: String,
         /// Which field, e.g. `argument 3 of command`.
         field: String,
         /// What is wrong.
-        #[source]
-        source: EscapeError,
+        reason: EscapeError,
     },
     /// The plan does not match the config (a service of the plan is missing).
     #[error("plan and config disagree: {0}")]
@@ -226,10 +228,10 @@ fn esc(
     field: impl Into<String>,
     r: Result<String, EscapeError>,
 ) -> Result<String, RenderError> {
-    r.map_err(|source| RenderError::Escape {
+    r.map_err(|reason| RenderError::Escape {
         service: service.to_string(),
         field: field.into(),
-        source,
+        reason,
     })
 }
 
@@ -239,14 +241,14 @@ fn esc_line(
     argv: &[String],
     r: Result<String, (usize, EscapeError)>,
 ) -> Result<String, RenderError> {
-    r.map_err(|(i, source)| RenderError::Escape {
+    r.map_err(|(i, reason)| RenderError::Escape {
         service: service.to_string(),
         field: format!(
             "argument {} of {what} ({:?})",
             i + 1,
             argv.get(i).map_or("", |s| s.as_str())
         ),
-        source,
+        reason,
     })
 }
 
@@ -301,6 +303,14 @@ pub fn render(cfg: &Config, plan: &Plan, backend: Backend) -> Result<Rendered, R
             tracing::warn!(service = %name, "container service is in no stage; no unit rendered");
             continue;
         };
+        // The configuration loader has applied the same rules (with
+        // locations); this is the backstop for other configurations and
+        // for `render --backend` overriding the configured backend.
+        rules::check_service(svc, backend).map_err(|(field, reason)| RenderError::Escape {
+            service: name.clone(),
+            field: field.to_string(),
+            reason,
+        })?;
         let mut u = match backend {
             Backend::Quadlet => UnitFile::new(format!("{name}.container"), hdr.clone()),
             Backend::Service => UnitFile::new(format!("{name}.service"), hdr.clone()),

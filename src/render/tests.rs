@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::config::{PortMapping, Proto, RestartOwner, RestartPolicy, VolumeMount};
+use crate::config::{Container, PortMapping, Proto, RestartOwner, RestartPolicy, VolumeMount};
 use crate::plan::{self, tests::sample};
 
 fn rendered(cfg: &Config, backend: Backend) -> Rendered {
@@ -522,6 +522,135 @@ fn lone_semicolon_only_for_service_backend() {
     );
     let r = render(&cfg, &p, Backend::Service).unwrap();
     assert!(file(&r, "app.service").contains(" /srv/app/app.toml \\;\n"));
+}
+
+fn container_of<'a>(cfg: &'a mut Config, name: &str) -> &'a mut Container {
+    cfg.services
+        .get_mut(name)
+        .and_then(|s| s.container.as_mut())
+        .unwrap()
+}
+
+/// Issue 12 item 3: a description ending in a backslash joined the next unit
+/// line (the service backend lost `After=<previous gate>`, quadlet swallowed
+/// the `[Container]` header). Render refuses it for both backends, also with
+/// trailing whitespace after the backslash (quadlet strips it first).
+#[test]
+fn a_trailing_backslash_never_reaches_a_unit() {
+    for desc in ["trailing \\", "two \\\\", "space \\  "] {
+        let mut cfg = sample();
+        cfg.services.get_mut("app").unwrap().description = Some(desc.into());
+        let p = plan::build(&cfg).unwrap();
+        for backend in [Backend::Quadlet, Backend::Service] {
+            let err = render(&cfg, &p, backend).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    RenderError::Escape {
+                        reason: EscapeError::TrailingBackslash { .. },
+                        ..
+                    }
+                ),
+                "{desc:?} {backend:?}: {err}"
+            );
+            let shown = err.to_string();
+            assert!(shown.starts_with("service app: description: "), "{shown}");
+        }
+    }
+    // A backslash elsewhere is kept as written.
+    let mut cfg = sample();
+    cfg.services.get_mut("app").unwrap().description = Some("a \\ b 100% $X".into());
+    let r = rendered(&cfg, Backend::Service);
+    assert!(file(&r, "app.service").contains("\nDescription=a \\ b 100%% $X\n"));
+}
+
+/// Issue 12 item 3: values podman takes as arguments of their own must not
+/// start with `-` (`image = "--privileged"` became a podman option), for
+/// both backends.
+#[test]
+fn option_lookalikes_are_refused() {
+    type Edit = fn(&mut Container);
+    let edits: [(&str, Edit); 4] = [
+        ("image", |c| c.image = "--privileged".into()),
+        ("user", |c| c.user = Some("--privileged".into())),
+        ("container name", |c| c.name = "-x".into()),
+        ("network", |c| c.network = Network::Named("--x".into())),
+    ];
+    for (field, edit) in edits {
+        let mut cfg = sample();
+        edit(container_of(&mut cfg, "app"));
+        let p = plan::build(&cfg).unwrap();
+        for backend in [Backend::Quadlet, Backend::Service] {
+            let err = render(&cfg, &p, backend).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    RenderError::Escape {
+                        reason: EscapeError::LeadingDash { .. },
+                        ..
+                    }
+                ),
+                "{field} {backend:?}: {err}"
+            );
+            assert!(
+                err.to_string().contains(&format!("service app: {field}: ")),
+                "{err}"
+            );
+        }
+    }
+}
+
+/// Quadlet reads `x.network`, `x.image`, `v.volume` as references to other
+/// quadlet units (and fails when there is none): refused for quadlet only.
+#[test]
+fn quadlet_unit_references_are_refused_for_quadlet() {
+    type Edit = fn(&mut Container);
+    let edits: [Edit; 3] = [
+        |c| c.network = Network::Named("mcpnet.network".into()),
+        |c| c.image = "registry.example/app.image".into(),
+        |c| {
+            c.volumes.push(VolumeMount {
+                host: "data.volume".into(),
+                container: "/data".into(),
+                options: None,
+                raw: "data.volume:/data".into(),
+            })
+        },
+    ];
+    for edit in edits {
+        let mut cfg = sample();
+        edit(container_of(&mut cfg, "app"));
+        let p = plan::build(&cfg).unwrap();
+        let err = render(&cfg, &p, Backend::Quadlet).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RenderError::Escape {
+                    reason: EscapeError::QuadletReference { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(render(&cfg, &p, Backend::Service).is_ok());
+    }
+}
+
+/// Issue 12 item 13: the reason of a render error is printed once, also
+/// through an error chain (`{:#}`).
+#[test]
+fn render_errors_say_their_reason_once() {
+    let mut cfg = sample();
+    container_of(&mut cfg, "app").command.push(";".into());
+    let p = plan::build(&cfg).unwrap();
+    let err = render(&cfg, &p, Backend::Quadlet).unwrap_err();
+    assert!(std::error::Error::source(&err).is_none());
+    let chain = format!("{:#}", anyhow::Error::from(err));
+    assert_eq!(
+        chain.matches("cannot be passed through").count(),
+        1,
+        "{chain}"
+    );
 }
 
 #[test]

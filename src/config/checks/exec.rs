@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 use super::{KindCtx, KindSpec};
 use crate::config::error::ConfigError;
-use crate::config::fields::{argv, text};
+use crate::config::fields::{argv, is_name_part, text};
 use crate::config::model::CheckKind;
 use crate::config::model::ExecCheck;
 use crate::config::raw::{OptList, OptStr};
@@ -32,7 +32,18 @@ impl KindSpec for RawExec {
         let user = self
             .user
             .as_ref()
-            .map(|v| text(ctx, v, "user"))
+            .map(|v| {
+                let user = text(ctx, v, "user")?;
+                if is_name_part(&user) {
+                    Ok(user)
+                } else {
+                    Err(ctx.err(
+                        v.span(),
+                        format!("invalid user `{user}`"),
+                        "write a login name, e.g. user = \"postgres\"",
+                    ))
+                }
+            })
             .transpose()?;
         Ok(CheckKind::Exec(ExecCheck { argv, user }))
     }
