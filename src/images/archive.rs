@@ -3,13 +3,13 @@
 //! saved_at), written atomically. See docs/images.md.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::dir::{ArchiveDir, ArchiveOpen, Trust};
 use super::ImagesError;
 
 /// Name of the index file in an archive directory.
@@ -31,21 +31,24 @@ pub struct IndexEntry {
 /// `index.json`: image reference -> entry (sorted, so the file is stable).
 pub type Index = BTreeMap<String, IndexEntry>;
 
-/// Reads `dir/index.json`; a missing file is an empty index.
+/// Reads `dir/index.json`; a missing directory or file is an empty index.
+/// `index.json` must be a regular file (a symbolic link is not followed).
 pub fn read_index(dir: &Path) -> Result<Index, ImagesError> {
-    let path = dir.join(INDEX_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Index::new()),
-        Err(source) => return Err(ImagesError::Io { path, source }),
-    };
-    let index: Index = serde_json::from_str(&text).map_err(|source| ImagesError::Index {
-        path: path.clone(),
+    match ArchiveDir::open(dir)? {
+        Some(d) => d.read_index(),
+        None => Ok(Index::new()),
+    }
+}
+
+/// Parses the contents of `index.json` (at `path`, for messages).
+pub(crate) fn parse_index(path: &Path, bytes: &[u8]) -> Result<Index, ImagesError> {
+    let index: Index = serde_json::from_slice(bytes).map_err(|source| ImagesError::Index {
+        path: path.to_path_buf(),
         source,
     })?;
     if let Some((image, e)) = index.iter().find(|(_, e)| !plain_file_name(&e.file)) {
         return Err(ImagesError::BadEntry {
-            path,
+            path: path.to_path_buf(),
             image: image.clone(),
             file: e.file.clone(),
         });
@@ -53,47 +56,16 @@ pub fn read_index(dir: &Path) -> Result<Index, ImagesError> {
     Ok(index)
 }
 
-/// Writes `dir/index.json` atomically (temporary file, fsync, rename, fsync of the directory).
+/// Writes `dir/index.json` atomically (a new temporary file relative to
+/// the directory's descriptor, fsync, rename, fsync of the directory).
 pub fn write_index(dir: &Path, index: &Index) -> Result<(), ImagesError> {
-    let path = dir.join(INDEX_FILE);
-    let tmp = dir.join(format!(".{INDEX_FILE}.tmp{}", std::process::id()));
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| ImagesError::Io { path: p, source }
-    };
-    let mut text = serde_json::to_string_pretty(index).map_err(|source| ImagesError::Index {
-        path: path.clone(),
-        source,
-    })?;
-    text.push('\n');
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(text.as_bytes()).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    set_mode_0644(&tmp)?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    sync_dir(dir)
-}
-
-/// fsync of a directory (makes renames in it durable).
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), ImagesError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| ImagesError::Io {
+    match ArchiveDir::open(dir)? {
+        Some(d) => d.write_index(index),
+        None => Err(ImagesError::Io {
             path: dir.to_path_buf(),
-            source,
-        })
-}
-
-/// Makes an archive file world-readable (the platform user reads what root saved).
-pub(crate) fn set_mode_0644(path: &Path) -> Result<(), ImagesError> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(|source| {
-        ImagesError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-    })
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        }),
+    }
 }
 
 /// A file name without directory parts (what `index.json` may name).
@@ -173,10 +145,15 @@ pub(crate) fn sha256_of(mut r: impl Read) -> std::io::Result<(String, u64)> {
     Ok((hex, size))
 }
 
-/// SHA-256 and size of the file at `path`.
+/// SHA-256 and size of the regular file at `path` (its last component is
+/// not followed).
 pub fn sha256_file(path: &Path) -> Result<(String, u64), ImagesError> {
-    File::open(path)
-        .and_then(sha256_of)
+    crate::safe_fs::open_regular(path)
+        .map_err(|e| match e {
+            crate::safe_fs::OpenError::Io(e) => e,
+            other => std::io::Error::other(other.to_string()),
+        })
+        .and_then(|(f, _)| sha256_of(f))
         .map_err(|source| ImagesError::Io {
             path: path.to_path_buf(),
             source,
@@ -205,6 +182,14 @@ pub enum ArchiveState {
         /// SHA-256 of the file now.
         actual: String,
     },
+    /// The file is not loaded: not a regular file, or someone else than a
+    /// trusted owner could change it (`reason`).
+    Refused {
+        /// The archive file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The file is there and its checksum matches.
     Ok {
         /// The archive file.
@@ -216,18 +201,42 @@ pub enum ArchiveState {
     },
 }
 
-/// Checks `image`'s archive in `dir` against `index` (reads and hashes the file).
+/// Checks `image`'s archive in `dir` against `index` (reads and hashes the
+/// file), as this process would load it: a regular file owned by root or
+/// this process's user, writable by no one else.
 pub fn verify(dir: &Path, index: &Index, image: &str) -> Result<ArchiveState, ImagesError> {
+    let Some(d) = ArchiveDir::open(dir)? else {
+        return Ok(match index.get(image) {
+            None => ArchiveState::NotArchived,
+            Some(e) => ArchiveState::FileMissing {
+                path: dir.join(&e.file),
+            },
+        });
+    };
+    verify_in(
+        &d,
+        index,
+        image,
+        &Trust::new(None, "this user's podman storage".into()),
+    )
+}
+
+/// [`verify`] in an open directory, with the owners `trust` allows.
+pub(crate) fn verify_in(
+    dir: &ArchiveDir,
+    index: &Index,
+    image: &str,
+    trust: &Trust,
+) -> Result<ArchiveState, ImagesError> {
     let Some(entry) = index.get(image) else {
         return Ok(ArchiveState::NotArchived);
     };
-    let path = dir.join(&entry.file);
-    let file = match File::open(&path) {
+    let path = dir.path().join(&entry.file);
+    let file = match dir.open_archive(&entry.file, trust) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(ArchiveState::FileMissing { path })
-        }
-        Err(source) => return Err(ImagesError::Io { path, source }),
+        Err(ArchiveOpen::Missing) => return Ok(ArchiveState::FileMissing { path }),
+        Err(ArchiveOpen::Refused(reason)) => return Ok(ArchiveState::Refused { path, reason }),
+        Err(ArchiveOpen::Io(source)) => return Err(ImagesError::Io { path, source }),
     };
     let (actual, size) = sha256_of(file).map_err(|source| ImagesError::Io {
         path: path.clone(),

@@ -34,6 +34,7 @@
 //! truly missing image fail the unit, see `recover::preflight`).
 
 mod archive;
+mod dir;
 mod podman;
 
 pub use podman::{PodmanOutput, PodmanRunner};
@@ -52,6 +53,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::config::{Config, PullPolicy};
+use dir::{ArchiveDir, ArchiveOpen, Trust};
 use podman::Podman;
 
 /// Errors of the image step.
@@ -118,6 +120,15 @@ pub enum ImagesError {
     /// `images save` without a directory and no `image_archive` configured.
     #[error("no archive directory: pass one, or set image_archive in [platform]")]
     NoArchiveDir,
+    /// A path another user could redirect, or a file that is not what it
+    /// must be (a symbolic link, a FIFO): refused, with the reason and fix.
+    #[error("refusing {}: {reason}", path.display())]
+    Unsafe {
+        /// The path.
+        path: PathBuf,
+        /// Why, and what to do.
+        reason: String,
+    },
 }
 
 impl ImagesError {
@@ -350,7 +361,9 @@ pub async fn ensure_images_via(
     }
     let pm = Podman::for_config_via(cfg, runner)?;
     let dir = cfg.platform.image_archive.as_deref();
-    let mut index: Option<Index> = None;
+    let trust = Trust::new(pm.storage_owner(), pm.storage_name());
+    // The archive directory, opened once (when an image is absent), and its index.
+    let mut archive: Option<(Option<ArchiveDir>, Index)> = None;
     let mut actions = Vec::new();
     let mut failures = Vec::new();
     let present = exists_each(&pm, &wanted).await;
@@ -374,11 +387,23 @@ pub async fn ensure_images_via(
             ),
         };
         if let Some(d) = dir {
-            if index.is_none() {
-                index = Some(read_index(d)?);
+            if archive.is_none() {
+                let opened = ArchiveDir::open(d)?;
+                let idx = match &opened {
+                    Some(a) => a.read_index()?,
+                    None => Index::new(),
+                };
+                archive = Some((opened, idx));
             }
-            let idx = index.as_ref().map_or_else(Index::new, Clone::clone);
-            match load_archived(&pm, d, &idx, &image).await {
+            let (adir, idx) = match &archive {
+                Some((Some(a), idx)) => (Some(a), idx.clone()),
+                _ => (None, Index::new()),
+            };
+            let loaded = match adir {
+                Some(a) => load_archived(&pm, a, &idx, &image, &trust).await,
+                None => Ok(None),
+            };
+            match loaded {
                 Ok(Some(path)) => {
                     info!(image = %image, services = ?svcs, archive = %path.display(), "image loaded from archive");
                     actions.push(ImageAction::Loaded {
@@ -535,23 +560,33 @@ enum LoadFailure {
 }
 
 /// Loads `image` from its archive if the index lists it and the file exists:
-/// hashes the open file, refuses on a mismatch, then feeds the same open file
-/// to `podman load` and checks the image is now present.
+/// opens it once (a regular file, not followed, whose contents only a
+/// `trust`ed owner could change), hashes the open file, refuses on a
+/// mismatch, then feeds the same open file to `podman load` and checks the
+/// image is now present.
 async fn load_archived(
     pm: &Podman,
-    dir: &Path,
+    dir: &ArchiveDir,
     index: &Index,
     image: &str,
+    trust: &Trust,
 ) -> Result<Option<PathBuf>, LoadFailure> {
     let Some(entry) = index.get(image) else {
         return Ok(None);
     };
-    let path = dir.join(&entry.file);
-    let opened = std::fs::File::open(&path);
-    let mut file = match opened {
+    let path = dir.path().join(&entry.file);
+    let mut file = match dir.open_archive(&entry.file, trust) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(LoadFailure::Hard(ImagesError::Io { path, source })),
+        Err(ArchiveOpen::Missing) => return Ok(None),
+        Err(ArchiveOpen::Refused(why)) => {
+            return Err(LoadFailure::Refused(format!(
+                "image {image}: archive {} is not loaded: {why}.",
+                path.display()
+            )))
+        }
+        Err(ArchiveOpen::Io(source)) => {
+            return Err(LoadFailure::Hard(ImagesError::Io { path, source }))
+        }
     };
     let hashed = {
         let f = file.try_clone();
@@ -645,20 +680,23 @@ pub fn archive_dir(cfg: &Config, dir: Option<&Path>) -> Result<PathBuf, ImagesEr
 }
 
 /// Exports every configured image (non-external services) from the platform's
-/// storage into `dir`: one docker-archive per image (written to a temporary
-/// file, hashed, fsynced, renamed), then `index.json` atomically. Entries of
-/// images not saved this time are kept.
+/// storage into `dir`: one docker-archive per image, then `index.json`
+/// atomically. Entries of images not saved this time are kept.
+///
+/// The directory is opened once ([`ArchiveDir::for_save`]: no symbolic link
+/// followed; as root, refused when someone else than root could change its
+/// path, unless it is the platform user's own directory). Each archive is
+/// a new temporary file of ours in it (`O_EXCL | O_NOFOLLOW`): podman writes
+/// the archive to a pipe, and this process hashes it and writes it to that
+/// file, fsyncs it, makes it 0644 and renames it into place, all on
+/// descriptors. podman never sees a path of the archive directory.
 pub async fn save(cfg: &Config, dir: &Path) -> Result<SaveReport, ImagesError> {
     let pm = Podman::for_config(cfg)?;
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| ImagesError::Io { path: p, source }
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let adir = ArchiveDir::for_save(dir, cfg.platform.user.as_ref())?;
     let all: Vec<String> = cfg.services.keys().cloned().collect();
     let images = images_of(cfg, &all);
     let names = archive_file_names(images.iter().map(|(i, _)| i.as_str()));
-    let mut index = read_index(dir)?;
+    let mut index = adir.read_index()?;
     let mut report = SaveReport {
         dir: dir.to_path_buf(),
         saved: Vec::new(),
@@ -672,33 +710,27 @@ pub async fn save(cfg: &Config, dir: &Path) -> Result<SaveReport, ImagesError> {
         let Some(file) = names.get(&image).cloned() else {
             continue;
         };
-        let path = dir.join(&file);
-        let tmp = dir.join(format!(".{file}.tmp{}", std::process::id()));
-        drop(std::fs::File::create(&tmp).map_err(io(&tmp))?);
-        if let Err(e) = pm.save(&image, &tmp).await {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        let t = tmp.clone();
-        let hashed = tokio::task::spawn_blocking(move || {
-            let f = std::fs::File::open(&t)?;
-            f.sync_all()?;
-            archive::sha256_of(f)
-        })
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))
-        .and_then(|r| r);
-        let (sha256, size) = hashed.map_err(io(&tmp))?;
+        let (out, tmp) = adir.create_temp(&format!(".{file}.tmp{}", std::process::id()))?;
+        let tmp_path = dir.join(&tmp);
+        let (sha256, size, out) = match pm.save_to(&image, out, &tmp_path).await {
+            Ok(x) => x,
+            Err(e) => {
+                adir.remove_temp(&tmp);
+                return Err(e);
+            }
+        };
         if size == 0 {
-            let _ = std::fs::remove_file(&tmp);
+            adir.remove_temp(&tmp);
             return Err(ImagesError::Podman {
                 action: "save",
                 image,
                 detail: "it wrote an empty archive".into(),
             });
         }
-        archive::set_mode_0644(&tmp)?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        if let Err(e) = adir.commit(&out, &tmp, &file) {
+            adir.remove_temp(&tmp);
+            return Err(e);
+        }
         let entry = IndexEntry {
             file,
             sha256,
@@ -709,8 +741,8 @@ pub async fn save(cfg: &Config, dir: &Path) -> Result<SaveReport, ImagesError> {
         index.insert(image.clone(), entry.clone());
         report.saved.push((image, entry));
     }
-    archive::sync_dir(dir)?;
-    write_index(dir, &index)?;
+    adir.sync()?;
+    adir.write_index(&index)?;
     Ok(report)
 }
 
@@ -767,6 +799,9 @@ impl StatusReport {
                     "CHECKSUM MISMATCH {} (index {expected}, file {actual})",
                     path.display()
                 ),
+                ArchiveState::Refused { path, reason } => {
+                    format!("REFUSED {}: {reason}", path.display())
+                }
                 ArchiveState::Ok { path, saved_at, .. } => format!(
                     "archived, checksum ok: {} ({saved_at})",
                     path.file_name()
@@ -810,18 +845,24 @@ pub async fn status(cfg: &Config) -> Result<StatusReport, ImagesError> {
         }
     }
     let dir = cfg.platform.image_archive.clone();
-    let index = match &dir {
-        Some(d) => read_index(d)?,
+    let adir = match &dir {
+        Some(d) => ArchiveDir::open(d)?.map(std::sync::Arc::new),
+        None => None,
+    };
+    let index = match &adir {
+        Some(a) => a.read_index()?,
         None => Index::new(),
     };
+    let trust = Trust::new(pm.storage_owner(), pm.storage_name());
     let mut images = Vec::new();
     for (image, services) in images_of(cfg, &seen) {
         let present = pm.exists(&image).await?;
-        let archive = match &dir {
-            None => ArchiveState::NoArchiveDir,
-            Some(d) => {
-                let (d, idx, img) = (d.clone(), index.clone(), image.clone());
-                tokio::task::spawn_blocking(move || verify(&d, &idx, &img))
+        let archive = match (&dir, &adir) {
+            (None, _) => ArchiveState::NoArchiveDir,
+            (Some(_), None) => ArchiveState::NotArchived,
+            (Some(_), Some(a)) => {
+                let (a, idx, img, trust) = (a.clone(), index.clone(), image.clone(), trust.clone());
+                tokio::task::spawn_blocking(move || archive::verify_in(&a, &idx, &img, &trust))
                     .await
                     .map_err(|e| ImagesError::Io {
                         path: PathBuf::from(INDEX_FILE),

@@ -1,6 +1,7 @@
 //! Running podman against the RIGHT image storage: root's in rootful mode;
 //! the platform user's in rootless mode. Archives are opened by us and
-//! streamed through stdin, so podman never needs to see the archive path.
+//! streamed through stdin (`load`) or read from podman's stdout (`save`), so
+//! podman never needs to see a path of the archive directory.
 //!
 //! Where podman runs ([`PodmanRunner`]):
 //! - [`PodmanRunner::Direct`]: as our child process (the CLI run by an
@@ -17,6 +18,8 @@
 //! action, see the `*_TIMEOUT` constants).
 
 use std::fs::File;
+use std::io::{Read as _, Write as _};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -189,6 +192,11 @@ impl Podman {
         }
     }
 
+    /// The uid of the storage's owner when it is not root's (rootless).
+    pub(crate) fn storage_owner(&self) -> Option<u32> {
+        self.user.as_ref().map(|u| u.uid)
+    }
+
     /// `mcp's podman storage` / `root's podman storage`.
     pub(crate) fn storage_name(&self) -> String {
         match &self.user {
@@ -283,7 +291,7 @@ impl Podman {
         };
         match &self.runner {
             PodmanRunner::Direct => {
-                match tokio::time::timeout(timeout, self.run_direct(args, stdin)).await {
+                match tokio::time::timeout(timeout, self.run_direct(args, stdin, None)).await {
                     Ok(r) => r,
                     // kill_on_drop: the child is killed with the dropped future.
                     Err(_) => Err(timed_out()),
@@ -311,7 +319,14 @@ impl Podman {
         }
     }
 
-    async fn run_direct(&self, args: &[&str], stdin: Input) -> Result<PodmanOutput, ImagesError> {
+    /// podman as our child: stdin as given, stdout `stdout` when given (else
+    /// read and dropped), stderr kept (bounded).
+    async fn run_direct(
+        &self,
+        args: &[&str],
+        stdin: Input,
+        stdout: Option<OwnedFd>,
+    ) -> Result<PodmanOutput, ImagesError> {
         let spawn_err = |source| ImagesError::Spawn {
             program: self.bin.clone(),
             source,
@@ -321,10 +336,13 @@ impl Podman {
             Input::Null => Stdio::null(),
             Input::File(f) => Stdio::from(f),
         };
-        cmd.stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(spawn_err)?;
+        let stdout = stdout.map_or_else(Stdio::piped, Stdio::from);
+        cmd.stdin(stdin).stdout(stdout).stderr(Stdio::piped());
+        let spawned = cmd.spawn();
+        // Our copies of the child's stdio (e.g. a pipe's write end) are
+        // closed now, so a reader sees the end when the child exits.
+        drop(cmd);
+        let mut child = spawned.map_err(spawn_err)?;
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let drain_out = async {
             match stdout {
@@ -409,44 +427,68 @@ impl Podman {
         }
     }
 
-    /// `podman save --format docker-archive -o PATH IMAGE`. `path` must be an
-    /// empty file we created: it is handed to the platform user for the save
-    /// (podman writes it as that user) and back to root afterwards. (Writing
-    /// to a stdout we opened gives an empty archive under rootless podman.)
-    /// With a transient runner, `path` must be the same for the manager.
-    pub(crate) async fn save(&self, image: &str, path: &Path) -> Result<(), ImagesError> {
-        let chown = |uid: u32, gid: u32| {
-            std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|source| ImagesError::Io {
-                path: path.to_path_buf(),
-                source,
-            })
+    /// `podman save --format docker-archive IMAGE`, run directly, with its
+    /// stdout a pipe this process reads: every byte is hashed and written to
+    /// `out` (a new file of ours that podman never sees; `out_path` names it
+    /// in messages), which is fsynced at the end. Returns the SHA-256, the
+    /// size and `out`. (podman run as the platform user gets only the pipe:
+    /// no file or path of the archive directory is handed to that user.)
+    pub(crate) async fn save_to(
+        &self,
+        image: &str,
+        out: File,
+        out_path: &Path,
+    ) -> Result<(String, u64, File), ImagesError> {
+        if let PodmanRunner::Transient(_) = self.runner {
+            return Err(ImagesError::Spawn {
+                program: self.bin.clone(),
+                source: std::io::Error::other(
+                    "podman save is run directly only (not as a transient unit)",
+                ),
+            });
+        }
+        let (rd, wr) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ImagesError::Spawn {
+                program: self.bin.clone(),
+                source: e.into(),
+            })?;
+        let copy = tokio::task::spawn_blocking(move || copy_hashing(File::from(rd), out));
+        let args = ["save", "-q", "--format", "docker-archive", image];
+        let run = tokio::time::timeout(
+            TRANSFER_TIMEOUT,
+            self.run_direct(&args, Input::Null, Some(wr)),
+        )
+        .await;
+        let res = match run {
+            // The copy ends by itself once the pipe is closed.
+            Err(_) => {
+                return Err(ImagesError::Podman {
+                    action: "save",
+                    image: image.to_owned(),
+                    detail: format!(
+                        "no answer within {} s ({})",
+                        TRANSFER_TIMEOUT.as_secs(),
+                        self.runner.describe()
+                    ),
+                })
+            }
+            Ok(r) => r?,
         };
-        if let Some(u) = &self.run_as {
-            chown(u.uid, u.gid)?;
-        }
-        let p = path.to_string_lossy();
-        let res = self
-            .run(
-                &["save", "-q", "--format", "docker-archive", "-o", &p, image],
-                Input::Null,
-                TRANSFER_TIMEOUT,
-                "save",
-                image,
-            )
-            .await;
-        if self.run_as.is_some() {
-            chown(0, 0)?;
-        }
-        let res = res?;
-        if res.success() {
-            Ok(())
-        } else {
-            Err(ImagesError::Podman {
+        let copied = copy
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r);
+        if !res.success() {
+            return Err(ImagesError::Podman {
                 action: "save",
                 image: image.to_string(),
                 detail: res.detail(),
-            })
+            });
         }
+        copied.map_err(|source| ImagesError::Io {
+            path: out_path.to_path_buf(),
+            source,
+        })
     }
 
     /// `podman pull IMAGE`.
@@ -470,6 +512,34 @@ impl Podman {
             })
         }
     }
+}
+
+/// Copies everything from `from` to `out`, hashing it (SHA-256), then
+/// fsyncs `out`. Returns the lower-case hex digest, the size and `out`.
+fn copy_hashing(mut from: File, mut out: File) -> std::io::Result<(String, u64, File)> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let chunk = buf.get(..n).unwrap_or_default();
+        ctx.update(chunk);
+        out.write_all(chunk)?;
+        size += n as u64;
+    }
+    out.sync_all()?;
+    let hex = ctx
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((hex, size, out))
 }
 
 /// Whether podman's output is empty or warnings/notices only (logrus
