@@ -157,13 +157,13 @@ pub fn quarantine(
     };
     // Per volume: its open directory, and this call's timestamp directory
     // (path and descriptor), made on the first move into it.
-    let mut volumes_open: Vec<(PathBuf, OwnedFd, Option<(PathBuf, OwnedFd)>)> = Vec::new();
+    let mut volumes_open: Vec<OpenVolume> = Vec::new();
     let dir_mode = Mode::from_bits_truncate(0o755);
     for (path, vol, rel) in plan {
         let (Some(name), Some(rel_parent)) = (rel.file_name(), rel.parent()) else {
             return Err(partial(&path, "no file name".into(), &report));
         };
-        let idx = match volumes_open.iter().position(|(v, _, _)| *v == vol) {
+        let idx = match volumes_open.iter().position(|v| v.path == vol) {
             Some(i) => i,
             None => {
                 let fd = safe_fs::open_dir(&vol).map_err(|e| {
@@ -173,11 +173,15 @@ pub fn quarantine(
                         &report,
                     )
                 })?;
-                volumes_open.push((vol.clone(), fd, None));
+                volumes_open.push(OpenVolume {
+                    path: vol.clone(),
+                    fd,
+                    stamp: None,
+                });
                 volumes_open.len() - 1
             }
         };
-        let Some((_, vol_fd, _)) = volumes_open.get(idx) else {
+        let Some(OpenVolume { fd: vol_fd, .. }) = volumes_open.get(idx) else {
             return Err(partial(&path, "internal: volume lost".into(), &report));
         };
         // The listed file's directory, below the volume, no link followed.
@@ -198,12 +202,19 @@ pub fn quarantine(
             Err(e) => return Err(partial(&path, format!("cannot stat: {e}"), &report)),
         }
         let stamp_dir = match volumes_open.get_mut(idx) {
-            Some((_, vol_fd, slot @ None)) => {
+            Some(OpenVolume {
+                fd: vol_fd,
+                stamp: slot @ None,
+                ..
+            }) => {
                 let claimed =
                     claim_dir(vol_fd, &vol, &stamp).map_err(|e| partial(&path, e, &report))?;
                 &*slot.insert(claimed)
             }
-            Some((_, _, Some(claimed))) => &*claimed,
+            Some(OpenVolume {
+                stamp: Some(claimed),
+                ..
+            }) => &*claimed,
             None => return Err(partial(&path, "internal: volume lost".into(), &report)),
         };
         let (stamp_path, stamp_fd) = stamp_dir;
@@ -260,6 +271,14 @@ pub fn quarantine(
         }
     }
     Ok(report)
+}
+
+/// A volume directory, open, and this call's timestamp directory in it
+/// (path and descriptor) once made.
+struct OpenVolume {
+    path: PathBuf,
+    fd: OwnedFd,
+    stamp: Option<(PathBuf, OwnedFd)>,
 }
 
 /// Why a walk below a volume stopped, for the error.
