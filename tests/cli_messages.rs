@@ -28,6 +28,54 @@ const SERVICE: &str = "[platform]\nname = \"p\"\nmode = \"rootful\"\n\n\
                        [[stages]]\nname = \"s\"\nservices = [\"a\"]\n\n\
                        [services.a]\nimage = \"a:1\"\n";
 
+/// Item 14: a CA bundle that is missing here is a warning at its key (exit
+/// 0; `--strict`: exit 2); one that exists but holds no certificate is an
+/// error (exit 2), also without `--strict`.
+#[test]
+fn check_config_looks_at_named_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("m.toml");
+    let key = dir.path().join("key.pem");
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let missing = format!(
+        "{SERVICE}\n[[services.a.checks]]\nkind = \"https\"\nurl = \"https://a.example/\"\nca_file = \"/nonexistent/ca.pem\"\n"
+    );
+    std::fs::write(&cfg, &missing).unwrap();
+    let out = mcrecover(&cfg, &["check-config"], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:15:11: warning: ca_file `/nonexistent/ca.pem` does not exist on this machine",
+            cfg.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("\n  help: "), "{stderr}");
+    assert!(
+        text(&out.stdout).contains(": ok ("),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = mcrecover(&cfg, &["check-config", "--strict"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
+    let wrong = missing.replace("/nonexistent/ca.pem", &key.display().to_string());
+    std::fs::write(&cfg, wrong).unwrap();
+    let out = mcrecover(&cfg, &["check-config"], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(":15:11: error: ca_file `") && stderr.contains("holds a private key"),
+        "{stderr}"
+    );
+}
+
 /// Item 13: the reason render refuses a value is printed once, by `render`
 /// and by `install` (whose error wraps render's).
 #[test]

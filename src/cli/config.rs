@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use mcrecover::config::{self, Config};
+use mcrecover::config::{self, Config, Severity};
 use mcrecover::{plan, render};
 
 use super::common::{backend_name, resolve_backend, summary, sys, Exit, EXIT_CONFIG};
@@ -20,15 +20,45 @@ pub(super) fn keys() -> Result<u8, Exit> {
 }
 
 /// `check-config`: a one-line summary of the valid configuration, or all of
-/// it as JSON.
-pub(super) fn check(path: &Path, cfg: &Config, json: bool) -> Result<u8, Exit> {
+/// it as JSON; findings about the files it names on stderr, each at the key
+/// that names the file. Exit 2 for an invalid configuration, a named file
+/// that is wrong, or (with `strict`) one that is missing or unreadable here.
+pub(super) fn check(path: &Path, json: bool, strict: bool) -> Result<u8, Exit> {
+    let loaded = config::load_with_files(path)
+        .map_err(|e| Exit(EXIT_CONFIG, anyhow::Error::msg(e.to_string())))?;
+    let cfg = &loaded.config;
+    let problems = loaded.inspect_files();
+    for p in &problems {
+        eprintln!("{p}");
+    }
+    let errors = problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .count();
+    let warnings = problems.len() - errors;
+    if errors > 0 || (strict && warnings > 0) {
+        let what = if errors > 0 {
+            format!("{errors} named file(s) cannot be used")
+        } else {
+            format!("{warnings} named file(s) missing or unreadable here (--strict)")
+        };
+        return Err(Exit(
+            EXIT_CONFIG,
+            anyhow::anyhow!("{}: {what}", path.display()),
+        ));
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(cfg).map_err(sys)?);
     } else {
         let containers = cfg.services.values().filter(|s| !s.is_external()).count();
         let checks: usize = cfg.services.values().map(|s| s.checks.len()).sum();
+        let note = match warnings {
+            0 => String::new(),
+            1 => ", 1 warning".to_string(),
+            n => format!(", {n} warnings"),
+        };
         println!(
-            "{}: ok ({} stages, {containers} containers, {} external, {checks} checks)",
+            "{}: ok ({} stages, {containers} containers, {} external, {checks} checks{note})",
             path.display(),
             cfg.stages.len(),
             cfg.services.len() - containers

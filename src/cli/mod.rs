@@ -46,11 +46,18 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Validate the configuration and exit (0 valid, 2 invalid).
+    /// Validate the configuration and exit (0 valid, 2 invalid). Also looks at
+    /// the files it names (CA bundles, programs): one that exists but is
+    /// wrong is an error; a missing or unreadable one is a warning (the
+    /// configuration may be checked on another machine, e.g. a NixOS build).
     CheckConfig {
         /// Print a JSON summary of the validated configuration.
         #[arg(long)]
         json: bool,
+        /// Treat warnings about named files (missing, unreadable) as errors:
+        /// for the machine that runs the platform.
+        #[arg(long)]
+        strict: bool,
     },
     /// Show stages, services, units, edges and checks.
     Plan {
@@ -299,7 +306,7 @@ fn run(cli: Cli) -> Result<u8, Exit> {
         }
         Command::Reload { api } => status::control(path, &api, &ApiCommand::Reload),
         // Every other command runs on a valid configuration.
-        Command::CheckConfig { json } => config::check(path, &load(path)?, json),
+        Command::CheckConfig { json, strict } => config::check(path, json, strict),
         Command::Plan { format } => config::plan(&load(path)?, format),
         Command::Render { out, backend } => config::render(&load(path)?, &out, backend),
         Command::Install { dry_run, sys } => install::run(&load(path)?, &sys, dry_run),

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use super::files::{FileKind, FileRef};
+
 /// A 1-based line and column in the configuration file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
@@ -86,16 +88,35 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// The source text and path being parsed: turns byte spans into located errors.
+/// The source text and path being parsed: turns byte spans into located
+/// errors, and collects the files the configuration refers to.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ctx<'a> {
     /// The configuration text.
     pub(crate) src: &'a str,
     /// Where it was read from.
     pub(crate) path: &'a Path,
+    /// Files named so far (see [`super::files`]).
+    pub(crate) files: &'a std::cell::RefCell<Vec<FileRef>>,
 }
 
 impl Ctx<'_> {
+    /// Note that the value at `span` (key `key`) names a file of `kind`.
+    pub(crate) fn refer(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        path: &Path,
+        kind: FileKind,
+    ) {
+        self.files.borrow_mut().push(FileRef {
+            key: key.to_string(),
+            path: path.to_path_buf(),
+            kind,
+            location: Location::from_offset(self.src, span.start),
+        });
+    }
+
     /// An error at byte span `span` with a help text.
     pub(crate) fn err(
         &self,

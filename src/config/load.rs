@@ -11,6 +11,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use super::checks::{load_checks, Schedule};
 use super::error::{ConfigError, Ctx};
 use super::fields::{choice, is_unit_safe, nonzero_duration, span_or};
+use super::files::FileRef;
 use super::model::{Config, FailurePolicy, Service, Stage};
 use super::platform::load_platform;
 use super::raw::{RawConfig, RawService, RawStage, S};
@@ -56,9 +57,23 @@ fn take_checks<'i>(root: &mut DeTable<'i>) -> Vec<(String, S<DeValue<'i>>)> {
     out
 }
 
-/// Parse and validate configuration text.
-pub(crate) fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
-    let ctx = Ctx { src, path };
+/// Parse and validate configuration text; also return the files it names.
+pub(crate) fn parse(src: &str, path: &Path) -> Result<(Config, Vec<FileRef>), ConfigError> {
+    let files = std::cell::RefCell::new(Vec::new());
+    let ctx = Ctx {
+        src,
+        path,
+        files: &files,
+    };
+    let config = parse_in(&ctx, path)?;
+    let mut files = files.into_inner();
+    files.sort_by_key(|f| (f.location.line, f.location.col));
+    Ok((config, files))
+}
+
+fn parse_in(ctx: &Ctx<'_>, path: &Path) -> Result<Config, ConfigError> {
+    let src = ctx.src;
+    let ctx = *ctx;
     let doc = DeTable::parse(src).map_err(|e| toml_error(&ctx, &e, &[]))?;
     let root_span = doc.span();
     let mut root = doc.into_inner();

@@ -9,6 +9,7 @@ mod checks;
 mod duration;
 mod error;
 mod fields;
+pub mod files;
 mod keys;
 mod load;
 mod model;
@@ -21,6 +22,7 @@ mod validate;
 mod watch;
 
 pub use error::{ConfigError, Location};
+pub use files::{FileKind, FileProblem, FileRef, Severity};
 pub use keys::known_keys;
 pub use model::*;
 
@@ -31,11 +33,39 @@ pub const DEFAULT_PATH: &str = "/etc/mcrecover/mcrecover.toml";
 
 /// Read and validate the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let src = std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, &e))?;
-    parse(&src, path)
+    load_with_files(path).map(|l| l.config)
 }
 
 /// Validate configuration text `src` that was read from `path`.
 pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
-    load::parse(src, path)
+    parse_with_files(src, path).map(|l| l.config)
+}
+
+/// A validated configuration with the files it names (CA bundles,
+/// programs), which loading does not touch.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// The files it names, in file order.
+    pub files: Vec<FileRef>,
+}
+
+impl Loaded {
+    /// What this machine says about the named files ([`files::inspect`]).
+    pub fn inspect_files(&self) -> Vec<FileProblem> {
+        files::inspect(&self.config.source, &self.files)
+    }
+}
+
+/// [`load`], keeping the files the configuration names.
+pub fn load_with_files(path: &Path) -> Result<Loaded, ConfigError> {
+    let src = std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, &e))?;
+    parse_with_files(&src, path)
+}
+
+/// [`parse`], keeping the files the configuration names.
+pub fn parse_with_files(src: &str, path: &Path) -> Result<Loaded, ConfigError> {
+    let (config, files) = load::parse(src, path)?;
+    Ok(Loaded { config, files })
 }

@@ -10,6 +10,7 @@ use url::Url;
 use super::duration::format_duration;
 use super::error::{ConfigError, Ctx};
 use super::fields::{abs_path, argv, choice, did_you_mean, no_control, nonzero_duration};
+use super::files::FileKind;
 use super::model::{Container, Remedy, RestartOwner, WatchPolicy};
 use super::raw::{RawRemedy, RawWatch, S};
 use crate::diagnose;
@@ -102,7 +103,9 @@ pub(crate) fn load_watch(
         policy.webhook = Some(load_webhook(ctx, v)?);
     }
     if let Some(v) = &raw.webhook_ca_file {
-        policy.webhook_ca_file = Some(abs_path(ctx, v, "webhook_ca_file")?);
+        let path = abs_path(ctx, v, "webhook_ca_file")?;
+        ctx.refer(v.span(), "webhook_ca_file", &path, FileKind::CaBundle);
+        policy.webhook_ca_file = Some(path);
         if policy.webhook.is_none() {
             return Err(ctx.err(
                 v.span(),
@@ -131,6 +134,12 @@ fn load_hook(ctx: &Ctx<'_>, list: &S<Vec<S<String>>>) -> Result<Vec<String>, Con
             "the hook runs without a shell or PATH lookup: write the program as an absolute path, e.g. \"/usr/local/bin/page-operator\"",
         ));
     }
+    ctx.refer(
+        first.span(),
+        "hook",
+        Path::new(first.get_ref()),
+        FileKind::Program,
+    );
     Ok(argv)
 }
 

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use super::{KindCtx, KindSpec};
 use crate::config::error::ConfigError;
 use crate::config::fields::{argv, is_name_part, text};
+use crate::config::files::FileKind;
 use crate::config::model::CheckKind;
 use crate::config::model::ExecCheck;
 use crate::config::raw::{OptList, OptStr};
@@ -28,7 +29,16 @@ impl KindSpec for RawExec {
                 "give the command to run, e.g. argv = [\"/usr/local/bin/probe\", \"--quick\"]",
             ));
         }
+        let program = &list.get_ref()[0];
         let argv = argv(ctx, list.get_ref(), "argv")?;
+        if program.get_ref().starts_with('/') {
+            ctx.refer(
+                program.span(),
+                "argv[0]",
+                std::path::Path::new(program.get_ref()),
+                FileKind::Program,
+            );
+        }
         let user = self
             .user
             .as_ref()

@@ -24,6 +24,7 @@ use crate::config::error::{ConfigError, Ctx};
 use crate::config::fields::{
     abs_path, did_you_mean, duration, is_unit_safe, nonzero_duration, one_of, text, threshold,
 };
+use crate::config::files::FileKind;
 use crate::config::model::{Check, CheckKind, TlsOptions};
 use crate::config::net::parse_socket_addr;
 use crate::config::raw::{RawSchedule, S};
@@ -409,7 +410,13 @@ pub(super) fn tls_options(
     insecure: Option<&S<bool>>,
     server_name: Option<&S<String>>,
 ) -> Result<TlsOptions, ConfigError> {
-    let ca_file: Option<PathBuf> = ca_file.map(|v| abs_path(ctx, v, "ca_file")).transpose()?;
+    let ca_file: Option<PathBuf> = ca_file
+        .map(|v| {
+            let path = abs_path(ctx, v, "ca_file")?;
+            ctx.refer(v.span(), "ca_file", &path, FileKind::CaBundle);
+            Ok(path)
+        })
+        .transpose()?;
     let insecure_on = insecure.is_some_and(|v| *v.get_ref());
     if let (Some(_), Some(flag)) = (&ca_file, insecure) {
         if *flag.get_ref() {
