@@ -118,3 +118,28 @@ fn render_and_install_say_the_reason_once() {
         );
     }
 }
+
+/// Item 15: log lines carry no ANSI colour codes when stderr is not a
+/// terminal (`recover -q 2>file` wrote them).
+#[test]
+fn no_colour_codes_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("m.toml");
+    std::fs::write(&cfg, SERVICE).unwrap();
+    let out_dir = dir.path().join("out");
+    let out = mcrecover(
+        &cfg,
+        &[
+            "render",
+            "--backend",
+            "service",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        &[("MCRECOVER_LOG", "info")],
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("wrote unit file"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}

@@ -35,6 +35,7 @@ pub(super) fn init_tracing(default_level: &str) {
     let fmt = journald.is_none().then(|| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(colour_on_stderr())
             .with_target(false)
     });
     tracing_subscriber::registry()
@@ -42,6 +43,26 @@ pub(super) fn init_tracing(default_level: &str) {
         .with(journald)
         .with(fmt)
         .init();
+}
+
+/// Colour (ANSI escape sequences) on stderr only for a terminal that can
+/// show it: not into a file or pipe (`recover -q 2>file`), not with
+/// `NO_COLOR` set (<https://no-color.org>) or `TERM=dumb`.
+pub(super) fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal as _;
+    colour_allowed(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::env::var_os("TERM").as_deref(),
+    )
+}
+
+fn colour_allowed(
+    terminal: bool,
+    no_color: Option<&std::ffi::OsStr>,
+    term: Option<&std::ffi::OsStr>,
+) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty()) && term.is_none_or(|t| t != "dumb")
 }
 
 /// `err` and its causes on one line, `: `-separated, each cause only when
@@ -160,6 +181,16 @@ pub(super) fn summary(r: &render::WriteReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_that_wants_it() {
+        assert!(colour_allowed(true, None, Some(OsStr::new("xterm"))));
+        assert!(colour_allowed(true, Some(OsStr::new("")), None));
+        assert!(!colour_allowed(false, None, Some(OsStr::new("xterm"))));
+        assert!(!colour_allowed(true, Some(OsStr::new("1")), None));
+        assert!(!colour_allowed(true, None, Some(OsStr::new("dumb"))));
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("installing units: {source}")]

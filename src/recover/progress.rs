@@ -2,6 +2,7 @@
 //! their state and elapsed time on a terminal, one line per transition otherwise.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
@@ -28,10 +29,15 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A printer that draws a table when stderr is a terminal and `quiet` is false.
+    /// A printer that draws a table when stderr is a terminal that can move
+    /// its cursor (not `TERM=dumb`) and `quiet` is false; otherwise plain
+    /// lines, without any escape sequence.
     pub fn new(quiet: bool) -> Progress {
         Progress {
-            table: std::io::stderr().is_terminal(),
+            table: use_table(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("TERM").as_deref(),
+            ),
             start: Instant::now(),
             order: Vec::new(),
             rows: BTreeMap::new(),
@@ -49,7 +55,11 @@ impl Progress {
         if self.table {
             self.redraw();
         } else if let Some(line) = line {
-            eprintln!("[{:>7.2}s] {line}", self.start.elapsed().as_secs_f64());
+            eprintln!(
+                "[{:>7.2}s] {}",
+                self.start.elapsed().as_secs_f64(),
+                printable(&line)
+            );
         }
     }
 
@@ -165,8 +175,7 @@ impl Progress {
                 .done_after
                 .or_else(|| r.since.map(|s| s.elapsed().as_secs_f64()))
                 .unwrap_or(0.0);
-            let mut detail = r.detail.clone();
-            detail.truncate(60);
+            let detail: String = printable(&r.detail).chars().take(60).collect();
             let _ = writeln!(
                 err,
                 "\x1b[2K  {:<12} {:<16} {:<12} {:>7.2}s  {detail}",
@@ -176,5 +185,40 @@ impl Progress {
         }
         self.drawn = n;
         let _ = err.flush();
+    }
+}
+
+/// Whether to draw the redrawn table (cursor movement): only on a terminal,
+/// and not on one that declares it cannot move the cursor (`TERM=dumb`).
+fn use_table(terminal: bool, term: Option<&OsStr>) -> bool {
+    terminal && term.is_none_or(|t| !t.is_empty() && t != "dumb")
+}
+
+/// `text` without control characters (a detail from a unit or a check must
+/// not move the cursor or clear the screen; the table's own sequences are
+/// the only ones written).
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_only_on_a_capable_terminal() {
+        assert!(use_table(true, Some(OsStr::new("xterm"))));
+        assert!(use_table(true, None));
+        assert!(!use_table(false, Some(OsStr::new("xterm"))));
+        assert!(!use_table(true, Some(OsStr::new("dumb"))));
+        assert!(!use_table(true, Some(OsStr::new(""))));
+    }
+
+    #[test]
+    fn details_cannot_carry_escape_sequences() {
+        assert_eq!(printable("a\u{1b}[2Jb\nc"), "a [2Jb c");
+        assert_eq!(printable("100% ok"), "100% ok");
     }
 }

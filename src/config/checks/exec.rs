@@ -22,14 +22,18 @@ impl KindSpec for RawExec {
     fn build(self, k: &KindCtx<'_, '_>) -> Result<CheckKind, ConfigError> {
         let ctx = k.ctx;
         let list = k.required(&self.argv, "argv", "[\"/usr/bin/true\"]")?;
-        if list.get_ref().is_empty() || list.get_ref()[0].get_ref().is_empty() {
+        let example =
+            "give the command to run, e.g. argv = [\"/usr/local/bin/probe\", \"--quick\"]";
+        let Some(program) = list.get_ref().first() else {
+            return Err(ctx.err(list.span(), "argv is empty", example));
+        };
+        if program.get_ref().is_empty() {
             return Err(ctx.err(
-                list.span(),
-                "argv is empty",
-                "give the command to run, e.g. argv = [\"/usr/local/bin/probe\", \"--quick\"]",
+                program.span(),
+                "the program (argv[0]) is empty",
+                "argv[0] is the program to run (an absolute path, or a name looked up in PATH), e.g. argv = [\"/usr/local/bin/probe\", \"--quick\"]",
             ));
         }
-        let program = &list.get_ref()[0];
         let argv = argv(ctx, list.get_ref(), "argv")?;
         if program.get_ref().starts_with('/') {
             ctx.refer(
