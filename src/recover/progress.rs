@@ -217,6 +217,25 @@ mod tests {
     }
 
     #[test]
+    fn a_long_multibyte_detail_does_not_panic() {
+        let mut p = Progress::new(false);
+        p.table = true;
+        p.order.push("svc".into());
+        p.rows.insert(
+            "svc".into(),
+            Row {
+                stage: "s".into(),
+                state: "checking".into(),
+                detail: format!("{}é and more", "x".repeat(59)),
+                since: None,
+                done_after: None,
+            },
+        );
+        p.redraw();
+        assert_eq!(p.drawn, 1);
+    }
+
+    #[test]
     fn details_cannot_carry_escape_sequences() {
         assert_eq!(printable("a\u{1b}[2Jb\nc"), "a [2Jb c");
         assert_eq!(printable("100% ok"), "100% ok");
