@@ -17,6 +17,6 @@ pub mod import;
 pub mod plan;
 pub mod recover;
 pub mod render;
-pub(crate) mod safe_fs;
 pub mod runner;
+pub(crate) mod safe_fs;
 pub mod watch;
