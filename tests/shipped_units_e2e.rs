@@ -995,7 +995,11 @@ fn crash_during_boot_recovery(d: &Deployment) {
         secs(killed, usec(&e))
     );
     d.ok(d.sb.remove(delay));
-    d.until_healthy("boot, mcp-master killed while its stage was gated", t0, start);
+    d.until_healthy(
+        "boot, mcp-master killed while its stage was gated",
+        t0,
+        start,
+    );
     let st = d.status().unwrap();
     assert!(service(&st, "mcp-master")["total_restarts"].as_u64() >= Some(1));
 }
