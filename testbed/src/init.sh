@@ -27,6 +27,11 @@ ip link set lo up
 ip addr add 192.168.88.181/32 dev lo
 ip addr add 100.95.252.120/32 dev lo
 sysctl -q -w net.ipv4.ip_unprivileged_port_start=0
+# Ephemeral (client) ports above every port the example platform publishes (up to 58080):
+# with the default range (32768-60999) a probe's source port, kept for 60 s in TIME_WAIT, can
+# sit on a port a container is about to publish (seen: "listen tcp4 127.0.0.1:48116: bind:
+# address already in use"). Per network namespace, so only this sandbox's.
+sysctl -q -w net.ipv4.ip_local_port_range="60000 65000"
 hostname "$(cat "$seed/hostname")"
 if [ -e /etc/hostname ]; then mount --bind "$seed/hostname" /etc/hostname; fi
 mount -t tmpfs -o mode=0755 tmpfs /run
