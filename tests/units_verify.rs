@@ -203,8 +203,15 @@ fn dbus_policy_is_accepted_by_dbus_daemon() {
         line.starts_with("unix:path="),
         "dbus-daemon refused the policy:\n{stderr}"
     );
+    // What dbus-daemon says about the policy. It also warns when, as root
+    // without CAP_SYS_RESOURCE (as on these machines), it cannot raise its
+    // fd limit to 65536: that is about the process, not the policy.
+    let complaints: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("rror") && !l.contains("Failed to set fd limit"))
+        .collect();
     assert!(
-        !stderr.contains("rror"),
+        complaints.is_empty(),
         "dbus-daemon complained about the policy:\n{stderr}"
     );
 }
