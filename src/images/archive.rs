@@ -136,13 +136,17 @@ pub(crate) fn sha256_of(mut r: impl Read) -> std::io::Result<(String, u64)> {
         ctx.update(&buf[..n]);
         size += n as u64;
     }
-    let hex = ctx
-        .finish()
+    let hex = hex_digest(ctx);
+    Ok((hex, size))
+}
+
+/// The lower-case hex of a finished SHA-256.
+pub(super) fn hex_digest(ctx: ring::digest::Context) -> String {
+    ctx.finish()
         .as_ref()
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok((hex, size))
+        .collect()
 }
 
 /// SHA-256 and size of the regular file at `path` (its last component is

@@ -533,12 +533,7 @@ fn copy_hashing(mut from: File, mut out: File) -> std::io::Result<(String, u64, 
         size += n as u64;
     }
     out.sync_all()?;
-    let hex = ctx
-        .finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = super::archive::hex_digest(ctx);
     Ok((hex, size, out))
 }
 
