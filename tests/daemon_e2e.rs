@@ -254,6 +254,96 @@ fn https_500_restarts_only_after_the_failure_threshold() {
 
 // 3 ---------------------------------------------------------------------------
 
+/// Issue 12, items 5 and 8: an exec check with `user =` works under the
+/// SHIPPED rootful unit (whose bounding set and system call filter rule out
+/// `runuser`): it runs in a transient unit of the system manager as that
+/// user, with /etc read-only; a process it leaves in a new session holding
+/// its stdout is killed with the unit (the check is not reported as timed
+/// out); a failing check is acted on, a passing one never.
+#[test]
+fn exec_checks_run_as_their_user_contained_under_the_shipped_unit() {
+    const SCRIPT: &str = "/srv/exec-check.sh";
+    const RUNS: &str = "/srv/exec-runs";
+    let check = format!(
+        "#!/bin/sh\nd={RUNS}\nid -u > $d/uid\n\
+         if touch /etc/systemd/system/mcrecover-check-was-here 2>/dev/null; then echo written; else echo read-only; fi > $d/etc\n\
+         setsid sleep 1001 </dev/null &\necho $! >> $d/leftovers\ntest ! -e $d/fail\n"
+    );
+    let cfg = config_text(ESCALATE_AFTER, |t| {
+        let anchor = "[services.mcdoc]";
+        assert!(t.contains(anchor), "the example changed around mcq");
+        t.replacen(
+            anchor,
+            &format!(
+                "[[services.mcq.checks]]\nkind = \"exec\"\nargv = [\"{SCRIPT}\"]\n\
+                 user = \"mcp\"\ntimeout = \"5s\"\n\n{anchor}"
+            ),
+            1,
+        )
+    });
+    let Some(p) = Platform::boot_with("daemon-exec-check", &cfg, true, |sb| {
+        ok(sb, sb.write_file_mode(SCRIPT, check.as_bytes(), 0o755));
+        ok(sb, sb.run_ok(&["mkdir", "-p", RUNS]).map(|_| ()));
+        ok(sb, sb.run_ok(&["chown", "850:850", RUNS]).map(|_| ()));
+    }) else {
+        return;
+    };
+    let runs = |f: &str| {
+        std::fs::read_to_string(p.sb.host_path(&format!("{RUNS}/{f}")))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    // Healthy with the check passing, and left alone.
+    let before = p.restarts_of("mcq.service").len();
+    std::thread::sleep(Duration::from_secs(10));
+    let st = p.status().unwrap();
+    assert_eq!(state_of(&st, "mcq"), "healthy", "{st:#}");
+    assert_eq!(
+        p.restarts_of("mcq.service").len(),
+        before,
+        "a passing check was acted on"
+    );
+    assert_eq!(runs("uid"), "850", "the check's uid");
+    assert_eq!(
+        runs("etc"),
+        "read-only",
+        "the check could write /etc/systemd/system"
+    );
+    let pids = runs("leftovers");
+    let pids: Vec<&str> = pids.lines().collect();
+    assert!(
+        pids.len() >= 5,
+        "the check ran {} times in 10 s",
+        pids.len()
+    );
+    // Every run's leftover but the newest (it may be running right now) is gone.
+    for pid in &pids[..pids.len() - 1] {
+        assert!(
+            !p.alive(pid, "sleep 1001"),
+            "leftover {pid} of an exec check survived"
+        );
+    }
+    let journal = daemon_journal(&p.sb);
+    assert!(!journal.contains("killed after timeout"), "{journal}");
+
+    // Failing: acted on (restarted); passing again: healthy.
+    ok(
+        &p.sb,
+        p.sb.run_ok(&["touch", &format!("{RUNS}/fail")]).map(|_| ()),
+    );
+    p.wait("a restart for the failing exec check", 60, || {
+        p.restarts_of("mcq.service").len() > before
+    });
+    ok(
+        &p.sb,
+        p.sb.run_ok(&["rm", &format!("{RUNS}/fail")]).map(|_| ()),
+    );
+    p.wait_status("mcq healthy again", 90, |st| {
+        state_of(st, "mcq") == "healthy"
+    });
+}
+
 #[test]
 fn crash_loop_escalates_runs_the_hook_and_ack_rearms() {
     let Some(p) = Platform::boot(
@@ -328,6 +418,25 @@ fn crash_loop_escalates_runs_the_hook_and_ack_rearms() {
         .expect("the event as JSON on the hook's stdin");
     assert_eq!(ev["id"], event_id.as_str(), "{ev:#}");
     assert_eq!(ev["service"], "mcq", "{ev:#}");
+    // Contained (issue 12, items 5 and 8): as the platform user, not root;
+    // the unit directory the daemon may write is read-only to it; what it
+    // left running in a new session was killed with its unit.
+    let record = |ext: &str| {
+        std::fs::read_to_string(p.sb.host_path(&format!("{HOOK_DIR}/{event_id}.{ext}")))
+            .unwrap_or_else(|e| panic!("the hook's .{ext} record: {e}"))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(record("uid"), "850", "the hook's uid");
+    assert_eq!(
+        record("etc"),
+        "read-only",
+        "the hook could write /etc/systemd/system"
+    );
+    let leftover = record("leftover");
+    p.wait("the hook's leftover to be killed", 10, || {
+        !p.alive(&leftover, "sleep 1002")
+    });
 
     // No restart afterwards: well past backoff_max, nothing changed.
     let total = mcq["total_restarts"].clone();

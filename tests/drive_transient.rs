@@ -29,7 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mcrecover::drive::{
-    BusTarget, DriveError, Systemd, TransientError, TransientExit, TransientSpec,
+    BusTarget, DriveError, Keep, Sandbox as UnitSandbox, Systemd, TransientError, TransientExit,
+    TransientSpec,
 };
 use mcrecover::images::{
     all_present_via, ensure_images_via, podman_via, presence_via, ImageAction, ImagesError,
@@ -489,6 +490,121 @@ async fn system_manager_runs_transient_units() {
     );
     sb.run_ok(&["podman", "image", "exists", IMAGE]).await;
 
+    assert_eq!(sb.leftover_units(None).await, "");
+    drop(sd);
+    sb.teardown().await;
+}
+
+/// Issue 12, items 5 and 8: what the daemon runs on behalf of the
+/// configuration (exec checks, the hook) runs contained: not as root
+/// (`User=`, or `DynamicUser=yes`), with `/etc` read-only, the daemon's own
+/// paths hidden, no privileges to gain; a process it leaves behind, even
+/// one that left its session (`setsid`), is killed when it exits, and its
+/// output pipe closes then (it is not reported as hanging).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contained_units_drop_privileges_and_leftovers() {
+    if !e2e_gate("contained_units_drop_privileges_and_leftovers", &[]) {
+        return;
+    }
+    let sb = Sb::boot("transient_contained", false).await;
+    sb.run_ok(&["mkdir", "-p", "/srv/daemon-state"]).await;
+    sb.run_ok(&["sh", "-c", "echo secret > /srv/daemon-state/state.json"])
+        .await;
+    let sd = Systemd::connect(&BusTarget::Address(sb.0.bus_address()))
+        .await
+        .unwrap();
+    let script = "id -u; \
+        if touch /etc/systemd/system/contained-was-here 2>/dev/null; then echo etc-written; else echo etc-read-only; fi; \
+        if cat /srv/daemon-state/state.json >/dev/null 2>&1; then echo state-seen; else echo state-hidden; fi; \
+        setsid sleep 1003 </dev/null & echo leftover=$!; exit 0";
+    let contained = UnitSandbox::Contained {
+        hide: vec!["/srv/daemon-state".to_owned()],
+    };
+    for (who, spec) in [
+        (
+            "dynamic",
+            TransientSpec::new(["/bin/sh", "-c", script])
+                .dynamic_user()
+                .sandbox(contained.clone()),
+        ),
+        (
+            "nobody",
+            TransientSpec::new(["/bin/sh", "-c", script])
+                .user("nobody")
+                .sandbox(contained.clone()),
+        ),
+        // `user = "root"` for a check: root, still without write access to
+        // /etc or sight of the daemon's state.
+        (
+            "root",
+            TransientSpec::new(["/bin/sh", "-c", script])
+                .user("root")
+                .sandbox(contained.clone()),
+        ),
+    ] {
+        let t0 = Instant::now();
+        let out = sd
+            .run_transient(&spec.timeout(Duration::from_secs(20)))
+            .await
+            .unwrap();
+        eprintln!("{who}: {out:?} in {:?}", t0.elapsed());
+        assert!(out.success(), "{who}: {out:?}");
+        // The leftover held stdout: the pipe closed because it was killed,
+        // well before the 20 s timeout (and not after `sleep 1003`).
+        assert!(out.complete, "{who}: {out:?}");
+        let text = out.text();
+        let uid: u32 = text.lines().next().unwrap().trim().parse().unwrap();
+        match who {
+            "root" => assert_eq!(uid, 0, "{text}"),
+            "nobody" => assert_eq!(uid, 65534, "{text}"),
+            _ => assert_ne!(uid, 0, "{who}: ran as root: {text}"),
+        }
+        assert!(text.contains("etc-read-only"), "{who}: {text}");
+        assert!(text.contains("state-hidden"), "{who}: {text}");
+        let pid = text
+            .lines()
+            .find_map(|l| l.strip_prefix("leftover="))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let alive = sb
+            .with(move |sb| {
+                sb.run(&[
+                    "sh",
+                    "-c",
+                    &format!("grep -q 1003 /proc/{pid}/cmdline 2>/dev/null"),
+                ])
+            })
+            .await;
+        assert!(
+            !alive.status.success(),
+            "{who}: the setsid leftover survived"
+        );
+        assert_gone(&sd, &out.unit).await;
+    }
+    // Not contained (podman's own commands): the manager's defaults, root.
+    let out = sd
+        .run_transient(&TransientSpec::new(["/bin/sh", "-c", "id -u"]))
+        .await
+        .unwrap();
+    assert_eq!(out.text(), "0");
+
+    // The tail of a long output is what a failing check reports.
+    let out = sd
+        .run_transient(
+            &TransientSpec::new([
+                "/bin/sh",
+                "-c",
+                "head -c 200000 /dev/zero | tr '\\0' x; echo; echo the last line; exit 1",
+            ])
+            .output_limit(1024)
+            .keep(Keep::Tail),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.exit, TransientExit::Exited(1));
+    assert_eq!(out.output.len(), 1024);
+    assert!(out.text().contains("the last line"), "{}", out.text());
     assert_eq!(sb.leftover_units(None).await, "");
     drop(sd);
     sb.teardown().await;

@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
 use check_support::Pki;
+use mcrecover::check::ExecVia;
 use mcrecover::config::{
     Container, Network, Remedy, RestartPolicy, Service, VolumeMount, WatchPolicy,
 };
@@ -68,7 +69,7 @@ async fn hook_gets_the_variables_and_the_event_on_stdin() {
     let mut p = policy();
     p.hook = vec!["/bin/sh".into(), "-c".into(), script];
     let ev = event();
-    let results = escalate::escalate(&ev, &p).await;
+    let results = escalate::escalate(&ev, &p, &ExecVia::Child).await;
     eprintln!("{results:#?}");
     assert_eq!(results.len(), 2, "journal + hook");
     let hook = results.iter().find(|r| r.action == Action::Hook).unwrap();
@@ -119,14 +120,14 @@ async fn hook_failure_is_reported_with_status_and_stderr() {
         "-c".into(),
         "echo 'pager unreachable' >&2; exit 3".into(),
     ];
-    let results = escalate::escalate(&event(), &p).await;
+    let results = escalate::escalate(&event(), &p, &ExecVia::Child).await;
     let hook = results.iter().find(|r| r.action == Action::Hook).unwrap();
     assert!(!hook.ok, "{hook:?}");
     assert!(hook.detail.contains('3'), "{hook:?}");
     assert!(hook.detail.contains("pager unreachable"), "{hook:?}");
 
     p.hook = vec!["/nonexistent/hook".into()];
-    let results = escalate::escalate(&event(), &p).await;
+    let results = escalate::escalate(&event(), &p, &ExecVia::Child).await;
     let hook = results.iter().find(|r| r.action == Action::Hook).unwrap();
     assert!(!hook.ok && hook.detail.contains("cannot run"), "{hook:?}");
 }
@@ -154,7 +155,7 @@ async fn hook_timeout_kills_its_process_group() {
     p.hook = vec!["/bin/sh".into(), "-c".into(), script];
     p.hook_timeout = Duration::from_millis(1500);
     let t0 = Instant::now();
-    let results = escalate::escalate(&event(), &p).await;
+    let results = escalate::escalate(&event(), &p, &ExecVia::Child).await;
     let took = t0.elapsed();
     let hook = results.iter().find(|r| r.action == Action::Hook).unwrap();
     eprintln!("{hook:?} after {took:?}");
@@ -236,7 +237,7 @@ async fn webhook_receives_the_event_json() {
     );
     p.webhook_ca_file = Some(pki.ca_file.clone());
     let ev = event();
-    let results = escalate::escalate(&ev, &p).await;
+    let results = escalate::escalate(&ev, &p, &ExecVia::Child).await;
     eprintln!("{results:#?}");
     let wh = results
         .iter()
@@ -257,7 +258,7 @@ async fn webhook_500_untrusted_and_unreachable_count_as_failed() {
     let mut p = policy();
     p.webhook = Some(format!("https://127.0.0.1:{port}/").parse().unwrap());
     p.webhook_ca_file = Some(pki.ca_file.clone());
-    let results = escalate::escalate(&event(), &p).await;
+    let results = escalate::escalate(&event(), &p, &ExecVia::Child).await;
     let wh = results
         .iter()
         .find(|r| r.action == Action::Webhook)
@@ -268,7 +269,7 @@ async fn webhook_500_untrusted_and_unreachable_count_as_failed() {
 
     // A server whose certificate the configured CA did not sign.
     p.webhook_ca_file = Some(pki.other_ca_file.clone());
-    let results = escalate::escalate(&event(), &p).await;
+    let results = escalate::escalate(&event(), &p, &ExecVia::Child).await;
     let wh = results
         .iter()
         .find(|r| r.action == Action::Webhook)
@@ -281,7 +282,7 @@ async fn webhook_500_untrusted_and_unreachable_count_as_failed() {
         .local_addr()
         .unwrap();
     p.webhook = Some(format!("https://{closed}/").parse().unwrap());
-    let results = escalate::escalate(&event(), &p).await;
+    let results = escalate::escalate(&event(), &p, &ExecVia::Child).await;
     let wh = results
         .iter()
         .find(|r| r.action == Action::Webhook)
@@ -292,7 +293,7 @@ async fn webhook_500_untrusted_and_unreachable_count_as_failed() {
     p.webhook = Some(format!("https://{hang}/").parse().unwrap());
     p.webhook_timeout = Duration::from_millis(800);
     let t0 = Instant::now();
-    let results = escalate::escalate(&event(), &p).await;
+    let results = escalate::escalate(&event(), &p, &ExecVia::Child).await;
     let wh = results
         .iter()
         .find(|r| r.action == Action::Webhook)

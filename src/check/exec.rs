@@ -1,9 +1,20 @@
 //! `kind = "exec"`: run a command on the host; exit status 0 is healthy.
 //!
-//! The command runs in its own process group with stdin closed; if the probe
-//! is dropped (its timeout elapsed) the whole group is SIGKILLed, so a stuck
-//! `sh -c` cannot leave grandchildren behind. With `user` set (root only) the
-//! command runs through `runuser -u <user> --`.
+//! Two ways to run it ([`ExecVia`]):
+//! - [`ExecVia::Unit`] (the daemon, `recover`, `gate`: whatever drives a
+//!   service manager): as a transient unit of that manager
+//!   ([`crate::drive::Systemd::run_transient`]), so the command inherits
+//!   nothing of the daemon's own privileges and every process it starts,
+//!   also one that calls `setsid`, is in the unit's cgroup and killed when
+//!   the command exits or times out. Under the system manager it runs as
+//!   `user`, else as the platform user, else as a uid allocated for the run
+//!   (`DynamicUser=yes`), with a sandbox ([`crate::drive::Sandbox::Contained`]:
+//!   read-only `/usr` and `/etc`, no new privileges, the daemon's state and
+//!   configuration hidden). Under a user manager it runs as that user.
+//! - [`ExecVia::Child`] (`verify`, `status` without a daemon: an operator's
+//!   command): a child process in its own process group with stdin closed,
+//!   SIGKILLed as a group when the probe is dropped; with `user` set (root
+//!   only) through `runuser -u <user> --`.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -14,9 +25,144 @@ use tokio::process::Command;
 
 use super::{fmt_duration, io_reason, Failed, Progress};
 use crate::config::ExecCheck;
+use crate::drive::{Keep, Sandbox, Systemd, TransientError, TransientExit, TransientSpec};
+
+/// Where exec checks (and the escalation hook) run; see the module docs.
+#[derive(Debug, Clone, Default)]
+pub enum ExecVia {
+    /// A child process of this one.
+    #[default]
+    Child,
+    /// A transient unit of a service manager.
+    Unit(UnitExec),
+}
+
+/// How commands run as transient units ([`ExecVia::Unit`]).
+#[derive(Debug, Clone)]
+pub struct UnitExec {
+    /// The manager.
+    pub sd: Systemd,
+    /// Whether it is the system manager (rootful): then `User=` and the
+    /// sandbox apply. A user manager runs everything as its user.
+    pub system: bool,
+    /// The user a command without its own `user` runs as under the system
+    /// manager (the platform user); `None`: a uid allocated for the run.
+    pub default_user: Option<String>,
+    /// Paths a command must not see (the daemon's state and configuration).
+    pub hide: Vec<String>,
+}
+
+impl UnitExec {
+    /// The transient unit for `argv` run as `user` (or the default).
+    pub fn spec(
+        &self,
+        argv: &[String],
+        user: Option<&str>,
+        timeout: Duration,
+    ) -> Result<TransientSpec, String> {
+        let mut spec = TransientSpec::new(argv.iter().cloned())
+            .timeout(timeout)
+            .stop_timeout(Duration::from_millis(500))
+            .keep(Keep::Tail);
+        if !self.system {
+            return match (user, &self.default_user) {
+                (Some(u), Some(own)) if u != own => Err(format!(
+                    "cannot run as user `{u}`: in rootless mode commands run as the platform user `{own}`"
+                )),
+                _ => Ok(spec),
+            };
+        }
+        spec = spec.sandbox(Sandbox::Contained {
+            hide: self.hide.clone(),
+        });
+        Ok(match user.or(self.default_user.as_deref()) {
+            Some(u) => spec.user(u),
+            None => spec.dynamic_user(),
+        })
+    }
+}
 
 /// Run the command and judge its exit status.
-pub(super) async fn probe(check: &ExecCheck, progress: &Progress) -> Result<String, Failed> {
+pub(super) async fn probe(
+    check: &ExecCheck,
+    via: &ExecVia,
+    timeout: Duration,
+    progress: &Progress,
+) -> Result<String, Failed> {
+    match via {
+        ExecVia::Child => probe_child(check, progress).await,
+        ExecVia::Unit(unit) => probe_unit(check, unit, timeout, progress).await,
+    }
+}
+
+/// [`ExecVia::Unit`]: a transient unit, its output's tail kept.
+async fn probe_unit(
+    check: &ExecCheck,
+    unit: &UnitExec,
+    timeout: Duration,
+    progress: &Progress,
+) -> Result<String, Failed> {
+    let shown = show_argv(&check.argv);
+    if check.argv.first().is_none_or(String::is_empty) {
+        return Err(Failed("exec: the program (argv[0]) is empty".to_owned()));
+    }
+    let argv = absolute_argv(&check.argv)?;
+    let spec = unit
+        .spec(&argv, check.user.as_deref(), timeout)
+        .map_err(|e| Failed(format!("exec `{shown}`: {e}")))?
+        .output_limit(OUTPUT_KEPT)
+        .name_prefix("mcrecover-check")
+        .description(format!("mcrecover exec check: {shown}"));
+    progress.waiting_for(format!("exec `{shown}` (transient unit)"));
+    let out = match unit.sd.run_transient(&spec).await {
+        Ok(out) => out,
+        Err(TransientError::Timeout { .. }) => {
+            return Err(Failed(timeout_detail(check, timeout)));
+        }
+        Err(e) => return Err(Failed(format!("exec `{shown}` could not run: {e}"))),
+    };
+    if out.success() {
+        return Ok("exit 0".to_owned());
+    }
+    let how = match out.exit {
+        TransientExit::Exited(code) if (200..=243).contains(&code) => format!(
+            "could not be started by systemd (exit {code}; see `journalctl -u {}`)",
+            out.unit
+        ),
+        TransientExit::Exited(code) => format!("exited {code}"),
+        TransientExit::Signaled { signal, .. } => format!("killed by signal {signal}"),
+        TransientExit::NotRun => format!("did not run ({})", out.result),
+    };
+    Err(Failed(match last_line(&out.output) {
+        Some(line) => format!("exec `{shown}` {how}: {line}"),
+        None => format!("exec `{shown}` {how} (no output)"),
+    }))
+}
+
+/// `argv` with its program resolved in `PATH` (systemd does not search
+/// ours): a bare name found nowhere is a failure naming it.
+fn absolute_argv(argv: &[String]) -> Result<Vec<String>, Failed> {
+    let mut out = argv.to_vec();
+    let Some(program) = out.first_mut() else {
+        return Err(Failed("exec: the program (argv[0]) is empty".to_owned()));
+    };
+    if program.contains('/') {
+        return Ok(out);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let found = std::env::split_paths(&path)
+        .map(|dir| dir.join(program.as_str()))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| Failed(format!("exec: `{program}` is not in PATH")))?;
+    *program = found.to_string_lossy().into_owned();
+    Ok(out)
+}
+
+/// [`ExecVia::Child`]: a child process in its own process group.
+async fn probe_child(check: &ExecCheck, progress: &Progress) -> Result<String, Failed> {
     let shown = show_argv(&check.argv);
     let Some((program, args)) = check.argv.split_first() else {
         return Err(Failed("exec: empty command".to_owned()));
@@ -174,6 +320,7 @@ fn show_argv(argv: &[String]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -200,6 +347,18 @@ mod tests {
             last_line(b"ok\n\x1b[31mred\x00alert\x07\n").as_deref(),
             Some("redalert")
         );
+    }
+
+    #[test]
+    fn bare_programs_are_found_in_path() {
+        let argv = absolute_argv(&["sh".to_owned(), "-c".to_owned()]).unwrap();
+        assert!(
+            argv[0].ends_with("/sh") && argv[0].starts_with('/'),
+            "{argv:?}"
+        );
+        assert_eq!(argv[1], "-c");
+        let err = absolute_argv(&["no-such-program-xyz".to_owned()]).unwrap_err();
+        assert!(err.0.contains("not in PATH"), "{err}");
     }
 
     #[test]

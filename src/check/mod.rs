@@ -13,6 +13,8 @@ mod http;
 mod tcp;
 pub mod tls;
 
+pub use exec::{ExecVia, UnitExec};
+
 use std::fmt;
 use std::io;
 use std::sync::{Mutex, PoisonError};
@@ -73,10 +75,17 @@ impl Progress {
     }
 }
 
-/// Run `check` once. Never panics (failures become `ok = false`) and never
-/// takes longer than `check.timeout` plus scheduling slack: on timeout the
-/// in-flight work is dropped (an exec check's process group is killed).
+/// Run `check` once, an exec check as a child process ([`ExecVia::Child`]).
+/// Never panics (failures become `ok = false`) and never takes longer than
+/// `check.timeout` plus scheduling slack: on timeout the in-flight work is
+/// dropped (an exec check's process group is killed).
 pub async fn probe(check: &Check) -> Outcome {
+    probe_with(check, &ExecVia::Child).await
+}
+
+/// [`probe`], an exec check run as `via` says (the daemon, `recover` and
+/// `gate`: in a transient unit of their manager).
+pub async fn probe_with(check: &Check, via: &ExecVia) -> Outcome {
     let start = Instant::now();
     let progress = Progress::default();
     progress.waiting_for(format!("{} check `{}`", check.kind.kind_name(), check.name));
@@ -87,7 +96,7 @@ pub async fn probe(check: &Check) -> Outcome {
             CheckKind::Http(c) => http::probe(c, &progress).await,
             CheckKind::Tcp(c) => tcp::probe(c, &progress).await,
             CheckKind::Grpc(c) => grpc::probe(c, &progress).await,
-            CheckKind::Exec(c) => exec::probe(c, &progress).await,
+            CheckKind::Exec(c) => exec::probe(c, via, timeout, &progress).await,
         }
     };
     let result = match tokio::time::timeout(timeout, work).await {

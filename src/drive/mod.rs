@@ -37,7 +37,8 @@ use zbus_systemd::systemd1::ManagerProxy;
 pub use error::{DriveError, JobMode, JobOp};
 pub use state::UnitState;
 pub use transient::{
-    TransientError, TransientExit, TransientOutput, TransientSpec, DEFAULT_OUTPUT_LIMIT,
+    Keep, Sandbox, TransientError, TransientExit, TransientOutput, TransientSpec,
+    DEFAULT_OUTPUT_LIMIT,
 };
 
 use error::{connection_lost, job_hint, map_zbus, Ctx};

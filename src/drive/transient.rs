@@ -110,6 +110,53 @@ pub struct TransientSpec {
     pub name_prefix: String,
     /// `Description=` of the unit (default: the command line).
     pub description: Option<String>,
+    /// Which end of a long output is kept (default: the head).
+    pub keep: Keep,
+    /// `DynamicUser=yes`: run as a fresh uid allocated for the run (system
+    /// manager only, with `user` unset).
+    pub dynamic_user: bool,
+    /// The unit's sandbox (system manager only; default: none).
+    pub sandbox: Sandbox,
+    /// `TimeoutStopUSec`: after SIGTERM to the unit's processes (when it
+    /// times out, is abandoned, or leaves processes behind), SIGKILL this
+    /// much later (default 5 s).
+    pub stop_timeout: Duration,
+}
+
+/// Which part of an output longer than [`TransientSpec::output_limit`] is
+/// kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Keep {
+    /// The first bytes (for output that is parsed, e.g. JSON).
+    #[default]
+    Head,
+    /// The last bytes (for output whose end says why a command failed).
+    Tail,
+}
+
+/// The sandbox of a transient unit of the system manager.
+///
+/// A command the daemon runs on behalf of the configuration (an exec check,
+/// the escalation hook) must not inherit what the daemon itself may do
+/// (write access to `/etc/systemd/system`, its state and configuration):
+/// [`Sandbox::Contained`] gives it a read-only OS, hides the given paths,
+/// and forbids gaining privileges. podman's own commands (image checks and
+/// loads) need the manager's defaults: [`Sandbox::None`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Sandbox {
+    /// The manager's defaults.
+    #[default]
+    None,
+    /// `ProtectSystem=full` (`/usr`, `/boot`, `/etc` read-only),
+    /// `ProtectHome=read-only`, `PrivateTmp=yes`, `NoNewPrivileges=yes`,
+    /// `RestrictSUIDSGID=yes`, `ProtectKernelModules=yes`,
+    /// `ProtectKernelLogs=yes`, `ProtectClock=yes`, `LockPersonality=yes`,
+    /// and `InaccessiblePaths=` for each of `hide` (missing ones ignored).
+    Contained {
+        /// Paths the command must not see (the daemon's state and
+        /// configuration).
+        hide: Vec<String>,
+    },
 }
 
 impl TransientSpec {
@@ -129,7 +176,39 @@ impl TransientSpec {
             output_limit: DEFAULT_OUTPUT_LIMIT,
             name_prefix: "mcrecover-run".to_owned(),
             description: None,
+            keep: Keep::Head,
+            dynamic_user: false,
+            sandbox: Sandbox::None,
+            stop_timeout: STOP_TIMEOUT,
         }
+    }
+
+    /// Keeps the given end of a long output.
+    #[must_use]
+    pub fn keep(mut self, keep: Keep) -> TransientSpec {
+        self.keep = keep;
+        self
+    }
+
+    /// Runs as a uid allocated for the run (`DynamicUser=yes`).
+    #[must_use]
+    pub fn dynamic_user(mut self) -> TransientSpec {
+        self.dynamic_user = true;
+        self
+    }
+
+    /// Sets the unit's sandbox.
+    #[must_use]
+    pub fn sandbox(mut self, sandbox: Sandbox) -> TransientSpec {
+        self.sandbox = sandbox;
+        self
+    }
+
+    /// Sets how long SIGTERM may take before SIGKILL.
+    #[must_use]
+    pub fn stop_timeout(mut self, timeout: Duration) -> TransientSpec {
+        self.stop_timeout = timeout;
+        self
     }
 
     /// Adds an environment variable.
@@ -367,6 +446,7 @@ struct Sink {
     buf: Vec<u8>,
     limit: usize,
     dropped: u64,
+    keep: Keep,
 }
 
 impl Sink {
@@ -375,10 +455,25 @@ impl Sink {
             buf: Vec::new(),
             limit,
             dropped: 0,
+            keep: Keep::Head,
+        }
+    }
+
+    fn tail(limit: usize) -> Sink {
+        Sink {
+            keep: Keep::Tail,
+            ..Sink::new(limit)
         }
     }
 
     fn push(&mut self, data: &[u8]) {
+        if self.keep == Keep::Tail {
+            self.buf.extend_from_slice(data);
+            let cut = self.buf.len().saturating_sub(self.limit);
+            self.buf.drain(..cut);
+            self.dropped += cut as u64;
+            return;
+        }
         let room = self.limit.saturating_sub(self.buf.len());
         let keep = room.min(data.len());
         self.buf.extend_from_slice(&data[..keep]);
@@ -529,7 +624,13 @@ fn properties(
         ("CollectMode".to_owned(), variant("inactive-or-failed")?),
         ("AddRef".to_owned(), variant(true)?),
         ("TimeoutStartUSec".to_owned(), variant(usec(spec.timeout))?),
-        ("TimeoutStopUSec".to_owned(), variant(usec(STOP_TIMEOUT))?),
+        (
+            "TimeoutStopUSec".to_owned(),
+            variant(usec(spec.stop_timeout))?,
+        ),
+        // Every process of the command, also one that left its session
+        // (`setsid`), is in the unit's cgroup and killed when it stops.
+        ("KillMode".to_owned(), variant("control-group")?),
         ("ExecStart".to_owned(), variant(exec)?),
         (
             "StandardOutputFileDescriptor".to_owned(),
@@ -545,6 +646,29 @@ fn properties(
     }
     if let Some(user) = &spec.user {
         props.push(("User".to_owned(), variant(user.as_str())?));
+    }
+    if spec.dynamic_user {
+        props.push(("DynamicUser".to_owned(), variant(true)?));
+    }
+    if let Sandbox::Contained { hide } = &spec.sandbox {
+        props.push(("ProtectSystem".to_owned(), variant("full")?));
+        props.push(("ProtectHome".to_owned(), variant("read-only")?));
+        for flag in [
+            "PrivateTmp",
+            "NoNewPrivileges",
+            "RestrictSUIDSGID",
+            "ProtectKernelModules",
+            "ProtectKernelLogs",
+            "ProtectClock",
+            "LockPersonality",
+        ] {
+            props.push((flag.to_owned(), variant(true)?));
+        }
+        if !hide.is_empty() {
+            // `-`: a path that does not exist is no error.
+            let paths: Vec<String> = hide.iter().map(|p| format!("-{p}")).collect();
+            props.push(("InaccessiblePaths".to_owned(), variant(paths)?));
+        }
     }
     if let Some(stdin) = &spec.stdin {
         props.push((
@@ -593,7 +717,10 @@ impl Systemd {
             .map_err(|e| pipe_err(std::io::Error::from(e)))?;
         let mut pipe = OutputPipe {
             rx: tokio::net::unix::pipe::Receiver::from_owned_fd(read).map_err(pipe_err)?,
-            sink: Sink::new(spec.output_limit),
+            sink: match spec.keep {
+                Keep::Head => Sink::new(spec.output_limit),
+                Keep::Tail => Sink::tail(spec.output_limit),
+            },
             open: true,
             chunk: vec![0u8; 16 * 1024],
         };
@@ -610,7 +737,7 @@ impl Systemd {
 
         // Wait for the start job (a oneshot's start job ends with its
         // command), reading the output meanwhile.
-        let backstop = spec.timeout + STOP_TIMEOUT + BACKSTOP_SLACK;
+        let backstop = spec.timeout + spec.stop_timeout + BACKSTOP_SLACK;
         let finished = {
             let wait = self.wait_job(&job);
             tokio::pin!(wait);
@@ -803,6 +930,16 @@ mod tests {
         assert_eq!(s.dropped, 4);
     }
 
+    #[test]
+    fn a_tail_sink_keeps_the_end() {
+        let mut s = Sink::tail(5);
+        s.push(b"abc");
+        s.push(b"defg");
+        s.push(b"hi");
+        assert_eq!(s.buf, b"efghi");
+        assert_eq!(s.dropped, 4);
+    }
+
     #[tokio::test]
     async fn read_bounded_reads_to_the_end() {
         let data = vec![7u8; 100_000];
@@ -841,6 +978,7 @@ mod tests {
             .env("HOME", "/srv/mcp")
             .user("mcp");
         let props = properties(&spec, &w).unwrap();
+        assert!(!props.iter().any(|(n, _)| n == "ProtectSystem"));
         let sig = |name: &str| {
             props
                 .iter()
@@ -859,6 +997,30 @@ mod tests {
         let exec = props.iter().find(|(n, _)| n == "ExecStart").unwrap();
         let shown = format!("{:?}", exec.1);
         assert!(shown.contains("x$$y"), "{shown}");
+    }
+
+    #[test]
+    fn a_contained_unit_gets_its_sandbox() {
+        let (_r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let spec = TransientSpec::new(["/bin/true"])
+            .dynamic_user()
+            .sandbox(Sandbox::Contained {
+                hide: vec!["/var/lib/mcrecover".to_owned()],
+            });
+        let props = properties(&spec, &w).unwrap();
+        let get = |name: &str| {
+            props
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| format!("{v:?}"))
+                .unwrap_or_else(|| panic!("no {name}"))
+        };
+        assert!(get("ProtectSystem").contains("full"));
+        assert!(get("ProtectHome").contains("read-only"));
+        assert!(get("NoNewPrivileges").contains("true"));
+        assert!(get("DynamicUser").contains("true"));
+        assert!(get("KillMode").contains("control-group"));
+        assert!(get("InaccessiblePaths").contains("-/var/lib/mcrecover"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub use report::{
     CriticalStep, Outcome, Report, ServiceReport, ServiceStatus, StageReport, StageStatus,
 };
 
+use crate::check::ExecVia;
 use std::time::Duration;
 
 use tracing::warn;
@@ -140,8 +141,10 @@ pub struct GateResult {
 }
 
 /// Watch stage `stage`'s checks until all pass or its timeout (what the
-/// gate units run). Starts nothing.
-pub async fn gate(cfg: &Config, plan: &Plan, stage: usize) -> GateResult {
+/// gate units run). Starts nothing. Exec checks run as `exec` says (the
+/// gate command passes transient units of its manager when it reaches it,
+/// as the daemon runs them).
+pub async fn gate(cfg: &Config, plan: &Plan, stage: usize, exec: ExecVia) -> GateResult {
     let mut runner = Runner::new(
         cfg.clone(),
         plan.clone(),
@@ -150,6 +153,7 @@ pub async fn gate(cfg: &Config, plan: &Plan, stage: usize) -> GateResult {
         None,
         None,
     );
+    runner.set_exec_via(exec);
     runner.run_until_settled(|_, _| {}).await;
     let w = runner.world();
     let healthy = w

@@ -18,7 +18,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
+use crate::check::{ExecVia, UnitExec};
+use crate::config::{Config, Mode};
 use crate::drive::{
     BusTarget, JobMode, ManagerEvent, ManagerWatch, Systemd, UnitChange, UnitWatch,
 };
@@ -88,6 +89,10 @@ pub struct Runner {
     reconnecting: bool,
     /// The next stage's preflight, run ahead while a stage is gated.
     ahead: Option<(StageId, tokio::sync::oneshot::Receiver<bool>)>,
+    /// See [`Runner::hide_from_commands`].
+    hide: Vec<String>,
+    /// See [`Runner::set_exec_via`].
+    exec: Option<ExecVia>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -133,6 +138,39 @@ impl Runner {
             conn_rx,
             reconnecting: false,
             ahead: None,
+            hide: Vec::new(),
+            exec: None,
+        }
+    }
+
+    /// Paths that exec checks and the hook must not see when they run in
+    /// transient units of the system manager (the daemon's state directory
+    /// and configuration file).
+    pub fn hide_from_commands(&mut self, paths: Vec<String>) {
+        self.hide = paths;
+    }
+
+    /// Where exec checks run when this runner drives no manager (the gate
+    /// goal): see [`Runner::exec_via`].
+    pub fn set_exec_via(&mut self, via: ExecVia) {
+        self.exec = Some(via);
+    }
+
+    /// Where exec checks and the hook run: as transient units of the
+    /// manager this runner drives; without one, as [`Runner::set_exec_via`]
+    /// said, else as children.
+    pub fn exec_via(&self) -> ExecVia {
+        if let Some(via) = &self.exec {
+            return via.clone();
+        }
+        match self.sd() {
+            Some(sd) => ExecVia::Unit(UnitExec {
+                sd,
+                system: self.cfg.platform.mode == Mode::Rootful,
+                default_user: self.cfg.platform.user.as_ref().map(|u| u.name.clone()),
+                hide: self.hide.clone(),
+            }),
+            None => ExecVia::Child,
         }
     }
 
@@ -472,9 +510,11 @@ impl Runner {
             return;
         };
         let tx = self.tx.clone();
+        let via = self.exec_via();
         tokio::spawn(async move {
             let limit = spec.timeout + PROBE_SLACK;
-            let (ok, detail) = match tokio::time::timeout(limit, crate::check::probe(&spec)).await {
+            let probe = crate::check::probe_with(&spec, &via);
+            let (ok, detail) = match tokio::time::timeout(limit, probe).await {
                 Ok(o) => (o.ok, o.detail),
                 Err(_) => (
                     false,

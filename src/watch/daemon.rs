@@ -7,7 +7,7 @@
 //! webhook, remedy) and blocking alerts the engine asks for. One task owns
 //! the runner; everything else reaches it as events.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use tokio::signal::unix::{signal, SignalKind};
@@ -85,6 +85,18 @@ fn boot_id() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// What exec checks and the hook must not see (they run in transient units
+/// of the system manager, not in the daemon's own sandbox): the state
+/// directory and the configuration file (it may hold a webhook token).
+fn hidden_paths(store: &StateStore, config: &Path) -> Vec<String> {
+    let mut paths = Vec::new();
+    if let Some(dir) = store.path().parent() {
+        paths.push(dir.display().to_string());
+    }
+    paths.push(config.display().to_string());
+    paths
+}
+
 /// Run the daemon until `SIGTERM`/`SIGINT`: install (unless disabled),
 /// connect, subscribe, serve the API, send `READY=1`, then run the engine
 /// (the boot recovery is its ramp; it goes on watching).
@@ -122,6 +134,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), WatchError> {
         Some(sd),
         Some(opts.bus.clone()),
     );
+    runner.hide_from_commands(hidden_paths(&store, &opts.config_path));
     runner.subscribe().await;
     let authz = authz(&cfg);
     let mut shell = Shell {
@@ -354,12 +367,13 @@ impl Shell {
             .and_then(|s| s.remedy.clone());
         let user = self.user;
         let tx = runner_sender(runner);
+        let via = runner.exec_via();
         tokio::spawn(async move {
             let mut ev = ev;
             if !ev.unit.is_empty() {
                 ev.diagnoses = crate::diagnose::diagnose_unit(&ev.unit, user, &ev.reason).await;
             }
-            let results = escalate::escalate(&ev, &policy).await;
+            let results = escalate::escalate(&ev, &policy, &via).await;
             for r in &results {
                 info!(service = %ev.service, event_id = %ev.id, action = ?r.action, ok = r.ok,
                     detail = %r.detail, "escalation action");
@@ -438,8 +452,9 @@ impl Shell {
             "stage failed; the stages after it wait (retried, resumed once healthy)");
         let ev = Self::event(w, EventKind::Blocked, first, id, 0, reason);
         let policy = w.policy.clone();
+        let via = runner.exec_via();
         tokio::spawn(async move {
-            for r in escalate::escalate(&ev, &policy).await {
+            for r in escalate::escalate(&ev, &policy, &via).await {
                 info!(event_id = %ev.id, action = ?r.action, ok = r.ok, detail = %r.detail, "blocking alert action");
             }
         });
@@ -479,6 +494,7 @@ impl Shell {
             Some(sd),
             Some(self.opts.bus.clone()),
         );
+        fresh.hide_from_commands(hidden_paths(&self.store, &self.opts.config_path));
         fresh.subscribe().await;
         *runner = fresh;
         let fx = runner.handle(Event::Begin);

@@ -29,14 +29,29 @@ pub const RESTART_ID: &str = "5e8a0b3c2d1f4e6a9b7c8d0e1f2a3b4c";
 /// Escalation (priority 2).
 pub const ESCALATE_ID: &str = "9d2f1c4e7b3a4f0e8c6d5b2a1f0e9c87";
 
-/// Records its environment and stdin per event id, and one line per run.
+/// Records its environment and stdin per event id, and one line per run;
+/// also who it ran as, whether it could write the daemon's unit directory
+/// (it must not), and the pid of a process it leaves behind in a new
+/// session (killed with the hook's unit: issue 12, items 5 and 8).
 pub const HOOK_SCRIPT: &str = r#"#!/bin/sh
 d=/srv/hook-runs
 mkdir -p "$d"
 env | grep '^MCRECOVER_' | sort > "$d/$MCRECOVER_EVENT_ID.env"
 cat > "$d/$MCRECOVER_EVENT_ID.json"
+id -u > "$d/$MCRECOVER_EVENT_ID.uid"
+if touch /etc/systemd/system/mcrecover-hook-was-here 2>/dev/null; then echo written; else echo read-only; fi > "$d/$MCRECOVER_EVENT_ID.etc"
+setsid sleep 1002 </dev/null >/dev/null 2>&1 &
+echo $! > "$d/$MCRECOVER_EVENT_ID.leftover"
 echo "$MCRECOVER_EVENT_ID" >> "$d/runs.log"
 "#;
+
+/// What a hook or check that must not write the daemon's unit directory
+/// would have left there (the sandbox shares the host's /etc: removed by
+/// [`Platform::drop`] if a regression ever wrote it).
+pub const UNIT_DIR_PROBES: [&str; 2] = [
+    "/etc/systemd/system/mcrecover-hook-was-here",
+    "/etc/systemd/system/mcrecover-check-was-here",
+];
 
 pub fn shipped_unit() -> PathBuf {
     workspace_root().join("units/mcrecover.service")
@@ -54,6 +69,9 @@ pub struct Platform {
 
 impl Drop for Platform {
     fn drop(&mut self) {
+        for f in UNIT_DIR_PROBES {
+            let _ = std::fs::remove_file(f);
+        }
         if std::thread::panicking() {
             eprintln!(
                 "=== journal of {DAEMON} (with fields) ===\n{}\n=== last 400 lines of the whole journal ===\n{}",
@@ -136,6 +154,9 @@ impl Platform {
         if !e2e_gate(name, &needs) {
             return None;
         }
+        // Hooks and exec checks run as the platform user (mcp): it must exist
+        // (a sandbox shares the host's /etc/passwd).
+        mcrecover_testbed::ensure_host_user(&mcrecover_testbed::RootlessUser::mcp()).unwrap();
         let mut opts = SandboxOptions::metacircular(name);
         opts.rootless_user = None;
         opts.quadlet_generator = None;
@@ -151,6 +172,7 @@ impl Platform {
         ok(sb, sb.private_var_lib(&["mcrecover"]));
         ok(sb, sb.write_file_mode(HOOK, HOOK_SCRIPT.as_bytes(), 0o755));
         ok(sb, sb.run_ok(&["mkdir", "-p", HOOK_DIR]).map(|_| ()));
+        ok(sb, sb.run_ok(&["chown", "850:850", HOOK_DIR]).map(|_| ()));
         ok(sb, sb.write_file(CONFIG, config.as_bytes()));
         ok(
             sb,
@@ -302,6 +324,20 @@ impl Platform {
             .lines()
             .map(str::to_string)
             .collect()
+    }
+
+    /// Whether the process `pid` (in the sandbox) runs a command line
+    /// containing `needle`.
+    pub fn alive(&self, pid: &str, needle: &str) -> bool {
+        let cmdline = format!("/proc/{}/cmdline", pid.trim());
+        self.sb
+            .run(&[
+                "sh",
+                "-c",
+                &format!("tr '\\0' ' ' < {cmdline} | grep -q '{needle}'"),
+            ])
+            .status
+            .success()
     }
 
     /// Kills the main process of `svc`'s container with SIGKILL (from the

@@ -1,7 +1,14 @@
-//! The exec hook action: runs the configured argv (`[watch] hook`) in its own
-//! process group with the event in `MCRECOVER_*` environment variables and as
-//! JSON on stdin, within `hook_timeout` (on timeout the whole process group is
-//! killed). The result is the exit status and the last stderr line.
+//! The exec hook action: runs the configured argv (`[watch] hook`) with the
+//! event in `MCRECOVER_*` environment variables and as JSON on stdin, within
+//! `hook_timeout`. The result is the exit status and the last line of its
+//! output.
+//!
+//! Where it runs is [`ExecVia`]'s choice, as for exec checks: the daemon
+//! runs it as a transient unit of its manager (under the system manager as
+//! the platform user, or a uid allocated for the run, in a sandbox: it
+//! inherits none of the daemon's privileges, and every process it leaves
+//! behind is killed when it exits or times out); otherwise it is a child in
+//! its own process group (killed as a group on timeout).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -12,6 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::{Action, ActionResult, Event};
+use crate::check::ExecVia;
+use crate::drive::{TransientError, TransientExit};
 
 /// At most this much of the hook's stderr is kept (the tail).
 const STDERR_LIMIT: usize = 16 * 1024;
@@ -44,10 +53,14 @@ pub fn environment(ev: &Event) -> Vec<(&'static str, String)> {
         .collect()
 }
 
-/// Runs `argv` for `ev` within `timeout`. Never fails: the result says what
-/// happened.
-pub async fn run(argv: &[String], timeout: Duration, ev: &Event) -> ActionResult {
-    let (ok, detail) = match run_inner(argv, timeout, ev).await {
+/// Runs `argv` for `ev` within `timeout`, as `via` says. Never fails: the
+/// result says what happened.
+pub async fn run(argv: &[String], timeout: Duration, ev: &Event, via: &ExecVia) -> ActionResult {
+    let outcome = match via {
+        ExecVia::Child => run_child(argv, timeout, ev).await,
+        ExecVia::Unit(unit) => run_unit(argv, timeout, ev, unit).await,
+    };
+    let (ok, detail) = match outcome {
         Ok(d) => d,
         Err(why) => (false, why),
     };
@@ -63,7 +76,70 @@ pub async fn run(argv: &[String], timeout: Duration, ev: &Event) -> ActionResult
     }
 }
 
-async fn run_inner(
+/// [`ExecVia::Unit`]: a transient unit; the event JSON on stdin through a
+/// sealed memory file.
+async fn run_unit(
+    argv: &[String],
+    timeout: Duration,
+    ev: &Event,
+    unit: &crate::check::UnitExec,
+) -> Result<(bool, String), String> {
+    let program = argv
+        .first()
+        .ok_or_else(|| "no hook configured".to_owned())?;
+    let json = serde_json::to_vec(ev).map_err(|e| format!("cannot encode the event: {e}"))?;
+    let stdin = event_file(&json).map_err(|e| format!("cannot pass the event on stdin: {e}"))?;
+    let mut spec = unit
+        .spec(argv, None, timeout)?
+        .stdin(stdin)
+        .output_limit(STDERR_LIMIT)
+        .name_prefix("mcrecover-hook")
+        .description(format!("mcrecover escalation hook for {}", ev.service));
+    for (k, v) in environment(ev) {
+        spec = spec.env(k, v);
+    }
+    let out = match unit.sd.run_transient(&spec).await {
+        Ok(out) => out,
+        Err(TransientError::Timeout { unit, .. }) => {
+            return Ok((
+                false,
+                format!(
+                    "{program} timed out after {}s; its unit {unit} was stopped (every process in it killed)",
+                    timeout.as_secs_f64()
+                ),
+            ))
+        }
+        Err(e) => return Err(format!("cannot run {program}: {e}")),
+    };
+    let last = last_line(&out.output);
+    let suffix = if last.is_empty() {
+        String::new()
+    } else {
+        format!("; output: {}", crate::check::sanitize(&last))
+    };
+    Ok(match out.exit {
+        TransientExit::Exited(0) => (true, format!("{program} exited with status 0{suffix}")),
+        other => (
+            false,
+            format!("{program} failed: {other} (unit {}){suffix}", out.unit),
+        ),
+    })
+}
+
+/// The event as a read-only memory file positioned at its start.
+fn event_file(json: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::io::{Seek, Write};
+    let fd =
+        nix::sys::memfd::memfd_create(c"mcrecover-event", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .map_err(std::io::Error::from)?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(json)?;
+    file.rewind()?;
+    Ok(file.into())
+}
+
+/// [`ExecVia::Child`]: a child process in its own process group.
+async fn run_child(
     argv: &[String],
     timeout: Duration,
     ev: &Event,
@@ -172,8 +248,18 @@ fn last_line(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_event_file_reads_from_its_start() {
+        use std::io::Read;
+        let fd = event_file(b"{\"a\":1}").unwrap();
+        let mut text = String::new();
+        std::fs::File::from(fd).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "{\"a\":1}");
+    }
 
     #[test]
     fn last_line_skips_blank_lines() {

@@ -9,6 +9,7 @@ pub mod journal;
 pub mod quarantine;
 pub mod webhook;
 
+use crate::check::ExecVia;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -101,10 +102,11 @@ pub struct ActionResult {
 
 /// Runs every configured action for `ev` (journal always; hook and webhook
 /// when configured). Never fails: each action's failure is in its result.
-pub async fn escalate(ev: &Event, policy: &WatchPolicy) -> Vec<ActionResult> {
+/// The hook runs as `via` says ([`hook`]).
+pub async fn escalate(ev: &Event, policy: &WatchPolicy, via: &ExecVia) -> Vec<ActionResult> {
     let mut results = vec![journal::escalated(ev)];
     if !policy.hook.is_empty() {
-        results.push(hook::run(&policy.hook, policy.hook_timeout, ev).await);
+        results.push(hook::run(&policy.hook, policy.hook_timeout, ev, via).await);
     }
     if let Some(url) = &policy.webhook {
         results.push(
