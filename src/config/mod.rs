@@ -10,6 +10,7 @@ mod duration;
 mod error;
 mod fields;
 pub mod files;
+mod graph;
 mod keys;
 mod load;
 mod model;

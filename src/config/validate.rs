@@ -2,11 +2,12 @@
 //! membership, `after`/`requires` targets, dependency cycles (stage order
 //! included) and host port conflicts.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
 use super::error::{ConfigError, Ctx};
 use super::fields::did_you_mean;
+use super::graph::{first_cycle, Graph};
 use super::load::{LoadedService, LoadedStage};
 use super::model::{PortMapping, Proto};
 use super::raw::S;
@@ -205,92 +206,66 @@ fn cycles(
     stage_of: &BTreeMap<String, usize>,
 ) -> Result<(), ConfigError> {
     let edges = explicit_edges(services);
-    // Successors of `x`: its explicit targets, then every service of an earlier stage.
-    let successors = |x: &str| -> Vec<(String, Option<&'static str>)> {
-        let mut out: Vec<(String, Option<&'static str>)> = edges
-            .iter()
-            .filter(|e| e.from == x)
-            .map(|e| (e.to.to_string(), Some(e.key)))
-            .collect();
-        if let Some(&sx) = stage_of.get(x) {
-            for (name, &sy) in stage_of {
-                if sy < sx && !out.iter().any(|(n, _)| n == name) {
-                    out.push((name.clone(), None));
-                }
-            }
-        }
-        out
+    let index_of: HashMap<&str, usize> = names(services).enumerate().map(|(i, n)| (n, i)).collect();
+    // An edge to an unknown service cannot close a cycle (and
+    // `dependency_targets` has refused it already).
+    let known: Vec<(&Edge<'_>, usize, usize)> = edges
+        .iter()
+        .filter_map(|e| Some((e, *index_of.get(e.from)?, *index_of.get(e.to)?)))
+        .collect();
+    let graph = Graph {
+        names: names(services).collect(),
+        stage: names(services).map(|n| stage_of.get(n).copied()).collect(),
+        edges: known.iter().map(|&(e, f, t)| (f, t, e.key)).collect(),
     };
-    for edge in &edges {
-        // Shortest path edge.to ->* edge.from closes a cycle through `edge`.
-        let mut prev: BTreeMap<String, (String, Option<&'static str>)> = BTreeMap::new();
-        let mut queue = VecDeque::from([edge.to.to_string()]);
-        let mut found = edge.to == edge.from;
-        while let Some(x) = queue.pop_front() {
-            if x == edge.from {
-                found = true;
-                break;
-            }
-            for (y, how) in successors(&x) {
-                if y != edge.to && !prev.contains_key(&y) {
-                    prev.insert(y.clone(), (x.clone(), how));
-                    queue.push_back(y);
-                }
-            }
-        }
-        if !found {
-            continue;
-        }
-        // Rebuild edge.to -> ... -> edge.from.
-        let mut path = vec![(edge.from.to_string(), None::<&'static str>)];
-        let mut cur = edge.from.to_string();
-        while cur != edge.to {
-            let Some((p, how)) = prev.get(&cur).cloned() else {
-                break;
-            };
-            path.push((p.clone(), how));
-            cur = p;
-        }
-        path.reverse();
-        // path: [(edge.to, how to next), ..., (edge.from, None)]; prepend edge.from.
-        let mut chain = vec![edge.from.to_string()];
-        let mut reasons = vec![format!(
-            "`{}` lists `{}` in `{}`",
-            edge.from, edge.to, edge.key
-        )];
-        for window in path.windows(2) {
-            let (x, how) = &window[0];
-            let (y, _) = &window[1];
-            chain.push(x.clone());
-            reasons.push(match how {
-                Some(key) => format!("`{x}` lists `{y}` in `{key}`"),
-                None => format!(
-                    "`{x}` is in stage `{}`, which starts after stage `{}` of `{y}`",
-                    stage_name(stages, stage_of, x),
-                    stage_name(stages, stage_of, y)
-                ),
-            });
-        }
-        chain.push(edge.from.to_string());
-        let via_stage = path
-            .iter()
-            .take(path.len().saturating_sub(1))
-            .any(|(_, how)| how.is_none());
-        return Err(ctx.err(
-            edge.span.clone(),
-            format!("dependency cycle: {}", chain.join(" -> ")),
-            format!(
-                "`a -> b` means a starts after b: {}; {}",
-                reasons.join(", "),
-                if via_stage {
-                    format!("remove this `{}` entry or move the services so that dependencies point to the same or an earlier stage", edge.key)
-                } else {
-                    "remove one of these entries".to_string()
-                }
+    let Some(cycle) = first_cycle(&graph) else {
+        return Ok(());
+    };
+    let Some(&(edge, _, _)) = known.get(cycle.edge) else {
+        return Ok(());
+    };
+    // path: [(edge.to, how to next), ..., (edge.from, None)]; prepend edge.from.
+    let path: Vec<(&str, Option<&'static str>)> = cycle
+        .path
+        .iter()
+        .map(|&(i, how)| (graph.names[i], how))
+        .collect();
+    let mut chain = vec![edge.from];
+    let mut reasons = vec![format!(
+        "`{}` lists `{}` in `{}`",
+        edge.from, edge.to, edge.key
+    )];
+    for window in path.windows(2) {
+        let (x, how) = window[0];
+        let (y, _) = window[1];
+        chain.push(x);
+        reasons.push(match how {
+            Some(key) => format!("`{x}` lists `{y}` in `{key}`"),
+            None => format!(
+                "`{x}` is in stage `{}`, which starts after stage `{}` of `{y}`",
+                stage_name(stages, stage_of, x),
+                stage_name(stages, stage_of, y)
             ),
-        ));
+        });
     }
-    Ok(())
+    chain.push(edge.from);
+    let via_stage = path
+        .iter()
+        .take(path.len().saturating_sub(1))
+        .any(|(_, how)| how.is_none());
+    Err(ctx.err(
+        edge.span.clone(),
+        format!("dependency cycle: {}", chain.join(" -> ")),
+        format!(
+            "`a -> b` means a starts after b: {}; {}",
+            reasons.join(", "),
+            if via_stage {
+                format!("remove this `{}` entry or move the services so that dependencies point to the same or an earlier stage", edge.key)
+            } else {
+                "remove one of these entries".to_string()
+            }
+        ),
+    ))
 }
 
 fn stage_name<'a>(
