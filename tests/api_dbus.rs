@@ -282,3 +282,139 @@ async fn api_on_a_real_system_bus_with_the_shipped_policy() {
     drop(server);
     wait_not_running(&bus).await;
 }
+
+/// Where the copy of this test binary goes inside the sandbox.
+const CHILD_EXE: &str = "/run/api-dbus-test";
+/// Set for the copy of this binary that tries to own the name.
+const CHILD_ENV: &str = "MCRECOVER_API_OWN_CHILD";
+
+/// Issue 12, item 10: with the shipped policy only root may own the API
+/// name (the platform user cannot take it before a rootful daemon starts);
+/// the rootless policy lets the platform user own it; a daemon that cannot
+/// own the name fails with who has it, and `mcrecover daemon` stops (exit
+/// non-zero) instead of running without its API beside another daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_daemons_uid_may_own_the_name() {
+    if !e2e_gate("api_dbus_owner", &[]) {
+        return;
+    }
+    let mut opts = SandboxOptions::metacircular("api_dbus_owner");
+    opts.quadlet_generator = None;
+    opts.srv_dirs = Vec::new();
+    let sb = Sandbox::boot(opts).unwrap();
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("units/dbus");
+    sb.install_dbus_policy(&units.join("net.metacircular.Recovery1.conf"))
+        .unwrap();
+    sb.copy_in(&std::env::current_exe().unwrap(), CHILD_EXE, 0o755, None)
+        .unwrap();
+    let own_as_mcp = |sb: &Sandbox| {
+        let out = sb.run_as(
+            MCP,
+            &[
+                "env",
+                &format!("{CHILD_ENV}=1"),
+                CHILD_EXE,
+                "--exact",
+                "own_name_child",
+                "--nocapture",
+                "--test-threads=1",
+            ],
+        );
+        let t = text(&out);
+        eprintln!("child as mcp: {t}");
+        t
+    };
+    // The shipped policy: mcp may not own it.
+    let t = own_as_mcp(&sb);
+    assert!(
+        t.contains("OWN: denied") && t.contains("AccessDenied"),
+        "{t}"
+    );
+
+    // Root may; a second owner is refused with who has it.
+    let bus = ApiBus::Address(sb.bus_address());
+    let (_snap_tx, snap_rx) = watch::channel(snapshot(ServiceState::Healthy, "HTTP 200"));
+    let (commands, _seen) = engine();
+    let server = serve(&bus, snap_rx.clone(), commands.clone(), Authz::default())
+        .await
+        .unwrap();
+    let err = match serve(&bus, snap_rx, commands, Authz::default()).await {
+        Ok(_) => panic!("a second owner of {BUS_NAME} was accepted"),
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    eprintln!("second owner: {msg}");
+    assert!(matches!(err, ApiError::NameUnavailable(_)), "{err:?}");
+    assert!(msg.contains("uid 0") && msg.contains("pid "), "{msg}");
+
+    // The daemon itself: stops, non-zero, saying why, before starting anything.
+    sb.install_bin(Path::new(env!("CARGO_BIN_EXE_mcrecover")), "mcrecover")
+        .unwrap();
+    let example = include_str!("../examples/metacircular.toml").replacen(
+        "mode = \"rootless\"",
+        "mode = \"rootful\"",
+        1,
+    );
+    sb.write_file("/srv/owner-test.toml", example.as_bytes())
+        .unwrap();
+    let out = sb.run(&[
+        "timeout",
+        "60",
+        "/usr/bin/mcrecover",
+        "daemon",
+        "--config",
+        "/srv/owner-test.toml",
+        "--no-install",
+        "--state-dir",
+        "/srv/owner-test-state",
+    ]);
+    let t = text(&out);
+    eprintln!("daemon beside another owner: {:?}\n{t}", out.status.code());
+    assert!(
+        !out.status.success() && out.status.code() != Some(124),
+        "{t}"
+    );
+    assert!(t.contains("cannot own net.metacircular.Recovery1"), "{t}");
+    let units = sb.run(&[
+        "systemctl",
+        "list-units",
+        "--all",
+        "--plain",
+        "--no-legend",
+        "mcns.service",
+    ]);
+    assert!(
+        !String::from_utf8_lossy(&units.stdout).contains("active"),
+        "the daemon started units: {}",
+        text(&units)
+    );
+    drop(server);
+    wait_not_running(&bus).await;
+
+    // The rootless policy (rootless deployments only) lets mcp own it.
+    sb.install_dbus_policy(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("units/dbus/net.metacircular.Recovery1-rootless.conf"),
+    )
+    .unwrap();
+    let t = own_as_mcp(&sb);
+    assert!(t.contains("OWN: ok"), "{t}");
+}
+
+/// Run as uid 850 inside the sandbox by
+/// [`only_the_daemons_uid_may_own_the_name`]: tries to own the API name on
+/// the system bus and says how it went. Does nothing otherwise.
+#[tokio::test]
+async fn own_name_child() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    let conn = zbus::Connection::system().await.unwrap();
+    match conn
+        .request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DO_NOT_QUEUE)
+        .await
+    {
+        Ok(reply) => println!("OWN: ok {reply:?}"),
+        Err(e) => println!("OWN: denied {e}"),
+    }
+}

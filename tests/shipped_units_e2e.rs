@@ -118,7 +118,7 @@ const ROOTLESS_STEPS: &[Step] = &[
     run("install -m 0755 target/release/mcrecover /usr/bin/mcrecover"),
     run("install -D -m 0644 examples/metacircular.toml /etc/mcrecover/mcrecover.toml   # then edit it for this host"),
     run("install -m 0644 units/mcrecover@.service units/metacircular.target /etc/systemd/system/"),
-    run("install -m 0644 units/dbus/net.metacircular.Recovery1.conf /etc/dbus-1/system.d/"),
+    run("install -m 0644 units/dbus/net.metacircular.Recovery1.conf units/dbus/net.metacircular.Recovery1-rootless.conf /etc/dbus-1/system.d/"),
     run("systemctl reload dbus"),
     skip("groupadd -g 850 mcp", HOST_USER),
     skip("useradd -u 850 -g 850 -d /srv/mcp -m -s /usr/sbin/nologin mcp", HOST_USER),
@@ -678,6 +678,7 @@ fn prepare(kind: Kind) -> Option<Deployment> {
         "units/mcrecover@.service",
         "units/metacircular.target",
         "units/dbus/net.metacircular.Recovery1.conf",
+        "units/dbus/net.metacircular.Recovery1-rootless.conf",
     ] {
         d.ok(sb.copy_in(&root.join(f), &format!("{SRC}/{f}"), 0o644, None));
     }
@@ -1518,8 +1519,13 @@ fn nixos_module_wires_the_units_these_tests_run() {
             assert_eq!(dbus.len(), 1, "{ctx}: {dbus:#?}");
             assert_eq!(c["users"]["users"], serde_json::json!({}), "{ctx}");
         }
-        // The shipped policy lets the daemon's user own the name.
-        let policy = read("units/dbus/net.metacircular.Recovery1.conf");
+        // The shipped policy lets the daemon's user own the name (rootless:
+        // the extra rootless policy, the one the module generates likewise).
+        let policy = if kind.rootless {
+            read("units/dbus/net.metacircular.Recovery1-rootless.conf")
+        } else {
+            read("units/dbus/net.metacircular.Recovery1.conf")
+        };
         let owner = if kind.rootless { "mcp" } else { "root" };
         let block = policy
             .split(&format!("<policy user=\"{owner}\">"))

@@ -157,7 +157,16 @@ fn dbus_policy_is_accepted_by_dbus_daemon() {
     let Some(daemon) = tool("units_verify", "dbus-daemon") else {
         return;
     };
-    let policy = units_dir().join("dbus/net.metacircular.Recovery1.conf");
+    for file in [
+        "dbus/net.metacircular.Recovery1.conf",
+        "dbus/net.metacircular.Recovery1-rootless.conf",
+    ] {
+        policy_is_accepted(&daemon, &units_dir().join(file));
+    }
+}
+
+/// dbus-daemon starts with `policy` included and says nothing about it.
+fn policy_is_accepted(daemon: &Path, policy: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("bus");
     let config = dir.path().join("bus.conf");
@@ -184,7 +193,7 @@ fn dbus_policy_is_accepted_by_dbus_daemon() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(&daemon)
+    let mut child = Command::new(daemon)
         .arg(format!("--config-file={}", config.display()))
         .args(["--nofork", "--nopidfile", "--nosyslog", "--print-address=1"])
         .stdout(Stdio::piped())
@@ -198,7 +207,7 @@ fn dbus_policy_is_accepted_by_dbus_daemon() {
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("dbus-daemon: {line} {stderr}");
+    eprintln!("dbus-daemon with {}: {line} {stderr}", policy.display());
     assert!(
         line.starts_with("unix:path="),
         "dbus-daemon refused the policy:\n{stderr}"

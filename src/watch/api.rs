@@ -88,6 +88,12 @@ pub enum ApiError {
     /// The bus itself failed.
     #[error("D-Bus: {0}")]
     Bus(String),
+    /// The daemon could not own the API name: another process has it, or
+    /// the bus policy does not allow this uid to own it. The daemon stops
+    /// then (a second daemon must not drive the platform, and a squatter
+    /// must not stand in for the API unnoticed).
+    #[error("{0}")]
+    NameUnavailable(String),
 }
 
 /// The errors the server returns on the bus (`net.metacircular.Recovery1.Error.*`).
@@ -319,12 +325,11 @@ pub async fn serve(
         commands,
         authz,
     };
-    let conn = b
-        .serve_at(OBJECT_PATH, iface)
-        .name(BUS_NAME)
-        .build()
-        .await
-        .map_err(|e| ApiError::Bus(format!("cannot serve {BUS_NAME} on the {bus:?} bus: {e}")))?;
+    let conn =
+        b.serve_at(OBJECT_PATH, iface).build().await.map_err(|e| {
+            ApiError::Bus(format!("cannot serve {BUS_NAME} on the {bus:?} bus: {e}"))
+        })?;
+    own_name(&conn, bus).await?;
     let iface_ref = conn
         .object_server()
         .interface::<_, Recovery>(OBJECT_PATH)
@@ -336,6 +341,68 @@ pub async fn serve(
         _task: Some(AbortOnDrop(task.abort_handle())),
         _conn: Some(conn),
     })
+}
+
+/// Owns [`BUS_NAME`] for good: no queueing, and no replacement by a later
+/// request (zbus's default would allow it). Fails with who has the name, or
+/// with the policy's refusal and what to install.
+async fn own_name(conn: &zbus::Connection, bus: &ApiBus) -> Result<(), ApiError> {
+    use zbus::fdo::{RequestNameFlags, RequestNameReply};
+    let uid = nix::unistd::geteuid();
+    let reply = conn
+        .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
+        .await;
+    match reply {
+        Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => Ok(()),
+        Ok(RequestNameReply::Exists | RequestNameReply::InQueue) | Err(zbus::Error::NameTaken) => {
+            Err(ApiError::NameUnavailable(format!(
+                "cannot own {BUS_NAME} on the {bus:?} bus: {} has it. Another mcrecover daemon \
+                 runs (only one may drive the platform), or a process squats the name: stop it, \
+                 then restart this daemon",
+                owner(conn).await
+            )))
+        }
+        Err(zbus::Error::MethodError(name, detail, _))
+            if name.as_str() == "org.freedesktop.DBus.Error.AccessDenied" =>
+        {
+            Err(ApiError::NameUnavailable(format!(
+                "the bus policy does not let uid {uid} own {BUS_NAME} on the {bus:?} bus ({}): \
+                 install units/dbus/net.metacircular.Recovery1.conf (root) or, for a rootless \
+                 daemon, units/dbus/net.metacircular.Recovery1-rootless.conf (its user) into \
+                 /etc/dbus-1/system.d/ and reload dbus",
+                detail.unwrap_or_default()
+            )))
+        }
+        Err(e) => Err(ApiError::Bus(format!(
+            "cannot own {BUS_NAME} on the {bus:?} bus: {e}"
+        ))),
+    }
+}
+
+/// Who owns [`BUS_NAME`]: its unique name, uid and pid, as far as the bus
+/// tells.
+async fn owner(conn: &zbus::Connection) -> String {
+    let Ok(dbus) = zbus::fdo::DBusProxy::new(conn).await else {
+        return "another connection".to_owned();
+    };
+    let Ok(name) = zbus::names::BusName::try_from(BUS_NAME) else {
+        return "another connection".to_owned();
+    };
+    let Ok(unique) = dbus.get_name_owner(name).await else {
+        return "another connection".to_owned();
+    };
+    let who = zbus::names::BusName::from(unique.clone().into_inner());
+    let uid = dbus.get_connection_unix_user(who.clone()).await.ok();
+    let pid = dbus.get_connection_unix_process_id(who).await.ok();
+    let mut text = format!("connection {}", unique.as_str());
+    if let Some(uid) = uid {
+        text.push_str(&format!(" (uid {uid}"));
+        if let Some(pid) = pid {
+            text.push_str(&format!(", pid {pid}"));
+        }
+        text.push(')');
+    }
+    text
 }
 
 /// Why a service is in its state, in one line (signal `reason`).

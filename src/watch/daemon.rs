@@ -75,6 +75,9 @@ pub enum WatchError {
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signal(std::io::Error),
+    /// The D-Bus API could not be served (its name is taken or not ours).
+    #[error(transparent)]
+    Api(#[from] api::ApiError),
 }
 
 /// The kernel's boot id (tells a reboot from a daemon restart).
@@ -146,11 +149,15 @@ pub async fn run(opts: DaemonOptions) -> Result<(), WatchError> {
         user: cfg.platform.mode == config::Mode::Rootless,
         reply: None,
     };
+    // The API name is ours or the daemon stops, loudly: another daemon
+    // driving the same platform, or a process standing in for the API, is
+    // worse than a daemon that systemd restarts until the name is free.
     let _api = match api::serve(&shell.opts.api_bus, snap_rx, cmd_tx, authz).await {
-        Ok(server) => Some(server),
+        Ok(server) => server,
         Err(e) => {
-            warn!(error = %e, "D-Bus API not served; continuing without it");
-            None
+            error!(error = %e, "D-Bus API not served; stopping");
+            shell.notifier.status(&format!("failed: {e}"));
+            return Err(WatchError::Api(e));
         }
     };
     info!(
