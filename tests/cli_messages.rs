@@ -143,3 +143,37 @@ fn no_colour_codes_when_stderr_is_not_a_terminal() {
     assert!(stderr.contains("wrote unit file"), "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
 }
+
+/// Issue 12, item 11: the shipped `mcrecover@.service` writes a rootless
+/// platform user's home only below /srv or /home; check-config warns (at the
+/// `home` key, with the drop-in that fixes it) about a home elsewhere.
+#[test]
+fn check_config_warns_about_a_home_the_rootless_unit_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("m.toml");
+    let text_for = |home: &str| {
+        format!(
+            "[platform]\nname = \"p\"\nmode = \"rootless\"\nuser = \"mcp\"\nuid = 850\ngid = 850\n\
+             home = \"{home}\"\n\n[[stages]]\nname = \"s\"\nservices = [\"a\"]\n\n\
+             [services.a]\nimage = \"a:1\"\n"
+        )
+    };
+    std::fs::write(&cfg, text_for("/var/lib/mcp")).unwrap();
+    let out = mcrecover(&cfg, &["check-config"], &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!("{}:7:1: warning: platform.home", cfg.display())),
+        "{err}"
+    );
+    assert!(err.contains("ReadWritePaths=/var/lib/mcp"), "{err}");
+    let out = mcrecover(&cfg, &["check-config", "--strict"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    for home in ["/home/mcp", "/srv/mcp"] {
+        std::fs::write(&cfg, text_for(home)).unwrap();
+        let out = mcrecover(&cfg, &["check-config", "--strict"], &[]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{home}: {err}");
+        assert!(!err.contains("platform.home"), "{home}: {err}");
+    }
+}

@@ -371,4 +371,46 @@ echo PROBE-DONE
     );
     assert!(sb.host_path("/srv/mcp/vol/quarantine/T/data.db").exists());
     assert!(sb.host_path("/var/lib/mcrecover/850/probe").exists());
+
+    // ---- rootless with the home under /home (issue 12, item 11): the
+    // user's own home is there and writable (its quadlet directory), /root
+    // is still hidden. /home is the sandbox's own overlay.
+    let user = mcrecover_testbed::RootlessUser {
+        name: "mchome".into(),
+        uid: 851,
+        home: "/home/mchome".into(),
+    };
+    mcrecover_testbed::ensure_host_user(&user).unwrap();
+    sb.overlay_dir("/home").unwrap();
+    sb.run_ok(&["mkdir", "-p", "/home/mchome"]).unwrap();
+    sb.run_ok(&["chown", "851:851", "/home/mchome"]).unwrap();
+    let script = "set -ex
+test \"$HOME\" = /home/mchome
+mkdir -p \"$HOME/.config/containers/systemd\"
+echo '# rendered' > \"$HOME/.config/containers/systemd/probe.container\"
+test -z \"$(ls -A /root)\"
+echo PROBE-DONE
+";
+    sb.write_file("/srv/probe-home.sh", script.as_bytes())
+        .unwrap();
+    sb.write_file(
+        "/etc/systemd/system/mcrecover-probehome@.service",
+        probe_unit("mcrecover@.service", "/bin/sh /srv/probe-home.sh").as_bytes(),
+    )
+    .unwrap();
+    sb.run_ok(&["systemctl", "daemon-reload"]).unwrap();
+    let out = sb.run(&["systemctl", "start", "mcrecover-probehome@851.service"]);
+    let log = sandbox_service_output(&sb, "mcrecover-probehome@851.service");
+    eprintln!("{log}");
+    assert!(
+        out.status.success() && log.contains("PROBE-DONE"),
+        "hardened rootless probe with its home in /home failed: {}\n{log}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sb.run_ok(&[
+        "test",
+        "-s",
+        "/home/mchome/.config/containers/systemd/probe.container",
+    ])
+    .unwrap();
 }

@@ -35,12 +35,16 @@ pub(super) fn check(path: &Path, json: bool, strict: bool) -> Result<u8, Exit> {
         .iter()
         .filter(|p| p.severity == Severity::Error)
         .count();
-    let warnings = problems.len() - errors;
+    let home = home_warning(cfg, path);
+    if let Some(w) = &home {
+        eprintln!("{w}");
+    }
+    let warnings = problems.len() - errors + usize::from(home.is_some());
     if errors > 0 || (strict && warnings > 0) {
         let what = if errors > 0 {
             format!("{errors} named file(s) cannot be used")
         } else {
-            format!("{warnings} named file(s) missing or unreadable here (--strict)")
+            format!("{warnings} warning(s) (--strict)")
         };
         return Err(Exit(
             EXIT_CONFIG,
@@ -65,6 +69,44 @@ pub(super) fn check(path: &Path, json: bool, strict: bool) -> Result<u8, Exit> {
         );
     }
     Ok(0)
+}
+
+/// Where the shipped `mcrecover@.service` lets the rootless daemon write
+/// (`ProtectSystem=strict`, `ReadWritePaths=-/srv`, `ProtectHome=tmpfs` with
+/// `/home` bound back).
+const WRITABLE_HOMES: [&str; 2] = ["/srv", "/home"];
+
+/// A rootless platform user's home the shipped unit cannot write (it renders
+/// units below it): the warning, at the `home` key.
+fn home_warning(cfg: &Config, path: &Path) -> Option<String> {
+    if cfg.platform.mode != config::Mode::Rootless {
+        return None;
+    }
+    let user = cfg.platform.user.as_ref()?;
+    if WRITABLE_HOMES.iter().any(|d| user.home.starts_with(d)) {
+        return None;
+    }
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let at = text
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| {
+            let col = l.len() - l.trim_start().len();
+            let key = l.trim_start();
+            (key.starts_with("home") && key[4..].trim_start().starts_with('='))
+                .then(|| format!("{}:{}:{}", path.display(), i + 1, col + 1))
+        })
+        .unwrap_or_else(|| path.display().to_string());
+    Some(format!(
+        "{at}: warning: platform.home = {:?}: the shipped mcrecover@.service (ProtectSystem=strict, \
+         ProtectHome=tmpfs) lets the daemon write only below /srv and /home, and it renders \
+         the platform's units below this home\n  help: move the home below /srv or /home, or \
+         give the daemon's unit a drop-in: `systemctl edit mcrecover@{}.service` with \
+         `[Service]` `ReadWritePaths={}`",
+        user.home.display(),
+        user.uid,
+        user.home.display()
+    ))
 }
 
 /// `plan`: the plan as text, JSON or Graphviz.
