@@ -2,7 +2,7 @@
 //! checks out of it, deserialize the rest into the raw structs, validate each
 //! table, then hand over to `validate` for the cross-references.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde::Deserialize;
@@ -119,9 +119,11 @@ fn parse_in(ctx: &Ctx<'_>, path: &Path) -> Result<Config, ConfigError> {
         ));
     }
     let mut stages: Vec<LoadedStage> = Vec::with_capacity(raw_stages.len());
+    // Stage names seen so far, with their index (not a scan per stage).
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(raw_stages.len());
     for raw_stage in raw_stages {
         let stage = load_stage(&ctx, &raw_stage)?;
-        if let Some(first) = stages.iter().find(|s| s.stage.name == stage.name) {
+        if let Some(first) = seen.get(&stage.name).and_then(|&i| stages.get(i)) {
             return Err(ctx.err(
                 span_or(raw_stage.get_ref().name.as_ref(), &raw_stage.span()),
                 format!("stage `{}` is defined twice", stage.name),
@@ -131,6 +133,7 @@ fn parse_in(ctx: &Ctx<'_>, path: &Path) -> Result<Config, ConfigError> {
                 ),
             ));
         }
+        seen.insert(stage.name.clone(), stages.len());
         stages.push(LoadedStage {
             raw: raw_stage,
             stage,

@@ -3,6 +3,7 @@
 //! included) and host port conflicts.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::ops::Range;
 
 use super::error::{ConfigError, Ctx};
@@ -291,20 +292,66 @@ fn describe(p: &PortMapping) -> String {
     }
 }
 
+/// A published host port mapping: service, mapping, span of the entry.
+type Mapping<'a> = (&'a str, &'a PortMapping, Range<usize>);
+
+/// The mappings published so far on one host port and protocol, indexed so
+/// that the first one a new mapping clashes with is found without a scan:
+/// a wildcard mapping (no IP, or 0.0.0.0 / ::) clashes with the first of
+/// them all, one on an address with the first wildcard one or the first on
+/// the same address, whichever came first.
+#[derive(Default)]
+struct OnPort<'a> {
+    /// (position in file order, mapping)
+    first: Option<(usize, Mapping<'a>)>,
+    first_wildcard: Option<(usize, Mapping<'a>)>,
+    first_on: HashMap<IpAddr, (usize, Mapping<'a>)>,
+}
+
+fn is_wildcard(p: &PortMapping) -> bool {
+    p.host_ip.is_none_or(|ip| ip.is_unspecified())
+}
+
+impl<'a> OnPort<'a> {
+    fn clash(&self, port: &PortMapping) -> Option<&Mapping<'a>> {
+        let found = match port.host_ip.filter(|_| !is_wildcard(port)) {
+            None => self.first.as_ref(),
+            Some(ip) => match (self.first_wildcard.as_ref(), self.first_on.get(&ip)) {
+                (Some(w), Some(o)) => Some(if w.0 < o.0 { w } else { o }),
+                (w, o) => w.or(o),
+            },
+        };
+        found.map(|(_, m)| m)
+    }
+
+    fn add(&mut self, position: usize, m: Mapping<'a>) {
+        let port = m.1;
+        match port.host_ip.filter(|_| !is_wildcard(port)) {
+            None => {
+                self.first_wildcard
+                    .get_or_insert_with(|| (position, m.clone()));
+            }
+            Some(ip) => {
+                self.first_on
+                    .entry(ip)
+                    .or_insert_with(|| (position, m.clone()));
+            }
+        }
+        self.first.get_or_insert((position, m));
+    }
+}
+
 fn port_conflicts(ctx: &Ctx<'_>, services: &[LoadedService]) -> Result<(), ConfigError> {
-    let mut seen: Vec<(&str, &PortMapping, Range<usize>)> = Vec::new();
+    // Only mappings of the same host port and protocol can clash.
+    let mut published: HashMap<(u16, Proto), OnPort<'_>> = HashMap::new();
+    let mut position = 0;
     for s in services {
         let (Some(c), Some(raw_ports)) = (&s.service.container, &s.raw.get_ref().ports) else {
             continue;
         };
         for (port, raw) in c.ports.iter().zip(raw_ports.get_ref()) {
-            let wildcard = |p: &PortMapping| p.host_ip.is_none_or(|ip| ip.is_unspecified());
-            let clash = seen.iter().find(|(_, q, _)| {
-                q.host_port == port.host_port
-                    && q.proto == port.proto
-                    && (wildcard(q) || wildcard(port) || q.host_ip == port.host_ip)
-            });
-            if let Some((other, q, first)) = clash {
+            let on_port = published.entry((port.host_port, port.proto)).or_default();
+            if let Some((other, q, first)) = on_port.clash(port) {
                 let whom = format!("service `{other}` already publishes it");
                 return Err(ctx.err(
                     raw.span(),
@@ -315,8 +362,60 @@ fn port_conflicts(ctx: &Ctx<'_>, services: &[LoadedService]) -> Result<(), Confi
                     ),
                 ));
             }
-            seen.push((s.key.get_ref(), port, raw.span()));
+            on_port.add(position, (s.key.get_ref(), port, raw.span()));
+            position += 1;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// [`OnPort`] finds the mapping the linear scan it replaced found:
+        /// the first earlier one on the same port and protocol where either
+        /// is a wildcard or both bind the same address.
+        #[test]
+        fn port_index_agrees_with_a_scan(
+            list in proptest::collection::vec((1u16..4, any::<bool>(), 0usize..7), 0..24)
+        ) {
+            let ips: [Option<IpAddr>; 7] = [
+                None,
+                "0.0.0.0".parse().ok(),
+                "::".parse().ok(),
+                "127.0.0.1".parse().ok(),
+                "127.0.0.2".parse().ok(),
+                "::1".parse().ok(),
+                "::ffff:127.0.0.1".parse().ok(),
+            ];
+            let ports: Vec<PortMapping> = list
+                .iter()
+                .map(|&(host_port, udp, ip)| PortMapping {
+                    host_ip: ips[ip],
+                    host_port,
+                    container_port: 80,
+                    proto: if udp { Proto::Udp } else { Proto::Tcp },
+                    raw: String::new(),
+                })
+                .collect();
+            let mut published: HashMap<(u16, Proto), OnPort<'_>> = HashMap::new();
+            for (i, port) in ports.iter().enumerate() {
+                let scan = ports[..i].iter().position(|q| {
+                    q.host_port == port.host_port
+                        && q.proto == port.proto
+                        && (is_wildcard(q) || is_wildcard(port) || q.host_ip == port.host_ip)
+                });
+                let on_port = published.entry((port.host_port, port.proto)).or_default();
+                let indexed = on_port.clash(port).map(|m| m.2.start);
+                prop_assert_eq!(indexed, scan);
+                on_port.add(i, ("s", port, i..i + 1));
+            }
+        }
+    }
 }
