@@ -446,6 +446,9 @@ fn crash_loop_escalates_runs_the_hook_and_ack_rearms() {
     assert_eq!(state_of(&st, "mcq"), "escalated");
     assert_eq!(service(&st, "mcq")["total_restarts"], total);
     assert_eq!(p.hook_runs(), [event_id]);
+    // After a boot recovery, a crash loop, an escalation with its hook:
+    // the unit's limits (issue 12, item 12) have room.
+    p.assert_limits_have_room("after a crash loop and an escalation");
 
     // Fixed, then acked: re-armed, restarted, healthy.
     p.clear_fault("/srv/mcq");

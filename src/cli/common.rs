@@ -91,10 +91,13 @@ pub(super) fn sys<E: Into<anyhow::Error>>(e: E) -> Exit {
 
 /// The runtime of every command: two worker threads whatever the host's
 /// core count (the work is waiting on systemd, podman and sockets; each
-/// further thread only adds stacks and malloc arenas to the daemon's RSS).
+/// further thread only adds stacks and malloc arenas to the daemon's RSS),
+/// and at most 16 threads for blocking work (file moves of a quarantine,
+/// journal reads), so the shipped units' `TasksMax=` holds with room.
 pub(super) fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .max_blocking_threads(16)
         .enable_all()
         .build()
         .map_err(sys)

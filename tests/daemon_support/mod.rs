@@ -295,6 +295,43 @@ impl Platform {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// The daemon's peak RSS (KiB, `VmHWM`) and thread count now, from
+    /// /proc of its main process.
+    pub fn footprint(&self) -> (u64, u64) {
+        let pid = self.prop(DAEMON, "MainPID");
+        let out = self.sb.run(&["cat", &format!("/proc/{pid}/status")]);
+        let status = String::from_utf8_lossy(&out.stdout).into_owned();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status:\n{status}"))
+        };
+        (field("VmHWM:"), field("Threads:"))
+    }
+
+    /// Checks that the shipped unit's `MemoryMax=` and `TasksMax=` leave
+    /// at least 4x room above what the daemon used so far (peak RSS,
+    /// threads), and prints the figures (`FOOTPRINT ...`).
+    pub fn assert_limits_have_room(&self, what: &str) {
+        let (hwm_kib, threads) = self.footprint();
+        let max: u64 = self.prop(DAEMON, "MemoryMax").parse().unwrap_or(u64::MAX);
+        let tasks: u64 = self.prop(DAEMON, "TasksMax").parse().unwrap_or(u64::MAX);
+        eprintln!(
+            "FOOTPRINT {what}: peak RSS {hwm_kib} KiB, {threads} threads; MemoryMax={max} TasksMax={tasks}"
+        );
+        assert!(
+            hwm_kib * 1024 * 4 <= max,
+            "{what}: peak RSS {hwm_kib} KiB vs MemoryMax={max}"
+        );
+        assert!(
+            threads * 4 <= tasks,
+            "{what}: {threads} threads vs TasksMax={tasks}"
+        );
+    }
+
     /// The daemon's "restart issued" entries for `unit`, oldest first.
     pub fn restarts_of(&self, unit: &str) -> Vec<Value> {
         self.entries(RESTART_ID)
