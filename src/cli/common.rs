@@ -181,6 +181,37 @@ pub(super) fn summary(r: &render::WriteReport) -> String {
     s
 }
 
+/// Exec checks run as transient units of the platform's manager, as the
+/// daemon runs them (contained, leftovers killed); as children only when
+/// the manager cannot be reached.
+pub(super) async fn exec_via(cfg: &Config) -> mcrecover::check::ExecVia {
+    let has_exec = cfg
+        .services
+        .values()
+        .any(|s| s.checks.iter().any(|c| c.kind.kind_name() == "exec"));
+    if !has_exec {
+        return mcrecover::check::ExecVia::Child;
+    }
+    let system = cfg.platform.mode == mcrecover::config::Mode::Rootful;
+    let target = if system {
+        mcrecover::drive::BusTarget::System
+    } else {
+        mcrecover::drive::BusTarget::User
+    };
+    match mcrecover::drive::Systemd::connect(&target).await {
+        Ok(sd) => mcrecover::check::ExecVia::Unit(mcrecover::check::UnitExec {
+            sd,
+            system,
+            default_user: cfg.platform.user.as_ref().map(|u| u.name.clone()),
+            hide: Vec::new(),
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "exec checks run as child processes: the service manager is unreachable");
+            mcrecover::check::ExecVia::Child
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,11 +1,9 @@
 //! `gate --stage NAME`: what the generated gate units run.
 
-use mcrecover::check::{ExecVia, UnitExec};
-use mcrecover::config::{Config, Mode};
-use mcrecover::drive::{BusTarget, Systemd};
+use mcrecover::config::Config;
 use mcrecover::{plan, recover};
 
-use super::common::{runtime, Exit, EXIT_CONFIG};
+use super::common::{exec_via, runtime, Exit, EXIT_CONFIG};
 
 /// Wait until the stage's checks pass: 0 healthy, 1 not within its timeout.
 pub(super) fn run(cfg: &Config, stage: &str) -> Result<u8, Exit> {
@@ -32,35 +30,4 @@ pub(super) fn run(cfg: &Config, stage: &str) -> Result<u8, Exit> {
             Ok(1)
         }
     })
-}
-
-/// Exec checks run as transient units of the platform's manager, as the
-/// daemon runs them (contained, leftovers killed); as children only when
-/// the manager cannot be reached.
-async fn exec_via(cfg: &Config) -> ExecVia {
-    let has_exec = cfg
-        .services
-        .values()
-        .any(|s| s.checks.iter().any(|c| c.kind.kind_name() == "exec"));
-    if !has_exec {
-        return ExecVia::Child;
-    }
-    let system = cfg.platform.mode == Mode::Rootful;
-    let target = if system {
-        BusTarget::System
-    } else {
-        BusTarget::User
-    };
-    match Systemd::connect(&target).await {
-        Ok(sd) => ExecVia::Unit(UnitExec {
-            sd,
-            system,
-            default_user: cfg.platform.user.as_ref().map(|u| u.name.clone()),
-            hide: Vec::new(),
-        }),
-        Err(e) => {
-            tracing::warn!(error = %e, "exec checks run as child processes: the service manager is unreachable");
-            ExecVia::Child
-        }
-    }
 }

@@ -3,7 +3,7 @@
 use mcrecover::check;
 use mcrecover::config::Config;
 
-use super::common::{runtime, sys, Exit};
+use super::common::{exec_via, runtime, sys, Exit};
 
 /// `verify [--json]`: 0 when every check passed, 1 otherwise.
 pub(super) fn run(cfg: &Config, json: bool) -> Result<u8, Exit> {
@@ -17,7 +17,12 @@ async fn verify(cfg: &Config, json: bool) -> Result<u8, Exit> {
             all.push((svc.name.clone(), c.clone()));
         }
     }
-    let outcomes = futures_util::future::join_all(all.iter().map(|(_, c)| check::probe(c))).await;
+    // Exec checks as the daemon runs them (a transient unit of the
+    // platform's manager, as the platform user by default), so that verify
+    // and the daemon agree.
+    let via = exec_via(cfg).await;
+    let outcomes =
+        futures_util::future::join_all(all.iter().map(|(_, c)| check::probe_with(c, &via))).await;
     let failed = outcomes.iter().filter(|o| !o.ok).count();
     if json {
         let rows: Vec<serde_json::Value> = all
