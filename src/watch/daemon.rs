@@ -8,7 +8,7 @@
 //! the runner; everything else reaches it as events.
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -467,6 +467,27 @@ impl Shell {
         });
     }
 
+    /// Reads, validates and plans the configuration on a blocking thread,
+    /// pinging the watchdog meanwhile (a large configuration must never
+    /// make the daemon miss a ping).
+    async fn parse_off_loop(&self) -> Result<(Config, plan::Plan), String> {
+        let path = self.opts.config_path.clone();
+        let mut task = tokio::task::spawn_blocking(move || {
+            let new = load_config(&path).map_err(|e| e.to_string())?;
+            let plan = plan::build(&new).map_err(|e| e.to_string())?;
+            Ok::<_, String>((new, plan))
+        });
+        let mut ping = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                r = &mut task => {
+                    return r.map_err(|e| format!("reading the configuration: {e}"))?;
+                }
+                _ = ping.tick() => self.notifier.watchdog(),
+            }
+        }
+    }
+
     /// Reload the configuration: validate first, keep the running one on
     /// error; re-install (only changed files are written, systemd reloaded
     /// only then); then a fresh engine with the same history ramps the
@@ -474,8 +495,7 @@ impl Shell {
     /// jobs are no-ops, their checks pass at once).
     async fn reload(&mut self, runner: &mut Runner) -> ApiReply {
         self.notifier.reloading();
-        let new = load_config(&self.opts.config_path).map_err(|e| e.to_string())?;
-        let plan = plan::build(&new).map_err(|e| e.to_string())?;
+        let (new, plan) = self.parse_off_loop().await?;
         let Some(sd) = runner.systemd().cloned() else {
             return Err("systemd is unreachable; reload not done".to_owned());
         };
