@@ -14,6 +14,11 @@ pub const REQUIRE_E2E_ENV: &str = "MCRECOVER_REQUIRE_E2E";
 pub const QUADLET_ENV: &str = "MCRECOVER_QUADLET";
 /// Environment variable naming a prebuilt stand-in binary (skips `cargo build -p mcrecover-standin`).
 pub const STANDIN_ENV: &str = "MCRECOVER_STANDIN";
+/// Environment variable naming the Debian trixie root filesystem of [`crate::Base::Trixie`] (what
+/// `scripts/build-trixie-rootfs` prints; `.ci/run` exports it).
+pub const TRIXIE_ROOTFS_ENV: &str = "MCRECOVER_TRIXIE_ROOTFS";
+/// The command that builds the trixie root filesystem and prints its path.
+pub const TRIXIE_BUILD_COMMAND: &str = "scripts/build-trixie-rootfs";
 
 /// Programs a sandbox needs on the host, with the Debian package that provides each.
 const REQUIRED_PROGRAMS: &[(&str, &str)] = &[
@@ -65,6 +70,53 @@ pub fn quadlet_binary() -> Option<PathBuf> {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join(".cache/quadlet/quadlet"));
     path.is_file().then_some(path)
+}
+
+/// The trixie root filesystem built by `scripts/build-trixie-rootfs`: env `MCRECOVER_TRIXIE_ROOTFS`
+/// if set, else the newest complete tree `/var/tmp/mcrecover-trixie-*/rootfs` (the script's default
+/// place; the script removes trees of older recipes). `None` unless it holds `/lib/systemd/systemd`.
+pub fn trixie_rootfs() -> Option<PathBuf> {
+    let usable =
+        |p: &Path| p.join("lib/systemd/systemd").exists() && p.join("usr/bin/podman").exists();
+    if let Some(env) = std::env::var_os(TRIXIE_ROOTFS_ENV).filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(env);
+        return usable(&p).then_some(p);
+    }
+    let dir = std::fs::read_dir("/var/tmp").ok()?;
+    let mut trees: Vec<(std::time::SystemTime, PathBuf)> = dir
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("mcrecover-trixie-")
+        })
+        .filter_map(|e| {
+            let stamp = std::fs::metadata(e.path().join(".complete")).ok()?;
+            Some((stamp.modified().ok()?, e.path().join("rootfs")))
+        })
+        .filter(|(_, p)| usable(p))
+        .collect();
+    trees.sort();
+    trees.pop().map(|(_, p)| p)
+}
+
+/// Why the trixie base cannot be used here (with the command that fixes it), or `None`.
+pub fn trixie_missing() -> Option<String> {
+    if trixie_rootfs().is_some() {
+        return None;
+    }
+    let root = workspace_root();
+    Some(match std::env::var_os(TRIXIE_ROOTFS_ENV) {
+        Some(v) if !v.is_empty() => format!(
+            "{TRIXIE_ROOTFS_ENV}={} is not a trixie root filesystem (no lib/systemd/systemd or usr/bin/podman); build it with `{}/{TRIXIE_BUILD_COMMAND}` (as root, ~5 min) and export {TRIXIE_ROOTFS_ENV}=<the path it prints>",
+            PathBuf::from(v).display(),
+            root.display()
+        ),
+        _ => format!(
+            "no Debian trixie root filesystem; build it with `export {TRIXIE_ROOTFS_ENV}=$({}/{TRIXIE_BUILD_COMMAND})` (as root, ~5 min)",
+            root.display()
+        ),
+    })
 }
 
 /// Whether `MCRECOVER_REQUIRE_E2E` is set to something other than empty/`0`.

@@ -33,9 +33,39 @@ sysctl -q -w net.ipv4.ip_unprivileged_port_start=0
 # address already in use"). Per network namespace, so only this sandbox's.
 sysctl -q -w net.ipv4.ip_local_port_range="60000 65000"
 hostname "$(cat "$seed/hostname")"
+# Base trixie (seed/rootfs names its root filesystem): an overlay on it (upper layer on a tmpfs of
+# this sandbox; the tree itself is never written), the kernel filesystems, /dev, and the state dir
+# at its host path (rootful podman storage, logs), then pivot_root into it. Everything below (and
+# systemd) then runs from trixie's /usr.
+if [ -s "$seed/rootfs" ]; then
+    lower="$(cat "$seed/rootfs")"
+    new="$state/root"
+    mkdir -p "$new" "$state/layer"
+    mount -t tmpfs -o mode=0755 tmpfs "$state/layer"
+    mkdir -p "$state/layer/upper" "$state/layer/work"
+    mount -t overlay overlay \
+        -o "lowerdir=$lower,upperdir=$state/layer/upper,workdir=$state/layer/work" "$new"
+    mount -t proc proc "$new/proc"
+    mount -t sysfs sysfs "$new/sys"
+    mount -t cgroup2 cgroup2 "$new/sys/fs/cgroup"
+    mount --rbind /dev "$new/dev"
+    mkdir -p "$new$state"
+    mount --bind "$state" "$new$state"
+    if [ -d "$seed/etc-base" ]; then cp -a "$seed/etc-base/." "$new/etc/"; fi
+    cd "$new"
+    mkdir -p oldroot
+    pivot_root . oldroot
+    cd /
+    umount -l /oldroot
+    rmdir /oldroot 2>/dev/null || true
+fi
 if [ -e /etc/hostname ]; then mount --bind "$seed/hostname" /etc/hostname; fi
 mount -t tmpfs -o mode=0755 tmpfs /run
 mount -t tmpfs -o mode=1777 tmpfs /tmp
+# podman's container locks live in /dev/shm (libpod_lock, 2048 of them): a private one per sandbox,
+# or every sandbox allocates from (and `system refresh` frees) the host's and the others' (seen:
+# "allocating lock for new container: exceeded num_locks (2048)").
+mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
 mount -t tmpfs -o mode=0755 tmpfs /etc/containers
 mount -t tmpfs -o mode=0755 tmpfs /srv
 # A journal of its own (persistent storage kind, so per-user journal files exist and rootless

@@ -20,13 +20,14 @@ pub use ca::TestCa;
 pub use error::TestbedError;
 pub use host::{
     check_prerequisites, e2e_gate, e2e_required, ensure_host_user, quadlet_binary, target_dir,
-    testbed_dir, workspace_root, RootlessUser, QUADLET_ENV, REQUIRE_E2E_ENV, STANDIN_ENV,
+    testbed_dir, trixie_missing, trixie_rootfs, workspace_root, RootlessUser, QUADLET_ENV,
+    REQUIRE_E2E_ENV, STANDIN_ENV, TRIXIE_BUILD_COMMAND, TRIXIE_ROOTFS_ENV,
 };
 pub use images::{
     metacircular_service, metacircular_srv_dirs, shared_libraries, standin_binary, ImageSet,
     ImageSpec, StandinService, INDEX_HTML, METACIRCULAR_REGISTRY, METACIRCULAR_SERVICES,
 };
 pub use sandbox::{
-    process_start, processes_in_namespace, reap_stale, Sandbox, SandboxInfo, SandboxOptions,
-    CIDFILE_DROPIN, CONTAINERS_CONF,
+    process_start, processes_in_namespace, reap_stale, Base, Sandbox, SandboxInfo, SandboxOptions,
+    CIDFILE_DROPIN, CONTAINERS_CONF, CONTAINERS_CONF_TRIXIE,
 };

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mcrecover_testbed::{ImageSet, RootlessUser, Sandbox, SandboxOptions, TestbedError};
+use mcrecover_testbed::{Base, ImageSet, RootlessUser, Sandbox, SandboxOptions, TestbedError};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +31,11 @@ enum Cmd {
         /// Shape: `metacircular` (rootless mcp, all /srv dirs, quadlet if found) or `bare`.
         #[arg(long, default_value = "metacircular")]
         profile: String,
+        /// Root filesystem: `host` (this machine's) or `trixie` (Debian trixie: systemd 257,
+        /// podman 5.4, native quadlet; built by scripts/build-trixie-rootfs, found via
+        /// MCRECOVER_TRIXIE_ROOTFS or /var/tmp/mcrecover-trixie-*).
+        #[arg(long, default_value = "host")]
+        base: String,
         /// Load the example's stand-in images into the rootless user's storage (metacircular).
         #[arg(long)]
         images: bool,
@@ -99,15 +104,18 @@ fn run(cli: Cli) -> Result<ExitCode, TestbedError> {
         Cmd::Up {
             state,
             profile,
+            base,
             images,
             user_manager,
             foreground,
             bins,
         } => {
+            let base = Base::from_name(&base)?;
             let opts = match profile.as_str() {
-                "metacircular" => SandboxOptions::metacircular("testbed-up"),
+                "metacircular" => SandboxOptions::metacircular_on("testbed-up", base),
                 "bare" => SandboxOptions {
                     name: "testbed-up".into(),
+                    base,
                     ..SandboxOptions::default()
                 },
                 other => return Err(TestbedError::Sandbox(format!("unknown profile {other:?}"))),

@@ -32,6 +32,65 @@ const POLL: Duration = Duration::from_millis(100);
 /// sandbox's cgroup v2 view, bounded ulimits (no CAP_SYS_RESOURCE), runc (crun raises MEMLOCK).
 pub const CONTAINERS_CONF: &str = "[containers]\npids_limit = 0\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\n[engine]\nruntime = \"runc\"\nevents_logger = \"journald\"\n";
 
+/// `containers.conf` for podman 5.4 on the [`Base::Trixie`] root filesystem: crun (its default
+/// runtime; runc is not installed there), no pids controller, bounded ulimits.
+pub const CONTAINERS_CONF_TRIXIE: &str = "[containers]\npids_limit = 0\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\n[engine]\nevents_logger = \"journald\"\n";
+
+/// The root filesystem a sandbox's systemd boots on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Base {
+    /// The host's own root filesystem (Debian bookworm here: systemd 252, podman 4.3 with runc,
+    /// the fetched quadlet 5.4 generator plus the cidfile drop-in), with tmpfs over `/run`, `/tmp`,
+    /// `/srv`, `/etc/containers`. The default.
+    #[default]
+    Host,
+    /// A Debian trixie root filesystem built by `scripts/build-trixie-rootfs` (systemd 257, podman
+    /// 5.4 with crun and pasta, its NATIVE quadlet generator; no cidfile drop-in): the read-only
+    /// lower layer of an overlay whose upper layer is a tmpfs of this sandbox, entered with
+    /// `pivot_root`. Rootful podman storage stays on the host's disk (bind-mounted state dir:
+    /// overlay storage cannot live on overlayfs); the rootless user (or, in a rootful sandbox,
+    /// `mcp`, the example's platform user that rootful hooks and exec checks run as) is added to
+    /// the sandbox's copies of `/etc/passwd`, `group`, `shadow`, `subuid`, `subgid`.
+    Trixie(PathBuf),
+}
+
+impl Base {
+    /// The trixie base with the root filesystem [`crate::trixie_rootfs`] finds, or a
+    /// [`TestbedError::Prerequisite`] naming the command that builds it.
+    pub fn trixie() -> Result<Base, TestbedError> {
+        crate::host::trixie_rootfs()
+            .map(Base::Trixie)
+            .ok_or_else(|| {
+                TestbedError::Prerequisite(crate::host::trixie_missing().unwrap_or_default())
+            })
+    }
+
+    /// `host` or `trixie` (the `testbed up --base` names).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Base::Host => "host",
+            Base::Trixie(_) => "trixie",
+        }
+    }
+
+    /// The base named `host` or `trixie`.
+    pub fn from_name(name: &str) -> Result<Base, TestbedError> {
+        match name {
+            "host" => Ok(Base::Host),
+            "trixie" => Base::trixie(),
+            other => Err(TestbedError::Sandbox(format!(
+                "unknown base {other:?} (host or trixie)"
+            ))),
+        }
+    }
+
+    /// Whether quadlet is the base's own (trixie) rather than a copied-in generator.
+    pub fn native_quadlet(&self) -> bool {
+        matches!(self, Base::Trixie(_))
+    }
+}
+
 /// The harness-only drop-in fixing quadlet 5.x units on podman 4.3 (stale `%t/%N.cid`), installed
 /// for all system services and, when there is a rootless user, all user services.
 pub const CIDFILE_DROPIN: &str = "[Service]\nExecStartPre=-/bin/rm -f %t/%N.cid\n";
@@ -39,10 +98,13 @@ pub const CIDFILE_DROPIN: &str = "[Service]\nExecStartPre=-/bin/rm -f %t/%N.cid\
 /// How to build a sandbox.
 #[derive(Debug, Clone)]
 pub struct SandboxOptions {
+    /// The root filesystem to boot ([`Base::Host`] by default).
+    pub base: Base,
     /// The platform user for rootless podman (created on the host if missing; home on the
     /// sandbox's `/srv` tmpfs, owned by it, with `~/.config/containers/storage.conf`).
     pub rootless_user: Option<RootlessUser>,
-    /// A quadlet binary to install as the system AND user generator.
+    /// A quadlet binary to install as the system AND user generator (host base only; ignored on
+    /// [`Base::Trixie`], whose podman has its own generator).
     pub quadlet_generator: Option<PathBuf>,
     /// Directories to create under `/srv` (relative, e.g. `mcns`, `mcr/web`); each gets
     /// `.standin/ca.pem` + `.standin/ca.key`; owned by the rootless user when there is one.
@@ -58,6 +120,7 @@ pub struct SandboxOptions {
 impl Default for SandboxOptions {
     fn default() -> Self {
         Self {
+            base: Base::Host,
             rootless_user: None,
             quadlet_generator: None,
             srv_dirs: Vec::new(),
@@ -80,6 +143,22 @@ impl SandboxOptions {
             ..Self::default()
         }
     }
+
+    /// [`SandboxOptions::metacircular`] on `base`: on [`Base::Trixie`] the native quadlet generator
+    /// is used (no binary is copied in).
+    pub fn metacircular_on(name: &str, base: Base) -> Self {
+        let mut opts = Self::metacircular(name);
+        if base.native_quadlet() {
+            opts.quadlet_generator = None;
+        }
+        opts.base = base;
+        opts
+    }
+
+    /// Whether the sandbox will have a quadlet generator (copied in, or the base's own).
+    pub fn has_quadlet(&self) -> bool {
+        self.base.native_quadlet() || self.quadlet_generator.is_some()
+    }
 }
 
 /// What identifies a running sandbox; `state.json` in its state directory, and what `testbed up`
@@ -100,8 +179,11 @@ pub struct SandboxInfo {
     pub hostname: String,
     /// The rootless platform user, if any.
     pub rootless_user: Option<RootlessUser>,
-    /// Whether the quadlet generator is installed.
+    /// Whether a quadlet generator is there (installed, or the base's own).
     pub quadlet: bool,
+    /// The root filesystem it booted (`host` when absent from an older `state.json`).
+    #[serde(default)]
+    pub base: Base,
     /// The `/srv` directories created.
     pub srv_dirs: Vec<String>,
     /// Host path of the CA certificate (also at `/srv/mcp/ca.pem` inside).
@@ -275,6 +357,61 @@ fn kill_info(info: &SandboxInfo) {
     remove_cgroup(&info.cgroup);
 }
 
+/// The trixie root filesystem's `/etc/passwd`, `group`, `shadow`, `subuid` and `subgid` plus
+/// `user` (uid = gid, home, no login, member of `systemd-journal` so rootless `podman logs` and
+/// `journalctl --user` work, the same subordinate ranges as on the host), written to `dir`: the
+/// sandbox's init copies them into its overlay's `/etc` (the root filesystem stays untouched).
+fn write_user_db(rootfs: &Path, dir: &Path, user: &RootlessUser) -> Result<(), TestbedError> {
+    let read = |name: &str| -> Result<String, TestbedError> {
+        let p = rootfs.join("etc").join(name);
+        match std::fs::read_to_string(&p) {
+            Ok(t) => Ok(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(TestbedError::io("read", &p, e)),
+        }
+    };
+    let (name, uid) = (&user.name, user.uid);
+    let mine = |l: &&str| {
+        let first = l.split(':').next().unwrap_or("");
+        first != name && first != uid.to_string()
+    };
+    let keep = |text: &str| -> String {
+        text.lines()
+            .filter(mine)
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let passwd = format!(
+        "{}{name}:x:{uid}:{uid}::{}:/usr/sbin/nologin\n",
+        keep(&read("passwd")?),
+        user.home.display()
+    );
+    let mut group = String::new();
+    for line in read("group")?.lines().filter(mine) {
+        if line.starts_with("systemd-journal:") {
+            let sep = if line.ends_with(':') { "" } else { "," };
+            group.push_str(&format!("{line}{sep}{name}\n"));
+        } else {
+            group.push_str(line);
+            group.push('\n');
+        }
+    }
+    group.push_str(&format!("{name}:x:{uid}:\n"));
+    let shadow = format!("{}{name}:!:20000::::::\n", keep(&read("shadow")?));
+    let start = 1_000_000 + u64::from(uid) * 65_536;
+    let sub = format!("{name}:{start}:65536\n");
+    for (file, text, mode) in [
+        ("passwd", passwd, 0o644),
+        ("group", group, 0o644),
+        ("shadow", shadow, 0o640),
+        ("subuid", format!("{}{sub}", keep(&read("subuid")?)), 0o644),
+        ("subgid", format!("{}{sub}", keep(&read("subgid")?)), 0o644),
+    ] {
+        write_mode(&dir.join(file), text.as_bytes(), mode)?;
+    }
+    Ok(())
+}
+
 impl Sandbox {
     /// Boots a sandbox and waits until its `systemctl is-system-running` says `running` (or
     /// `degraded`, with a warning on stderr).
@@ -320,7 +457,8 @@ impl Sandbox {
                 state_dir: state_dir.clone(),
                 hostname: opts.hostname.clone(),
                 rootless_user: opts.rootless_user.clone(),
-                quadlet: opts.quadlet_generator.is_some(),
+                quadlet: opts.has_quadlet(),
+                base: opts.base.clone(),
                 srv_dirs: opts.srv_dirs.clone(),
                 ca_pem: state_dir.join("ca.pem"),
                 owner: Some((me, owner_start)),
@@ -359,16 +497,44 @@ impl Sandbox {
             b"[Unit]\nDescription=mcrecover testbed sandbox\nRequires=dbus.socket dbus.service\nAfter=dbus.socket dbus.service\n",
             0o644,
         )?;
-        write_mode(
-            &run.join("systemd/system/service.d/10-cidfile.conf"),
-            CIDFILE_DROPIN.as_bytes(),
-            0o644,
-        )?;
-        write_mode(
-            &run.join("systemd/user/service.d/10-cidfile.conf"),
-            CIDFILE_DROPIN.as_bytes(),
-            0o644,
-        )?;
+        let trixie = match &opts.base {
+            Base::Host => None,
+            Base::Trixie(rootfs) => Some(rootfs),
+        };
+        if let Some(rootfs) = trixie {
+            write_mode(
+                &seed.join("rootfs"),
+                rootfs.to_string_lossy().as_bytes(),
+                0o644,
+            )?;
+            // No kernel modules can be loaded in a container: the unit would only fail (and the
+            // manager report `degraded`).
+            mkdir(&run.join("systemd/system"))?;
+            let mask = run.join("systemd/system/systemd-modules-load.service");
+            std::os::unix::fs::symlink("/dev/null", &mask).map_err(io("symlink", &mask))?;
+            // Rootless quadlet units of podman >= 5.3 want podman-user-wait-network-online.service,
+            // which polls the SYSTEM's network-online.target for up to 90 s: with nothing pulling
+            // that target in, every start of a rootless container unit took 90 s. On a host it is
+            // reached at boot; here nothing waits for it (no network manager), so it is reached at
+            // once.
+            write_mode(
+                &run.join("systemd/system/sandbox.target.d/10-network-online.conf"),
+                b"[Unit]\nWants=network-online.target\nAfter=network-online.target\n",
+                0o644,
+            )?;
+        } else {
+            // Quadlet 5.4 units on podman 4.3 only (see CIDFILE_DROPIN).
+            write_mode(
+                &run.join("systemd/system/service.d/10-cidfile.conf"),
+                CIDFILE_DROPIN.as_bytes(),
+                0o644,
+            )?;
+            write_mode(
+                &run.join("systemd/user/service.d/10-cidfile.conf"),
+                CIDFILE_DROPIN.as_bytes(),
+                0o644,
+            )?;
+        }
         // The sandbox's journal is on a tmpfs over /var/log/journal (see init.sh); kernel
         // messages are the host's and stay out of it.
         write_mode(
@@ -377,7 +543,7 @@ impl Sandbox {
             0o644,
         )?;
         mkdir(&run.join("containers/systemd"))?;
-        if let Some(quadlet) = &opts.quadlet_generator {
+        if let (Some(quadlet), None) = (&opts.quadlet_generator, trixie) {
             for dest in [
                 "systemd/system-generators/podman-system-generator",
                 "systemd/user-generators/podman-user-generator",
@@ -392,9 +558,14 @@ impl Sandbox {
             }
         }
         let etc = seed.join("etc-containers");
+        let containers_conf = if trixie.is_some() {
+            CONTAINERS_CONF_TRIXIE
+        } else {
+            CONTAINERS_CONF
+        };
         write_mode(
             &etc.join("containers.conf"),
-            CONTAINERS_CONF.as_bytes(),
+            containers_conf.as_bytes(),
             0o644,
         )?;
         let storage = state.join("storage");
@@ -475,13 +646,21 @@ impl Sandbox {
             ] {
                 chown(&p, user.uid)?;
             }
-            write_mode(
-                &seed.join("cgroup-owner"),
-                user.uid.to_string().as_bytes(),
-                0o644,
-            )?;
+            if trixie.is_none() {
+                write_mode(
+                    &seed.join("cgroup-owner"),
+                    user.uid.to_string().as_bytes(),
+                    0o644,
+                )?;
+            }
             // Quadlet's rootless directory for this uid.
             mkdir(&etc.join(format!("systemd/users/{}", user.uid)))?;
+        }
+        if let Some(rootfs) = trixie {
+            // The platform user exists in a rootful sandbox too, as on the host (where
+            // `ensure_host_user` made it): rootful mcrecover runs hooks and exec checks as it.
+            let user = opts.rootless_user.clone().unwrap_or_else(RootlessUser::mcp);
+            write_user_db(rootfs, &seed.join("etc-base"), &user)?;
         }
         let ca_in_srv = mcp.join("ca.pem");
         write_mode(&ca_in_srv, self.ca.cert_pem.as_bytes(), 0o644)?;
