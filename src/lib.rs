@@ -10,6 +10,7 @@ pub mod check;
 pub mod config;
 pub mod diagnose;
 pub mod doctor;
+pub mod drift;
 pub mod drive;
 pub mod engine;
 pub mod images;

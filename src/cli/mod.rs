@@ -19,6 +19,7 @@ mod common;
 mod config;
 mod daemon;
 mod doctor;
+mod drift;
 mod gate;
 mod generate;
 mod images;
@@ -114,6 +115,16 @@ enum Command {
         /// Print the findings as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Per service, the image configured, running (tag and ID), archived and in the MCP
+    /// definitions; the differences with what to do. Exit 0 no drift, 1 drift.
+    Drift {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// A directory of MCP service definitions (or one file) to compare with; repeatable.
+        #[arg(long = "mcp-dir", value_name = "DIR")]
+        mcp_dirs: Vec<PathBuf>,
     },
     /// Image archives for a cold start (docs/images.md).
     Images {
@@ -320,6 +331,7 @@ fn run(cli: Cli) -> Result<u8, Exit> {
         Command::Verify { json } => verify::run(&load(path)?, json),
         Command::Images { cmd } => images::run(&load(path)?, cmd),
         Command::Doctor { json } => doctor::run(&load(path)?, json),
+        Command::Drift { json, mcp_dirs } => drift::run(&load(path)?, path, &mcp_dirs, json),
         Command::Daemon {
             no_install,
             state_dir,

@@ -22,6 +22,8 @@
 //! - [`all_present_via`]: whether every image is there (loads nothing);
 //! - [`presence_via`]: per image `present`, `absent` or `unknown`;
 //! - [`podman_via`]: any other podman command (e.g. `inspect`), bounded.
+//! - [`podman_query_via`]: a podman query whose standard output is wanted
+//!   (`ps`, `images` with `--format`), bounded.
 //!
 //! # "Absent" versus "cannot tell"
 //!
@@ -550,6 +552,43 @@ pub async fn podman_via(
     let what = args.join(" ");
     pm.run(args, podman::Input::Null, timeout, "command", &what)
         .await
+}
+
+/// What [`podman_query_via`] got: the run (exit status, stderr) and what
+/// podman printed on its standard output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodmanQuery {
+    /// The run: exit status, stderr (run directly), transient unit.
+    pub run: PodmanOutput,
+    /// Standard output, lossy UTF-8; run as a transient unit it is the
+    /// unit's whole output (stdout and stderr interleaved): parse only the
+    /// lines a `--format` template marks.
+    pub stdout: String,
+}
+
+/// Runs `podman ARGS` for its output (e.g. `["ps", "--all", "--format",
+/// TEMPLATE]`) against the platform's storage, podman run by `runner` (as
+/// [`podman_via`]: through `runuser` as the platform user when we are root
+/// on a rootless platform), within `timeout`; stdin is `/dev/null`.
+/// `Err` ([`ImagesError::cannot_tell`]) when it could not be run or did not
+/// finish in time; otherwise its status and output whatever they are.
+pub async fn podman_query_via(
+    cfg: &Config,
+    runner: &PodmanRunner,
+    args: &[&str],
+    timeout: std::time::Duration,
+) -> Result<PodmanQuery, ImagesError> {
+    let pm = Podman::for_config_via(cfg, runner)?;
+    let what = args.join(" ");
+    let (run, stdout) = pm.query(args, timeout, &what).await?;
+    Ok(PodmanQuery { run, stdout })
+}
+
+/// The storage [`podman_query_via`] and the other functions look at, for
+/// messages: `mcp's podman storage`, `root's podman storage`. Errors when
+/// this process may not look at it ([`ImagesError::WrongUser`]).
+pub fn storage_name(cfg: &Config) -> Result<String, ImagesError> {
+    Ok(Podman::for_config(cfg)?.storage_name())
 }
 
 enum LoadFailure {

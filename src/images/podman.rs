@@ -35,6 +35,9 @@ use crate::drive::{Systemd, TransientError, TransientSpec, DEFAULT_OUTPUT_LIMIT}
 pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// `podman load`, `save`, `pull`: whole images.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Standard output kept of a query run directly ([`Podman::query`]): a
+/// `podman ps --all` of thousands of containers fits.
+const QUERY_OUTPUT_LIMIT: usize = 16 << 20;
 
 /// Where podman is run.
 ///
@@ -317,6 +320,82 @@ impl Podman {
                 }
             }
         }
+    }
+
+    /// Runs `podman ARGS` for what it prints (queries such as `ps` or
+    /// `images` with `--format`), where the runner says, within `timeout`.
+    /// Returns the run and its standard output (lossy UTF-8, at most
+    /// `QUERY_OUTPUT_LIMIT` bytes kept): run directly, stdout alone (stderr
+    /// is in the run's `output`); as a transient unit, stdout and stderr
+    /// interleaved (the unit's output), so callers should mark the lines
+    /// they parse (e.g. a fixed prefix in the `--format` template).
+    pub(crate) async fn query(
+        &self,
+        args: &[&str],
+        timeout: Duration,
+        what: &str,
+    ) -> Result<(PodmanOutput, String), ImagesError> {
+        if let PodmanRunner::Transient(_) = self.runner {
+            let out = self.run(args, Input::Null, timeout, "query", what).await?;
+            let stdout = out.output.clone();
+            return Ok((out, stdout));
+        }
+        let spawn_err = |source| ImagesError::Spawn {
+            program: self.bin.clone(),
+            source,
+        };
+        let mut cmd = self.command(args);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(spawn_err)?;
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let work = async {
+            let read_out = async {
+                match stdout {
+                    Some(s) => read_bounded(s, QUERY_OUTPUT_LIMIT).await,
+                    None => Ok((Vec::new(), 0)),
+                }
+            };
+            let read_err = async {
+                match stderr {
+                    Some(s) => read_bounded(s, DEFAULT_OUTPUT_LIMIT).await,
+                    None => Ok((Vec::new(), 0)),
+                }
+            };
+            tokio::join!(read_out, read_err, child.wait())
+        };
+        let Ok((out, err, status)) = tokio::time::timeout(timeout, work).await else {
+            // kill_on_drop: the child is killed with the dropped future.
+            return Err(ImagesError::Podman {
+                action: "query",
+                image: what.to_owned(),
+                detail: format!(
+                    "no answer within {} s ({})",
+                    timeout.as_secs(),
+                    self.runner.describe()
+                ),
+            });
+        };
+        let status = status.map_err(spawn_err)?;
+        let (out, dropped) =
+            out.unwrap_or_else(|e| (format!("(reading stdout: {e})").into_bytes(), 0));
+        let (err, _) = err.unwrap_or_else(|e| (format!("(reading stderr: {e})").into_bytes(), 0));
+        let mut stdout = String::from_utf8_lossy(&out).into_owned();
+        if dropped > 0 {
+            stdout.push_str(&format!(
+                "\n[output truncated: {dropped} more bytes not kept]"
+            ));
+        }
+        Ok((
+            PodmanOutput {
+                code: status.code(),
+                status: status.to_string(),
+                output: String::from_utf8_lossy(&err).trim().to_owned(),
+                unit: None,
+            },
+            stdout,
+        ))
     }
 
     /// podman as our child: stdin as given, stdout `stdout` when given (else
