@@ -3,20 +3,23 @@
 //! `mcbench [--quick] [--no-write] [ITEM...]` runs the items (all by default),
 //! prints a table and merges it into docs/performance.md (+ performance.json).
 //! Items: `recovery` (1), `reaction` (2), `footprint` (3), `scale-config`,
-//! `scale-checks`, `scale-start` (4; `scale` = all three). Numbers are never
-//! asserted in tests; every figure is written with the time and load of its run.
+//! `scale-validation`, `scale-checks`, `scale-start` (4; `scale` = all four).
+//! Numbers are never asserted in tests; every figure is written with the time
+//! and load of its run.
 //!
 //! Hidden helper modes (used by the items themselves): `mcbench __serve N`
 //! (the check-target server of scale-checks, a separate process so its CPU is
 //! not counted) and `mcbench __baseline ...` (the compose-like 1 s polling gate
 //! of item 1, run inside the sandbox); `mcbench __gen-config FILE [SERVICES
-//! STAGES]` writes scale-config's generated configuration (for profiling).
+//! STAGES [random|chain|cycle]]` writes scale-config's generated configuration,
+//! with scale-validation's dependency edges when a shape is given (for profiling).
 
 mod daemon;
 mod recovery;
 mod report;
 mod sandbox;
 mod scale;
+mod validation;
 
 use std::path::PathBuf;
 
@@ -31,6 +34,7 @@ pub const ITEMS: &[&str] = &[
     "reaction",
     "footprint",
     "scale-config",
+    "scale-validation",
     "scale-checks",
     "scale-start",
 ];
@@ -57,8 +61,8 @@ struct Cli {
     /// Also write the raw measurements as JSON here.
     #[arg(long)]
     raw: Option<PathBuf>,
-    /// Items to run (default all): recovery reaction footprint scale-config scale-checks
-    /// scale-start, or 1 2 3 4 / scale.
+    /// Items to run (default all): recovery reaction footprint scale-config
+    /// scale-validation scale-checks scale-start, or 1 2 3 4 / scale.
     items: Vec<String>,
 }
 
@@ -86,8 +90,15 @@ fn expand(items: &[String]) -> Result<Vec<String>> {
             "1" | "recovery" => vec!["recovery"],
             "2" | "reaction" => vec!["reaction"],
             "3" | "footprint" => vec!["footprint"],
-            "4" | "scale" => vec!["scale-config", "scale-checks", "scale-start"],
-            "scale-config" | "scale-checks" | "scale-start" => vec![i.as_str()],
+            "4" | "scale" => vec![
+                "scale-config",
+                "scale-validation",
+                "scale-checks",
+                "scale-start",
+            ],
+            "scale-config" | "scale-validation" | "scale-checks" | "scale-start" => {
+                vec![i.as_str()]
+            }
             other => bail!(
                 "unknown item `{other}` (known: {}, 1-4, scale)",
                 ITEMS.join(" ")
@@ -147,6 +158,7 @@ fn run() -> Result<()> {
             "reaction" => daemon::reaction(&mut ctx),
             "footprint" => daemon::footprint(&mut ctx),
             "scale-config" => scale::config(&mut ctx),
+            "scale-validation" => validation::run(&mut ctx),
             "scale-checks" => scale::checks(&mut ctx),
             "scale-start" => scale::start(&mut ctx),
             _ => unreachable!("expanded"),
