@@ -103,8 +103,12 @@ fn parse(ps: &[Vec<String>], imgs: &[Vec<String>]) -> Gathered {
 
 /// Every container of the platform's storage with its image, and every
 /// tagged image's ID: two podman queries run by `runner`.
+/// (`.ListContainer.State` is the raw state, `running`; `.State` is
+/// the human one, `Up 5 seconds ago`.)
 pub async fn podman_facts(cfg: &Config, runner: &PodmanRunner) -> Result<Gathered, DriftError> {
-    let ps_format = format!("{MARK}|{{{{.Names}}}}|{{{{.Image}}}}|{{{{.ImageID}}}}|{{{{.State}}}}");
+    let ps_format = format!(
+        "{MARK}|{{{{.Names}}}}|{{{{.Image}}}}|{{{{.ImageID}}}}|{{{{.ListContainer.State}}}}"
+    );
     let ps = query(
         cfg,
         runner,

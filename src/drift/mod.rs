@@ -275,13 +275,22 @@ pub fn compare(facts: &ServiceFacts, ctx: &Context) -> Vec<Difference> {
                     facts.configured_id.as_deref().map_or("?", short_id)
                 )
             } else {
+                let same = facts
+                    .configured_id
+                    .as_deref()
+                    .is_some_and(|id| bare_id(id) == bare_id(&run.id));
                 format!(
-                    "container {} ({}) runs {} (image {}), the configuration says {}",
+                    "container {} ({}) runs {} (image {}), the configuration says {}{}",
                     facts.container,
                     run.state,
                     run.image,
                     short_id(&run.id),
-                    conf
+                    conf,
+                    if same {
+                        " (the same image ID under another name)"
+                    } else {
+                        ""
+                    }
                 )
             };
             out.push(Difference {
@@ -643,6 +652,12 @@ mod tests {
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].kind, DriftKind::RunningDiffers);
         assert!(d[0].detail.contains("reg:8443/mcq:v0.4.3") && d[0].detail.contains(MCQ));
+        assert!(
+            d[0].detail
+                .ends_with("(the same image ID under another name)"),
+            "{}",
+            d[0].detail
+        );
         assert!(d[0].remedy.contains("deployed outside mcrecover"));
         assert!(d[0].remedy.contains("image = \"mcq:v0.4.3\""));
         assert!(
