@@ -1,8 +1,8 @@
 //! `kind = "exec"`: run a command on the host; exit status 0 is healthy.
 //!
 //! Two ways to run it ([`ExecVia`]):
-//! - [`ExecVia::Unit`] (the daemon, `recover`, `gate`: whatever drives a
-//!   service manager): as a transient unit of that manager
+//! - [`ExecVia::Unit`] (the daemon, `recover`, `gate`, `verify`: whatever
+//!   reaches the platform's service manager): as a transient unit of that manager
 //!   ([`crate::drive::Systemd::run_transient`]), so the command inherits
 //!   nothing of the daemon's own privileges and every process it starts,
 //!   also one that calls `setsid`, is in the unit's cgroup and killed when
@@ -11,8 +11,8 @@
 //!   (`DynamicUser=yes`), with a sandbox ([`crate::drive::Sandbox::Contained`]:
 //!   read-only `/usr` and `/etc`, no new privileges, the daemon's state and
 //!   configuration hidden). Under a user manager it runs as that user.
-//! - [`ExecVia::Child`] (`verify`, `status` without a daemon: an operator's
-//!   command): a child process in its own process group with stdin closed,
+//! - [`ExecVia::Child`] (`status` without a daemon, or when the manager
+//!   cannot be reached): a child process in its own process group with stdin closed,
 //!   SIGKILLed as a group when the probe is dropped; with `user` set (root
 //!   only) through `runuser -u <user> --`.
 
