@@ -88,6 +88,9 @@ fn boot_id() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// How long a reload may take to read, validate and plan the configuration.
+const RELOAD_READ_LIMIT: Duration = Duration::from_secs(60);
+
 /// What exec checks and the hook must not see (they run in transient units
 /// of the system manager, not in the daemon's own sandbox): the state
 /// directory and the configuration file (it may hold a webhook token).
@@ -469,20 +472,33 @@ impl Shell {
 
     /// Reads, validates and plans the configuration on a blocking thread,
     /// pinging the watchdog meanwhile (a large configuration must never
-    /// make the daemon miss a ping).
+    /// make the daemon miss a ping); gives up after [`RELOAD_READ_LIMIT`]
+    /// (a configuration on a hung mount must not keep the daemon
+    /// "alive" forever).
     async fn parse_off_loop(&self) -> Result<(Config, plan::Plan), String> {
         let path = self.opts.config_path.clone();
-        let mut task = tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             let new = load_config(&path).map_err(|e| e.to_string())?;
             let plan = plan::build(&new).map_err(|e| e.to_string())?;
             Ok::<_, String>((new, plan))
         });
+        let limited = tokio::time::timeout(RELOAD_READ_LIMIT, task);
+        match self.pinging(limited).await {
+            Ok(r) => r.map_err(|e| format!("reading the configuration: {e}"))?,
+            Err(_) => Err(format!(
+                "reading the configuration took longer than {} s; the running one stays",
+                RELOAD_READ_LIMIT.as_secs()
+            )),
+        }
+    }
+
+    /// Awaits `work` while sending `WATCHDOG=1` every second.
+    async fn pinging<F: std::future::Future>(&self, work: F) -> F::Output {
+        tokio::pin!(work);
         let mut ping = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                r = &mut task => {
-                    return r.map_err(|e| format!("reading the configuration: {e}"))?;
-                }
+                r = &mut work => return r,
                 _ = ping.tick() => self.notifier.watchdog(),
             }
         }
@@ -501,7 +517,8 @@ impl Shell {
         };
         let mut installed = String::new();
         if self.opts.install {
-            let r = do_install(&self.opts, &new, &sd)
+            let r = self
+                .pinging(do_install(&self.opts, &new, &sd))
                 .await
                 .map_err(|e| e.to_string())?;
             installed = format!(

@@ -29,6 +29,10 @@ pub enum InstallError {
     /// daemon-reload failed.
     #[error("daemon-reload after installing units: {0}")]
     Reload(#[from] DriveError),
+    /// The blocking task that renders and writes failed (panicked or was
+    /// cancelled).
+    #[error("rendering units: {0}")]
+    Task(String),
 }
 
 /// Render and write (or with `dry_run`, only compare); no systemd involved.
@@ -58,7 +62,14 @@ pub async fn install(
     unit_dir: &Path,
     sd: &Systemd,
 ) -> Result<WriteReport, InstallError> {
-    let report = render_and_write(cfg, backend, quadlet_dir, unit_dir, false)?;
+    // Rendering and writing (fsyncs included) block: off the async threads,
+    // so the daemon's loop keeps its watchdog pings.
+    let (cfg2, quadlet, units) = (cfg.clone(), quadlet_dir.to_owned(), unit_dir.to_owned());
+    let report = tokio::task::spawn_blocking(move || {
+        render_and_write(&cfg2, backend, &quadlet, &units, false)
+    })
+    .await
+    .map_err(|e| InstallError::Task(e.to_string()))??;
     if report.modified() {
         tracing::info!(
             created = report.created.len(),
