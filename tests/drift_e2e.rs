@@ -270,3 +270,35 @@ fn drift_after_a_deploy_outside_the_unit() {
     assert!(text.contains("OLD: kls:v0.1.9"), "{text}");
     assert!(text.contains("2 differences in 2 services"), "{text}");
 }
+
+/// Exit codes without a sandbox: 2 for an invalid configuration and for an
+/// invalid MCP definition (read before podman is asked anything).
+#[test]
+fn invalid_inputs_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[platform]\nname = \"p\"\nmode = \"sideways\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcrecover"))
+        .args(["--config", bad.to_str().unwrap(), "drift"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+
+    let defs = dir.path().join("defs");
+    std::fs::create_dir(&defs).unwrap();
+    std::fs::write(defs.join("mcq.toml"), "name = \"mcq\"\n[[components]\n").unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/metacircular.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcrecover"))
+        .args([
+            "--config",
+            example,
+            "drift",
+            "--mcp-dir",
+            defs.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mcq.toml: not valid TOML"), "{err}");
+}

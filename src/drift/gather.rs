@@ -52,6 +52,13 @@ async fn query(
             detail: q.run.detail(),
         });
     }
+    if q.truncated {
+        // Missing lines would read as "not running" / "not in storage".
+        return Err(DriftError::Podman {
+            what,
+            detail: "its output was cut at the size limit; lines are missing".into(),
+        });
+    }
     Ok(marked_lines(&q.stdout))
 }
 
@@ -293,8 +300,10 @@ pub async fn report(
     runner: &PodmanRunner,
     mcp_dirs: &[PathBuf],
 ) -> Result<DriftReport, DriftError> {
-    let storage = images::storage_name(cfg)?;
+    // The MCP definitions are read first: an invalid one is the operator's
+    // input error (exit 2) whoever runs this.
     let facts = gather(cfg, runner, mcp_dirs).await?;
+    let storage = images::storage_name(cfg)?;
     let prefix = &cfg.platform.image_prefix;
     let ctx = Context {
         config: config_path.to_path_buf(),

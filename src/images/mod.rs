@@ -564,6 +564,9 @@ pub struct PodmanQuery {
     /// unit's whole output (stdout and stderr interleaved): parse only the
     /// lines a `--format` template marks.
     pub stdout: String,
+    /// Whether the output was cut at its limit (16 MiB run directly, 1 MiB
+    /// as a transient unit): lines are missing.
+    pub truncated: bool,
 }
 
 /// Runs `podman ARGS` for its output (e.g. `["ps", "--all", "--format",
@@ -580,8 +583,12 @@ pub async fn podman_query_via(
 ) -> Result<PodmanQuery, ImagesError> {
     let pm = Podman::for_config_via(cfg, runner)?;
     let what = args.join(" ");
-    let (run, stdout) = pm.query(args, timeout, &what).await?;
-    Ok(PodmanQuery { run, stdout })
+    let (run, stdout, truncated) = pm.query(args, timeout, &what).await?;
+    Ok(PodmanQuery {
+        run,
+        stdout,
+        truncated,
+    })
 }
 
 /// The storage [`podman_query_via`] and the other functions look at, for

@@ -324,21 +324,24 @@ impl Podman {
 
     /// Runs `podman ARGS` for what it prints (queries such as `ps` or
     /// `images` with `--format`), where the runner says, within `timeout`.
-    /// Returns the run and its standard output (lossy UTF-8, at most
-    /// `QUERY_OUTPUT_LIMIT` bytes kept): run directly, stdout alone (stderr
-    /// is in the run's `output`); as a transient unit, stdout and stderr
-    /// interleaved (the unit's output), so callers should mark the lines
-    /// they parse (e.g. a fixed prefix in the `--format` template).
+    /// Returns the run, its standard output (lossy UTF-8, at most
+    /// `QUERY_OUTPUT_LIMIT` bytes kept) and whether that output was cut:
+    /// run directly, stdout alone (stderr is in the run's `output`); as a
+    /// transient unit, stdout and stderr interleaved (the unit's output, at
+    /// most 1 MiB), so callers should mark the lines they parse (e.g. a
+    /// fixed prefix in the `--format` template).
     pub(crate) async fn query(
         &self,
         args: &[&str],
         timeout: Duration,
         what: &str,
-    ) -> Result<(PodmanOutput, String), ImagesError> {
+    ) -> Result<(PodmanOutput, String, bool), ImagesError> {
         if let PodmanRunner::Transient(_) = self.runner {
             let out = self.run(args, Input::Null, timeout, "query", what).await?;
             let stdout = out.output.clone();
-            return Ok((out, stdout));
+            // TransientOutput::text() ends a cut output with this note.
+            let truncated = stdout.contains(" [output truncated: ");
+            return Ok((out, stdout, truncated));
         }
         let spawn_err = |source| ImagesError::Spawn {
             program: self.bin.clone(),
@@ -395,6 +398,7 @@ impl Podman {
                 unit: None,
             },
             stdout,
+            dropped > 0,
         ))
     }
 
