@@ -5,7 +5,9 @@
 //! unit (as `mcp deploy` does), with the MCP definition moved to that tag:
 //! drift shows running != configured and MCP != configured, exit 1, the JSON
 //! names the service and both images; then an archive index whose entry for
-//! kls is an older tag: shown as stale.
+//! kls is an older tag: shown as stale. The daemon's entry point,
+//! `drift::running_vs_configured`, is run through transient units of the
+//! sandbox's manager (`PodmanRunner::Transient`), as the daemon runs podman.
 //!
 //! Needs root and the packages of `scripts/install-deps`; with
 //! MCRECOVER_REQUIRE_E2E=1 a missing prerequisite fails instead of skipping.
@@ -16,9 +18,13 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
+use mcrecover::drift::{running_vs_configured, DriftChange, DriftTracker};
+use mcrecover::drive::{BusTarget, Systemd};
+use mcrecover::images::PodmanRunner;
 use mcrecover_testbed::{e2e_gate, ImageSet, Sandbox, SandboxOptions, TestbedError};
 use serde_json::Value;
 
+const EXAMPLE: &str = include_str!("../examples/metacircular.toml");
 const UID: u32 = 850;
 const REG: &str = "mcr.svc.mcp.metacircular.net:8443";
 const ARCHIVE: &str = "/srv/mcp/images";
@@ -233,6 +239,29 @@ fn drift_after_a_deploy_outside_the_unit() {
             assert_eq!(other["mcp"]["state"], "absent");
         }
     }
+    // What the daemon would call: the same facts through transient units of
+    // the sandbox's system manager (`User=mcp`), each change once.
+    let cfg = mcrecover::config::parse(EXAMPLE, Path::new(Sandbox::EXAMPLE_INSIDE)).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let drifting = rt.block_on(async {
+        let sd = Systemd::connect(&BusTarget::Address(sb.bus_address()))
+            .await
+            .unwrap();
+        running_vs_configured(&cfg, &PodmanRunner::Transient(sd))
+            .await
+            .unwrap()
+    });
+    assert_eq!(drifting.len(), 1, "{drifting:#?}");
+    assert_eq!(drifting[0].service, "mcq");
+    assert_eq!(drifting[0].configured, mcq);
+    assert_eq!(drifting[0].running.image, next);
+    let mut tracker = DriftTracker::default();
+    assert_eq!(
+        tracker.update(&drifting),
+        vec![DriftChange::Drifted(drifting[0].clone())]
+    );
+    assert!(tracker.update(&drifting).is_empty());
+
     // The text, as root.
     let out = mcrecover(&sb, None, &["drift"]);
     assert_eq!(out.status.code(), Some(1));
