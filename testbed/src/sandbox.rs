@@ -371,13 +371,13 @@ fn write_user_db(rootfs: &Path, dir: &Path, user: &RootlessUser) -> Result<(), T
         }
     };
     let (name, uid) = (&user.name, user.uid);
-    let mine = |l: &&str| {
+    let not_the_user = |l: &&str| {
         let first = l.split(':').next().unwrap_or("");
         first != name && first != uid.to_string()
     };
     let keep = |text: &str| -> String {
         text.lines()
-            .filter(mine)
+            .filter(not_the_user)
             .map(|l| format!("{l}\n"))
             .collect()
     };
@@ -387,7 +387,7 @@ fn write_user_db(rootfs: &Path, dir: &Path, user: &RootlessUser) -> Result<(), T
         user.home.display()
     );
     let mut group = String::new();
-    for line in read("group")?.lines().filter(mine) {
+    for line in read("group")?.lines().filter(not_the_user) {
         if line.starts_with("systemd-journal:") {
             let sep = if line.ends_with(':') { "" } else { "," };
             group.push_str(&format!("{line}{sep}{name}\n"));
