@@ -44,8 +44,9 @@ fn ok<T>(sb: &Sandbox, r: Result<T, mcrecover_testbed::TestbedError>) -> T {
 
 /// Polls `url` from inside the sandbox (as `uid` or root) until it serves the images' index page.
 fn wait_http(sb: &Sandbox, uid: Option<u32>, url: &str) {
-    // (no `-T`: this busybox's wget segfaults with it)
-    let argv = ["busybox", "wget", "-q", "-O", "-", url];
+    // (no `-T`: this busybox's wget segfaults with it; `timeout` instead: on the trixie base a
+    // connection made while the port was being set up once hung forever)
+    let argv = ["timeout", "5", "busybox", "wget", "-q", "-O", "-", url];
     let res = sb.wait_until(&format!("{url} to answer"), WAIT, || {
         let out = match uid {
             Some(uid) => sb.run_as(uid, &argv),
