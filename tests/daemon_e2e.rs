@@ -27,35 +27,9 @@ use serde_json::Value;
 
 const ESCALATE_AFTER: u32 = 3;
 
-/// The rootful example with 1 s checks (without the external mcias, which
-/// cannot be reached from a sandbox), a `[watch]` section with short
-/// backoffs and the hook, and `edit` applied.
-fn config_text(escalate_after: u32, edit: impl FnOnce(String) -> String) -> String {
-    let text = EXAMPLE.replacen("mode = \"rootless\"", "mode = \"rootful\"", 1);
-    assert_ne!(
-        text, EXAMPLE,
-        "the example no longer says mode = \"rootless\""
-    );
-    let defaults = "interval = \"10s\"\ntimeout = \"2s\"";
-    assert!(
-        text.contains(defaults),
-        "the example's check_defaults changed"
-    );
-    let text = text.replacen(defaults, "interval = \"1s\"\ntimeout = \"1s\"", 1);
-    let cut = text
-        .find("# MCIAS runs on svc")
-        .expect("the example's mcias section moved");
-    let text = edit(without_watch(&text[..cut]));
-    format!(
-        "{text}\n[watch]\nbackoff_initial = \"200ms\"\nbackoff_max = \"2s\"\n\
-         escalate_after = {escalate_after}\nescalate_window = \"2m\"\n\
-         hook = [\"{HOOK}\"]\nhook_timeout = \"10s\"\n"
-    )
-}
-
 /// Test 2's config: mcq's https check every `interval_s` s, `threshold` failures.
 fn https_500_config(interval_s: u64, threshold: u64) -> String {
-    config_text(ESCALATE_AFTER, |t| {
+    daemon_config(ESCALATE_AFTER, |t| {
         let old = "body_contains = '\"status\":\"ok\"'\n";
         assert!(t.contains(old), "the example's mcq check changed");
         t.replacen(
@@ -69,7 +43,7 @@ fn https_500_config(interval_s: u64, threshold: u64) -> String {
 /// Test 4's config: mc-proxy (stage core) also checks a name through MCNS
 /// (stage foundation), so when MCNS fails, so does mc-proxy's check.
 fn dns_config() -> String {
-    config_text(10, |t| {
+    daemon_config(10, |t| {
         let anchor = "# MCR API: the container registry.";
         assert!(t.contains(anchor), "the example changed around mc-proxy");
         t.replacen(
@@ -87,7 +61,7 @@ fn dns_config() -> String {
 /// Test 5's config: MCP master's check has a start period longer than the
 /// stand-in's startup delay there (the watch must not count it as failures).
 fn sigkill_config() -> String {
-    config_text(ESCALATE_AFTER, |t| {
+    daemon_config(ESCALATE_AFTER, |t| {
         // This test asserts that no other service is ever restarted, while the
         // daemon is killed twice and restarted under a loaded CI machine:
         // checks get 3 s to answer, so load alone cannot fail them.
@@ -123,7 +97,7 @@ fn quarantine_config() -> (&'static str, [String; 3], String) {
         .map(|f| format!("\"{f}\""))
         .collect::<Vec<_>>()
         .join(", ");
-    let cfg = config_text(ESCALATE_AFTER, |t| {
+    let cfg = daemon_config(ESCALATE_AFTER, |t| {
         format!("{t}\n[services.mcdoc.remedy]\nquarantine = [{list}]\n")
     });
     (vol, files, cfg)
@@ -135,7 +109,7 @@ fn quarantine_config() -> (&'static str, [String; 3], String) {
 fn killed_container_is_restarted_by_the_daemon() {
     let Some(p) = Platform::boot(
         "daemon-kill-container",
-        &config_text(ESCALATE_AFTER, |t| t),
+        &daemon_config(ESCALATE_AFTER, |t| t),
         true,
     ) else {
         return;
@@ -269,7 +243,7 @@ fn exec_checks_run_as_their_user_contained_under_the_shipped_unit() {
          if touch /etc/systemd/system/mcrecover-check-was-here 2>/dev/null; then echo written; else echo read-only; fi > $d/etc\n\
          setsid sleep 1001 </dev/null &\necho $! >> $d/leftovers\ntest ! -e $d/fail\n"
     );
-    let cfg = config_text(ESCALATE_AFTER, |t| {
+    let cfg = daemon_config(ESCALATE_AFTER, |t| {
         let anchor = "[services.mcdoc]";
         assert!(t.contains(anchor), "the example changed around mcq");
         t.replacen(
@@ -348,7 +322,7 @@ fn exec_checks_run_as_their_user_contained_under_the_shipped_unit() {
 fn crash_loop_escalates_runs_the_hook_and_ack_rearms() {
     let Some(p) = Platform::boot(
         "daemon-crash-loop",
-        &config_text(ESCALATE_AFTER, |t| t),
+        &daemon_config(ESCALATE_AFTER, |t| t),
         true,
     ) else {
         return;
@@ -655,7 +629,8 @@ fn sigkilled_daemon_resumes_without_losing_counts_or_repeating_actions() {
 
 #[test]
 fn fault_after_daemon_reexec_is_still_handled() {
-    let Some(p) = Platform::boot("daemon-reexec", &config_text(ESCALATE_AFTER, |t| t), true) else {
+    let Some(p) = Platform::boot("daemon-reexec", &daemon_config(ESCALATE_AFTER, |t| t), true)
+    else {
         return;
     };
     let pid = p.prop(DAEMON, "MainPID");
@@ -695,7 +670,7 @@ fn api_refuses_mutating_calls_from_unprivileged_users() {
     const NOBODY: u32 = 65534;
     let Some(p) = Platform::boot(
         "daemon-api-authz",
-        &config_text(ESCALATE_AFTER, |t| t),
+        &daemon_config(ESCALATE_AFTER, |t| t),
         true,
     ) else {
         return;
@@ -851,7 +826,7 @@ fn quarantine_remedy_moves_files_and_loses_nothing() {
 #[test]
 fn test_configurations_are_valid() {
     let variants = [
-        config_text(ESCALATE_AFTER, |t| t),
+        daemon_config(ESCALATE_AFTER, |t| t),
         https_500_config(2, 3),
         dns_config(),
         sigkill_config(),

@@ -23,8 +23,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use daemon_support::{
-    all_healthy, field, now_usec, recovery_problems, service, shipped_policy, shipped_unit,
-    state_of, usec, without_watch, Platform, CONFIG, DAEMON, EXAMPLE, HOOK, HOOK_DIR, HOOK_SCRIPT,
+    daemon_config, field, now_usec, recovery_problems, service, state_of, usec, Platform, EXAMPLE,
     RESTART_ID,
 };
 use mcrecover_testbed::{e2e_gate, Base, ImageSet, Sandbox, SandboxOptions};
@@ -308,92 +307,20 @@ fn trixie_rootless_quadlet_from_home_config_recovers_as_mcp() {
 
 // (c) ---------------------------------------------------------------------------------------------
 
-/// The rootful example with 1 s checks (without the external mcias), a `[watch]` section with
-/// short backoffs and the hook, and `edit` applied (as tests/daemon_e2e.rs).
-fn config_text(escalate_after: u32, edit: impl FnOnce(String) -> String) -> String {
-    let text = EXAMPLE.replacen("mode = \"rootless\"", "mode = \"rootful\"", 1);
-    assert_ne!(
-        text, EXAMPLE,
-        "the example no longer says mode = \"rootless\""
-    );
-    let defaults = "interval = \"10s\"\ntimeout = \"2s\"";
-    assert!(
-        text.contains(defaults),
-        "the example's check_defaults changed"
-    );
-    let text = text.replacen(defaults, "interval = \"1s\"\ntimeout = \"1s\"", 1);
-    let cut = text
-        .find("# MCIAS runs on svc")
-        .expect("the example's mcias section moved");
-    let text = edit(without_watch(&text[..cut]));
-    format!(
-        "{text}\n[watch]\nbackoff_initial = \"200ms\"\nbackoff_max = \"2s\"\n\
-         escalate_after = {escalate_after}\nescalate_window = \"2m\"\n\
-         hook = [\"{HOOK}\"]\nhook_timeout = \"10s\"\n"
-    )
-}
-
 /// The daemon as the SHIPPED unit with its D-Bus policy, managing the example platform through
 /// the QUADLET backend (.container files in /etc/containers/systemd, gate units and target in
 /// /run/systemd/system), on the trixie base; waits until it watches a healthy platform.
 /// (tests/daemon_support's `Platform::boot` does the same on the host base with the service
 /// backend.)
 fn daemon_platform(name: &str, config: &str) -> Option<Platform> {
-    let mut needs = Vec::new();
-    for f in [shipped_unit(), shipped_policy()] {
-        if !f.is_file() {
-            needs.push(format!("{} (the shipped units)", f.display()));
-        }
-    }
-    let base = trixie(name, &needs)?;
-    let mut opts = SandboxOptions::metacircular_on(name, base);
-    opts.rootless_user = None;
-    let p = Platform {
-        sb: Sandbox::boot(opts).unwrap(),
-    };
-    let sb = &p.sb;
-    install_binary(sb);
-    ok(sb, sb.load_images(&ImageSet::metacircular().unwrap(), None));
-    ok(sb, sb.private_var_lib(&["mcrecover"]));
-    ok(sb, sb.write_file_mode(HOOK, HOOK_SCRIPT.as_bytes(), 0o755));
-    ok(sb, sb.run_ok(&["mkdir", "-p", HOOK_DIR]).map(|_| ()));
-    // The hook runs as the platform user (mcp; the trixie base has it in a rootful sandbox too).
-    ok(sb, sb.run_ok(&["chown", "850:850", HOOK_DIR]).map(|_| ()));
-    ok(sb, sb.write_file(CONFIG, config.as_bytes()));
-    ok(
-        sb,
-        sb.copy_in(
-            &shipped_unit(),
-            "/run/systemd/system/mcrecover.service",
-            0o644,
-            None,
-        ),
+    let base = trixie(name, &[])?;
+    let p = Platform::boot_on(
+        SandboxOptions::metacircular_on(name, base),
+        "quadlet",
+        config,
+        true,
+        |_| {},
     );
-    let dropin = format!(
-        "[Service]\nExecStart=\nExecStart=/usr/bin/mcrecover daemon --config {CONFIG} \
-         --backend quadlet --unit-dir /run/systemd/system\n\
-         ReadWritePaths=/run/systemd/system\n"
-    );
-    ok(
-        sb,
-        sb.write_file(
-            "/run/systemd/system/mcrecover.service.d/50-testbed.conf",
-            dropin.as_bytes(),
-        ),
-    );
-    ok(sb, sb.install_dbus_policy(&shipped_policy()));
-    ok(sb, sb.run_ok(&["systemctl", "daemon-reload"]).map(|_| ()));
-    let out = sb.run(&["systemctl", "start", DAEMON]);
-    assert!(
-        out.status.success(),
-        "systemctl start {DAEMON}: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(
-            &sb.run(&["systemctl", "status", "--no-pager", DAEMON])
-                .stdout
-        )
-    );
-    p.wait_status("the daemon watching a healthy platform", 180, all_healthy);
     // The containers are the native generator's units.
     assert_eq!(
         p.prop("mcq.service", "SourcePath"),
@@ -411,7 +338,8 @@ fn restarts_since(p: &Platform, unit: &str, since: u128) -> Vec<Value> {
 
 #[test]
 fn trixie_daemon_restarts_a_killed_container() {
-    let Some(p) = daemon_platform("trixie-daemon-kill", &config_text(ESCALATE_AFTER, |t| t)) else {
+    let Some(p) = daemon_platform("trixie-daemon-kill", &daemon_config(ESCALATE_AFTER, |t| t))
+    else {
         return;
     };
     let unit = "mcq.service";
@@ -454,7 +382,7 @@ const THRESHOLD: u64 = 3;
 
 /// mcq's https check every INTERVAL_S s, THRESHOLD failures before a restart.
 fn https_500_config() -> String {
-    config_text(ESCALATE_AFTER, |t| {
+    daemon_config(ESCALATE_AFTER, |t| {
         let old = "body_contains = '\"status\":\"ok\"'\n";
         assert!(t.contains(old), "the example's mcq check changed");
         t.replacen(
@@ -503,7 +431,7 @@ fn trixie_daemon_restarts_after_https_500_threshold() {
 
 #[test]
 fn trixie_daemon_escalates_a_crash_loop_and_ack_rearms() {
-    let Some(p) = daemon_platform("trixie-daemon-crash", &config_text(ESCALATE_AFTER, |t| t))
+    let Some(p) = daemon_platform("trixie-daemon-crash", &daemon_config(ESCALATE_AFTER, |t| t))
     else {
         return;
     };
@@ -542,7 +470,7 @@ fn trixie_daemon_escalates_a_crash_loop_and_ack_rearms() {
 
 #[test]
 fn trixie_test_configurations_are_valid() {
-    for text in [config_text(ESCALATE_AFTER, |t| t), https_500_config()] {
+    for text in [daemon_config(ESCALATE_AFTER, |t| t), https_500_config()] {
         let path = Path::new("/srv/daemon-test.toml");
         mcrecover::config::parse(&text, path).unwrap();
     }

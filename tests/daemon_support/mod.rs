@@ -120,6 +120,32 @@ pub fn ok<T>(sb: &Sandbox, r: Result<T, mcrecover_testbed::TestbedError>) -> T {
     r.unwrap_or_else(|e| panic!("{e}\njournal (tail):\n{}", sb.journal_tail(300)))
 }
 
+/// The rootful example with 1 s checks (without the external mcias, which
+/// cannot be reached from a sandbox), a `[watch]` section with short
+/// backoffs, `escalate_after` and the hook, and `edit` applied.
+pub fn daemon_config(escalate_after: u32, edit: impl FnOnce(String) -> String) -> String {
+    let text = EXAMPLE.replacen("mode = \"rootless\"", "mode = \"rootful\"", 1);
+    assert_ne!(
+        text, EXAMPLE,
+        "the example no longer says mode = \"rootless\""
+    );
+    let defaults = "interval = \"10s\"\ntimeout = \"2s\"";
+    assert!(
+        text.contains(defaults),
+        "the example's check_defaults changed"
+    );
+    let text = text.replacen(defaults, "interval = \"1s\"\ntimeout = \"1s\"", 1);
+    let cut = text
+        .find("# MCIAS runs on svc")
+        .expect("the example's mcias section moved");
+    let text = edit(without_watch(&text[..cut]));
+    format!(
+        "{text}\n[watch]\nbackoff_initial = \"200ms\"\nbackoff_max = \"2s\"\n\
+         escalate_after = {escalate_after}\nescalate_window = \"2m\"\n\
+         hook = [\"{HOOK}\"]\nhook_timeout = \"10s\"\n"
+    )
+}
+
 /// `text` without its `[watch]` table (if any): the tests write their own.
 pub fn without_watch(text: &str) -> String {
     let Some(start) = text.find("\n[watch]\n") else {
@@ -148,18 +174,32 @@ impl Platform {
         let mut needs = Vec::new();
         for f in [shipped_unit(), shipped_policy()] {
             if !f.is_file() {
-                needs.push(format!("{} (helper C's units)", f.display()));
+                needs.push(format!("{} (the shipped units)", f.display()));
             }
         }
         if !e2e_gate(name, &needs) {
             return None;
         }
-        // Hooks and exec checks run as the platform user (mcp): it must exist
-        // (a sandbox shares the host's /etc/passwd).
-        mcrecover_testbed::ensure_host_user(&mcrecover_testbed::RootlessUser::mcp()).unwrap();
         let mut opts = SandboxOptions::metacircular(name);
-        opts.rootless_user = None;
         opts.quadlet_generator = None;
+        Some(Self::boot_on(opts, "service", config, block, setup))
+    }
+
+    /// The sandbox `opts` (its base, name, ...; rootful: its rootless user
+    /// is dropped) with everything installed and the daemon started on
+    /// `backend` (`service`: units in /run/systemd/system; `quadlet`:
+    /// .container files in /etc/containers/systemd). Hooks and exec checks
+    /// run as the platform user (mcp): it must exist (a host-base sandbox
+    /// shares the host's /etc/passwd). The caller has gated the test.
+    pub fn boot_on(
+        mut opts: SandboxOptions,
+        backend: &str,
+        config: &str,
+        block: bool,
+        setup: impl FnOnce(&Sandbox),
+    ) -> Platform {
+        mcrecover_testbed::ensure_host_user(&mcrecover_testbed::RootlessUser::mcp()).unwrap();
+        opts.rootless_user = None;
         let sb = Sandbox::boot(opts).unwrap();
         let p = Platform { sb };
         let sb = &p.sb;
@@ -188,7 +228,7 @@ impl Platform {
         // /etc of its own).
         let dropin = format!(
             "[Service]\nExecStart=\nExecStart=/usr/bin/mcrecover daemon --config {CONFIG} \
-             --backend service --unit-dir /run/systemd/system\n\
+             --backend {backend} --unit-dir /run/systemd/system\n\
              ReadWritePaths=/run/systemd/system\n"
         );
         ok(
@@ -211,16 +251,15 @@ impl Platform {
             out.status.success(),
             "systemctl start {DAEMON}: {}\n{}",
             String::from_utf8_lossy(&out.stderr),
-            sb.run(&["systemctl", "status", "--no-pager", DAEMON])
-                .stdout
-                .iter()
-                .map(|b| *b as char)
-                .collect::<String>()
+            String::from_utf8_lossy(
+                &sb.run(&["systemctl", "status", "--no-pager", DAEMON])
+                    .stdout
+            )
         );
         if block {
             p.wait_status("the daemon watching a healthy platform", 180, all_healthy);
         }
-        Some(p)
+        p
     }
 
     /// `mcrecover ARGS` inside, as root or as `uid`.
