@@ -177,3 +177,37 @@ fn check_config_warns_about_a_home_the_rootless_unit_cannot_write() {
         assert!(!err.contains("platform.home"), "{home}: {err}");
     }
 }
+
+/// `install` as root for a rootless configuration is refused before it
+/// writes anything (it could not reload the platform user's manager, and
+/// what it wrote into that user's directories would belong to root).
+#[test]
+fn install_as_root_for_a_rootless_platform_writes_nothing() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "install_as_root_for_a_rootless_platform_writes_nothing: not root; nothing to test"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (units, quadlets) = (dir.path().join("units"), dir.path().join("quadlets"));
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/metacircular.toml");
+    let out = mcrecover(
+        &example,
+        &[
+            "install",
+            "--unit-dir",
+            units.to_str().unwrap(),
+            "--quadlet-dir",
+            quadlets.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("runuser -u mcp -- mcrecover"), "{err}");
+    assert!(
+        !units.exists() && !quadlets.exists(),
+        "install wrote files: {err}"
+    );
+}

@@ -130,7 +130,14 @@ pub(super) fn bus_target(cfg: &Config, s: &SystemArgs) -> BusTarget {
 }
 
 pub(super) async fn connect(cfg: &Config, s: &SystemArgs) -> Result<Systemd, Exit> {
-    let target = bus_target(cfg, s);
+    refuse_root_for_rootless(cfg, s)?;
+    Systemd::connect(&bus_target(cfg, s)).await.map_err(sys)
+}
+
+/// A rootless platform's manager is the platform user's: root cannot reach
+/// it without `--bus-address`, and files root wrote into that user's
+/// directories would belong to root. Refused before anything is written.
+pub(super) fn refuse_root_for_rootless(cfg: &Config, s: &SystemArgs) -> Result<(), Exit> {
     if cfg.platform.mode == Mode::Rootless
         && s.bus_address.is_none()
         && nix::unistd::geteuid().is_root()
@@ -148,7 +155,7 @@ pub(super) async fn connect(cfg: &Config, s: &SystemArgs) -> Result<Systemd, Exi
             ),
         ));
     }
-    Systemd::connect(&target).await.map_err(sys)
+    Ok(())
 }
 
 /// One line describing a write report, listing what changed.

@@ -3,7 +3,8 @@
 use mcrecover::config::Config;
 
 use super::common::{
-    backend_name, connect, resolve_backend, runtime, summary, sys, Exit, EXIT_CONFIG,
+    backend_name, connect, refuse_root_for_rootless, resolve_backend, runtime, summary, sys, Exit,
+    EXIT_CONFIG,
 };
 use super::SystemArgs;
 
@@ -22,6 +23,9 @@ pub(super) fn run(cfg: &Config, s: &SystemArgs, dry_run: bool) -> Result<u8, Exi
 /// Returns whether anything changed.
 pub(super) async fn install(cfg: &Config, s: &SystemArgs, dry_run: bool) -> Result<bool, Exit> {
     use mcrecover::watch::install::{render_and_write, InstallError};
+    if !dry_run {
+        refuse_root_for_rootless(cfg, s)?;
+    }
     let backend = resolve_backend(cfg, s.backend);
     let qdir = s
         .quadlet_dir
