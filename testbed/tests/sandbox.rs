@@ -5,59 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::time::Duration;
 
-use mcrecover_testbed::{
-    e2e_gate, processes_in_namespace, quadlet_binary, ImageSet, ImageSpec, RootlessUser, Sandbox,
-    SandboxOptions, INDEX_HTML,
-};
+use support::{images, members, ok, still_running, wait_http, IMAGE, WAIT};
 
-const IMAGE: &str = "mcr.svc.mcp.metacircular.net:8443/metacrypt-web:v1.4.1";
-const WAIT: Duration = Duration::from_secs(60);
-
-fn images() -> ImageSet {
-    ImageSet::busybox(vec![ImageSpec::busybox_httpd(IMAGE, 8080)])
-}
-
-/// The processes of a PID namespace, with start times (namespace inode numbers are recycled
-/// once a namespace is gone, so "the namespace is empty" is checked on these exact processes).
-fn members(ns: &str) -> Vec<(u32, u64)> {
-    processes_in_namespace(ns)
-        .into_iter()
-        .filter_map(|pid| Some((pid, mcrecover_testbed::process_start(pid)?)))
-        .collect()
-}
-
-/// Which of `procs` still run.
-fn still_running(procs: &[(u32, u64)]) -> Vec<u32> {
-    procs
-        .iter()
-        .filter(|(pid, start)| mcrecover_testbed::process_start(*pid) == Some(*start))
-        .map(|(pid, _)| *pid)
-        .collect()
-}
-
-/// Unwraps `r`, or fails the test with the sandbox's whole journal.
-fn ok<T>(sb: &Sandbox, r: Result<T, mcrecover_testbed::TestbedError>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}\njournal:\n{}", sb.journal_all()))
-}
-
-/// Polls `url` from inside the sandbox (as `uid` or root) until it serves the images' index page.
-fn wait_http(sb: &Sandbox, uid: Option<u32>, url: &str) {
-    // (no `-T`: this busybox's wget segfaults with it; `timeout` instead: on the trixie base a
-    // connection made while the port was being set up once hung forever)
-    let argv = ["timeout", "5", "busybox", "wget", "-q", "-O", "-", url];
-    let res = sb.wait_until(&format!("{url} to answer"), WAIT, || {
-        let out = match uid {
-            Some(uid) => sb.run_as(uid, &argv),
-            None => sb.run(&argv),
-        };
-        Ok(out.status.success() && out.stdout == INDEX_HTML.as_bytes())
-    });
-    if let Err(e) = res {
-        panic!("{e}\njournal:\n{}", sb.journal_all());
-    }
-}
+use mcrecover_testbed::{e2e_gate, quadlet_binary, RootlessUser, Sandbox, SandboxOptions};
 
 #[test]
 fn boots_real_systemd_and_tears_down_completely() {

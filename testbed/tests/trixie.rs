@@ -5,15 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::time::Duration;
 
-use mcrecover_testbed::{
-    e2e_gate, processes_in_namespace, Base, ImageSet, ImageSpec, RootlessUser, Sandbox,
-    SandboxOptions, INDEX_HTML,
-};
+use support::{images, members, ok, still_running, wait_http, IMAGE, WAIT};
 
-const IMAGE: &str = "mcr.svc.mcp.metacircular.net:8443/metacrypt-web:v1.4.1";
-const WAIT: Duration = Duration::from_secs(60);
+use mcrecover_testbed::{e2e_gate, Base, RootlessUser, Sandbox, SandboxOptions};
 
 fn trixie(test: &str) -> Option<Base> {
     let missing: Vec<String> = mcrecover_testbed::trixie_missing().into_iter().collect();
@@ -21,41 +19,6 @@ fn trixie(test: &str) -> Option<Base> {
         return None;
     }
     Some(Base::trixie().unwrap())
-}
-
-fn members(ns: &str) -> Vec<(u32, u64)> {
-    processes_in_namespace(ns)
-        .into_iter()
-        .filter_map(|pid| Some((pid, mcrecover_testbed::process_start(pid)?)))
-        .collect()
-}
-
-fn still_running(procs: &[(u32, u64)]) -> Vec<u32> {
-    procs
-        .iter()
-        .filter(|(pid, start)| mcrecover_testbed::process_start(*pid) == Some(*start))
-        .map(|(pid, _)| *pid)
-        .collect()
-}
-
-fn ok<T>(sb: &Sandbox, r: Result<T, mcrecover_testbed::TestbedError>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}\njournal:\n{}", sb.journal_all()))
-}
-
-fn wait_http(sb: &Sandbox, uid: Option<u32>, url: &str) {
-    // `timeout`: a connection made while netavark was still setting the port up once hung
-    // forever (no reply, no reset).
-    let argv = ["timeout", "5", "busybox", "wget", "-q", "-O", "-", url];
-    let res = sb.wait_until(&format!("{url} to answer"), WAIT, || {
-        let out = match uid {
-            Some(uid) => sb.run_as(uid, &argv),
-            None => sb.run(&argv),
-        };
-        Ok(out.status.success() && out.stdout == INDEX_HTML.as_bytes())
-    });
-    if let Err(e) = res {
-        panic!("{e}\njournal:\n{}", sb.journal_all());
-    }
 }
 
 #[test]
@@ -133,13 +96,7 @@ fn trixie_boots_with_the_host_bases_features_and_tears_down() {
     );
     assert_ne!(fs.trim(), "overlayfs");
     // A rootful podman unit publishes a port (crun, netavark).
-    ok(
-        &sb,
-        sb.load_images(
-            &ImageSet::busybox(vec![ImageSpec::busybox_httpd(IMAGE, 8080)]),
-            None,
-        ),
-    );
+    ok(&sb, sb.load_images(&images(), None));
     ok(
         &sb,
         sb.write_file(
@@ -183,13 +140,7 @@ fn trixie_rootless_user_runs_a_container_and_a_native_quadlet() {
     })
     .unwrap();
     ok(&sb, sb.start_user_manager(uid));
-    ok(
-        &sb,
-        sb.load_images(
-            &ImageSet::busybox(vec![ImageSpec::busybox_httpd(IMAGE, 8080)]),
-            Some(uid),
-        ),
-    );
+    ok(&sb, sb.load_images(&images(), Some(uid)));
     // A .container in mcp's ~/.config/containers/systemd, read by the native user generator.
     ok(
         &sb,
