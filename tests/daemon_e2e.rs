@@ -838,3 +838,89 @@ fn test_configurations_are_valid() {
         }
     }
 }
+
+/// Issue 13, part 3: the daemon notices drift between the configuration and
+/// what runs, and logs it once per change. The configuration moves mcq to
+/// another image (a new build of it, `podman commit`) and is reloaded; the
+/// running container keeps the old one: one drift entry
+/// (MESSAGE_ID=7a5842798f8142929ad33b7ae5ff38fb) naming both, not repeated;
+/// once mcq runs the configured image, one "again" entry.
+#[test]
+fn the_daemon_logs_drift_once_per_change() {
+    const DRIFT_ID: &str = "7a5842798f8142929ad33b7ae5ff38fb";
+    let cfg = daemon_config(ESCALATE_AFTER, |t| t);
+    let Some(p) = Platform::boot("daemon-drift", &cfg, true) else {
+        return;
+    };
+    let image = EXAMPLE
+        .lines()
+        .find_map(|l| l.strip_prefix("image = \"mcq:"))
+        .map(|tag| format!("mcq:{}", tag.trim_end_matches('"')))
+        .expect("the example's mcq image");
+    let newer = "mcq:v0.4.3-drift";
+    // The new build under the name the configuration's registry gives it.
+    let running = ok(
+        &p.sb,
+        p.sb.run_ok(&["podman", "inspect", "mcq", "--format", "{{.ImageName}}"]),
+    );
+    let full = running.trim().replace(&image, newer);
+    assert_ne!(full, running.trim(), "mcq runs {running}, not {image}");
+    ok(
+        &p.sb,
+        p.sb.run_ok(&["podman", "commit", "mcq", &full]).map(|_| ()),
+    );
+    let edited = cfg.replacen(
+        &format!("image = \"{image}\""),
+        &format!("image = \"{newer}\""),
+        1,
+    );
+    assert_ne!(edited, cfg, "mcq's image line");
+    ok(&p.sb, p.sb.write_file(CONFIG, edited.as_bytes()));
+    let out = p.mcrecover(None, &["reload"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drifts = || {
+        p.entries(DRIFT_ID)
+            .into_iter()
+            .filter(|e| field(e, "SERVICE") == "mcq")
+            .collect::<Vec<_>>()
+    };
+    // The daemon looks every 60 s.
+    p.wait("the daemon's drift entry for mcq", 150, || {
+        !drifts().is_empty()
+    });
+    let first = drifts();
+    assert_eq!(first.len(), 1, "{first:#?}");
+    // (the configuration's registry prefix is added to both)
+    assert!(
+        field(&first[0], "CONFIGURED").ends_with(&format!("/{newer}")),
+        "{:#}",
+        first[0]
+    );
+    assert!(
+        field(&first[0], "RUNNING").ends_with(&format!("/{image}")),
+        "{:#}",
+        first[0]
+    );
+    assert_eq!(field(&first[0], "PRIORITY"), "4");
+    // Restarted by the operator: the configured image runs; said once.
+    ok(
+        &p.sb,
+        p.sb.run_ok(&["systemctl", "restart", "mcq.service"])
+            .map(|_| ()),
+    );
+    p.wait("the daemon's 'configured image again' entry", 150, || {
+        drifts().len() >= 2
+    });
+    let all = drifts();
+    assert_eq!(
+        all.len(),
+        2,
+        "drift logged more than once per change: {all:#?}"
+    );
+    assert!(field(&all[1], "MESSAGE").contains("again"), "{:#}", all[1]);
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::api::{self, ApiBus, Authz};
 use super::escalate::{self, Event as EscalationEvent, EventKind};
@@ -86,6 +86,68 @@ fn boot_id() -> Option<String> {
         .ok()
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
+}
+
+/// How often the daemon compares the running containers' images with the
+/// configured ones (one `podman ps` and `podman images` in a transient unit).
+const DRIFT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// MESSAGE_ID of the journal entry for drift the daemon noticed.
+pub const DRIFT_MESSAGE_ID: &str = "7a5842798f8142929ad33b7ae5ff38fb";
+
+/// Drift between what is configured and what runs, logged once per change
+/// (`mcrecover drift` shows all of it on demand, docs/drift.md).
+#[derive(Default)]
+struct DriftWatch {
+    tracker: std::sync::Arc<tokio::sync::Mutex<crate::drift::DriftTracker>>,
+}
+
+impl DriftWatch {
+    /// One look in the background (skipped while the previous one runs).
+    fn look(&self, runner: &Runner) {
+        let Some(sd) = runner.systemd().cloned() else {
+            return;
+        };
+        let Ok(mut tracker) = std::sync::Arc::clone(&self.tracker).try_lock_owned() else {
+            return;
+        };
+        let cfg = runner.config().clone();
+        tokio::spawn(async move {
+            let runner = crate::images::PodmanRunner::Transient(sd);
+            match crate::drift::running_vs_configured(&cfg, &runner).await {
+                Ok(now) => {
+                    for change in tracker.update(&now) {
+                        log_drift(&change);
+                    }
+                }
+                Err(e) => debug!(error = %e, "drift: podman could not be asked"),
+            }
+        });
+    }
+}
+
+fn log_drift(change: &crate::drift::DriftChange) {
+    use crate::drift::DriftChange;
+    match change {
+        DriftChange::Drifted(d) => warn!(
+            message_id = DRIFT_MESSAGE_ID,
+            service = %d.service,
+            configured = %d.configured,
+            running = %d.running.image,
+            running_id = %d.running.id,
+            "{} runs {} (image {}), not the configured {}: deployed outside mcrecover? \
+             `mcrecover drift` says what to do",
+            d.service,
+            d.running.image,
+            d.running.id.get(..12).unwrap_or(&d.running.id),
+            d.configured
+        ),
+        DriftChange::Resolved { service } => info!(
+            message_id = DRIFT_MESSAGE_ID,
+            service = %service,
+            "{service} runs its configured image again (or no longer runs)"
+        ),
+    }
 }
 
 /// How long a reload may take to read, validate and plan the configuration.
@@ -176,8 +238,12 @@ pub async fn run(opts: DaemonOptions) -> Result<(), WatchError> {
     info!(status = %line, "watching");
 
     let mut watchdog = notify::watchdog_interval().map(tokio::time::interval);
+    let drift = DriftWatch::default();
+    let mut drift_tick = tokio::time::interval(DRIFT_INTERVAL);
+    drift_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = drift_tick.tick() => drift.look(&runner),
             ev = runner.next() => {
                 let fx = runner.handle(ev);
                 shell.carry_out(&runner, fx);
@@ -187,6 +253,10 @@ pub async fn run(opts: DaemonOptions) -> Result<(), WatchError> {
                 match cmd {
                     ApiCommand::Reload => {
                         let answer = shell.reload(&mut runner).await;
+                        if answer.is_ok() {
+                            // The configured images may have changed.
+                            drift.look(&runner);
+                        }
                         let _ = reply.send(answer);
                     }
                     other => match to_event(runner.world(), &other) {
@@ -207,8 +277,9 @@ pub async fn run(opts: DaemonOptions) -> Result<(), WatchError> {
             _ = tick_opt(&mut watchdog) => shell.notifier.watchdog(),
             _ = sighup.recv() => {
                 info!("SIGHUP: reloading configuration");
-                if let Err(e) = shell.reload(&mut runner).await {
-                    warn!(error = %e, "reload refused; keeping the running configuration");
+                match shell.reload(&mut runner).await {
+                    Ok(_) => drift.look(&runner),
+                    Err(e) => warn!(error = %e, "reload refused; keeping the running configuration"),
                 }
             }
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
