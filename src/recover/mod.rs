@@ -9,11 +9,13 @@
 
 mod progress;
 mod report;
+pub mod timeline;
 
 pub use progress::Progress;
 pub use report::{
     CriticalStep, Outcome, Report, ServiceReport, ServiceStatus, StageReport, StageStatus,
 };
+pub use timeline::{to_svg, Timeline};
 
 use crate::check::ExecVia;
 use std::time::Duration;
@@ -95,8 +97,19 @@ pub async fn recover(
     cfg: &Config,
     plan: &Plan,
     sd: &Systemd,
-    mut on_event: impl FnMut(&RecoverEvent),
+    on_event: impl FnMut(&RecoverEvent),
 ) -> Report {
+    recover_with_timeline(cfg, plan, sd, on_event).await.0
+}
+
+/// [`recover`], also recording the run's [`Timeline`] (for
+/// `recover --timeline`, drawn by [`to_svg`]).
+pub async fn recover_with_timeline(
+    cfg: &Config,
+    plan: &Plan,
+    sd: &Systemd,
+    mut on_event: impl FnMut(&RecoverEvent),
+) -> (Report, Timeline) {
     let mut runner = Runner::new(
         cfg.clone(),
         plan.clone(),
@@ -108,8 +121,14 @@ pub async fn recover(
         Some(BusTarget::Address(sd.address().to_owned())),
     );
     runner.subscribe().await;
+    let mut timeline = Timeline::of_world(runner.world());
+    // The engine's clock is not handed to the callback; this one starts
+    // with the run (its Begin event), within a millisecond of it.
+    let t0 = std::time::Instant::now();
     runner
         .run_until_settled(|w, e| {
+            let at_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+            timeline.record(w, e, at_ms);
             if let Some(ev) = progress_event(w, e) {
                 on_event(&ev);
             }
@@ -128,7 +147,8 @@ pub async fn recover(
         }
         report.set_diagnoses(&svc, found);
     }
-    report
+    timeline.finish(&report);
+    (report, timeline)
 }
 
 /// The result of `mcrecover gate`.
