@@ -94,6 +94,10 @@ enum Command {
         /// No live progress on stderr.
         #[arg(long, short)]
         quiet: bool,
+        /// After the run, write its timeline as an SVG picture to FILE (one row per service
+        /// by stage: start, running, healthy, gates, restarts, deaths, critical path).
+        #[arg(long, value_name = "FILE")]
+        timeline: Option<PathBuf>,
         #[command(flatten)]
         sys: SystemArgs,
     },
@@ -325,8 +329,16 @@ fn run(cli: Cli) -> Result<u8, Exit> {
             json,
             no_install,
             quiet,
+            timeline,
             sys,
-        } => recover::run(&load(path)?, &sys, json, no_install, quiet),
+        } => recover::run(
+            &load(path)?,
+            &sys,
+            json,
+            no_install,
+            quiet,
+            timeline.as_deref(),
+        ),
         Command::Gate { stage } => gate::run(&load(path)?, &stage),
         Command::Verify { json } => verify::run(&load(path)?, json),
         Command::Images { cmd } => images::run(&load(path)?, cmd),
