@@ -106,14 +106,10 @@ impl Timeline {
     /// happened `at_ms` after the run began.
     pub fn record(&mut self, w: &World, e: &Effect, at_ms: u64) {
         let name = |svc: usize| w.services.get(svc).map(|s| s.info.name.clone());
-        match e {
-            Effect::Start { svc, .. } => {
-                if let Some(s) = name(*svc).and_then(|n| self.service(&n)) {
-                    s.start_ms.get_or_insert(at_ms);
-                }
-            }
-            Effect::Note(note) => self.note(w, note, at_ms, &name),
-            _ => {}
+        // The runner carries out `Effect::Start` itself; the note of the
+        // service going `starting` comes out of the same step.
+        if let Effect::Note(note) = e {
+            self.note(w, note, at_ms, &name);
         }
     }
 
@@ -155,7 +151,9 @@ impl Timeline {
                 let healthy_at = sv.report.healthy_at.map(|t| t.saturating_sub(w.began_at));
                 let dead = sv.unit_down();
                 if let Some(s) = self.service(&sv.info.name.clone()) {
-                    if *new == "healthy" {
+                    if *new == "starting" && s.has_unit {
+                        s.start_ms.get_or_insert(at_ms);
+                    } else if *new == "healthy" {
                         s.healthy_ms = Some(healthy_at.unwrap_or(at_ms));
                     } else if *new == "unhealthy" && dead {
                         s.deaths_ms.push(at_ms);
@@ -228,14 +226,16 @@ pub fn xml_escape(s: &str) -> String {
     out
 }
 
-const WIDTH: f64 = 1100.0;
-const LABEL_W: f64 = 230.0;
+const WIDTH: f64 = 1200.0;
+const LABEL_W: f64 = 300.0;
 const CHART_X: f64 = LABEL_W + 10.0;
 const CHART_W: f64 = WIDTH - CHART_X - 40.0;
 const ROW_H: f64 = 22.0;
 const TOP: f64 = 70.0;
 
-const C_START: &str = "#9ecae1";
+const C_START: &str = "#6baed6";
+const C_PREFLIGHT: &str = "#d9d9d9";
+const C_GATED: &str = "#969696";
 const C_RUN: &str = "#31a354";
 const C_UNHEALTHY: &str = "#fdae6b";
 const C_CRITICAL: &str = "#d7301f";
@@ -361,14 +361,32 @@ pub fn to_svg(t: &Timeline) -> String {
         );
         if let Some(a) = st.started_ms {
             let b = st.gate_ms.unwrap_or(t.total_ms.max(a));
-            let _ = writeln!(
-                o,
-                "<rect class=\"stage-span\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"6\" \
-                 fill=\"#969696\"/>",
-                x(a),
-                y + 8.0,
-                (x(b) - x(a)).max(1.0)
-            );
+            // Preflight until its first unit start, then gated.
+            let first = st
+                .services
+                .iter()
+                .filter_map(|s| s.start_ms)
+                .min()
+                .unwrap_or(a)
+                .clamp(a, b);
+            for (class, fill, from, to) in [
+                ("preflight", C_PREFLIGHT, a, first),
+                ("gated", C_GATED, first, b),
+            ] {
+                if to > from {
+                    let _ = writeln!(
+                        o,
+                        "<rect class=\"stage-span {class}\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" \
+                         height=\"8\" fill=\"{fill}\"><title>{} {class}: {} to {}</title></rect>",
+                        x(from),
+                        y + 7.0,
+                        (x(to) - x(from)).max(1.0),
+                        xml_escape(&st.name),
+                        secs(from),
+                        secs(to)
+                    );
+                }
+            }
         }
         let _ = writeln!(o, "</g>");
         y += ROW_H;
@@ -478,9 +496,11 @@ fn draw_service(
     let _ = writeln!(o, "</g>");
 }
 
-fn legend(o: &mut String, y: f64) {
+fn legend(o: &mut String, y0: f64) {
     let _ = writeln!(o, "<g class=\"legend\">");
     let items = [
+        "stage preflight",
+        "stage gated",
         "unit start to running",
         "running to healthy",
         "never healthy",
@@ -490,7 +510,13 @@ fn legend(o: &mut String, y: f64) {
         "death",
     ];
     let mut lx = CHART_X - LABEL_W;
+    let mut y = y0;
     for (i, text) in items.iter().enumerate() {
+        let w = 22.0 + text.len() as f64 * 6.6 + 18.0;
+        if lx + w > WIDTH {
+            lx = CHART_X - LABEL_W;
+            y += 20.0;
+        }
         let swatch = |fill: &str, extra: &str| {
             format!(
                 "<rect x=\"{lx:.1}\" y=\"{:.1}\" width=\"16\" height=\"12\" fill=\"{fill}\"{extra}/>",
@@ -498,19 +524,21 @@ fn legend(o: &mut String, y: f64) {
             )
         };
         let glyph = match i {
-            0 => swatch(C_START, ""),
-            1 => swatch(C_RUN, ""),
-            2 => swatch(C_UNHEALTHY, ""),
-            3 => swatch(
+            0 => swatch(C_PREFLIGHT, ""),
+            1 => swatch(C_GATED, ""),
+            2 => swatch(C_START, ""),
+            3 => swatch(C_RUN, ""),
+            4 => swatch(C_UNHEALTHY, ""),
+            5 => swatch(
                 "#ffffff",
                 &format!(" stroke=\"{C_CRITICAL}\" stroke-width=\"2\""),
             ),
-            4 => format!(
+            6 => format!(
                 "<path d=\"M {:.1} {:.1} l 6 6 l -6 6 l -6 -6 z\" fill=\"{C_GATE_OK}\"/>",
                 lx + 8.0,
                 y + 2.0
             ),
-            5 => format!(
+            7 => format!(
                 "<path d=\"M {:.1} {:.1} l 6 11 l -12 0 z\" fill=\"{C_RESTART}\"/>",
                 lx + 8.0,
                 y + 2.0
@@ -530,7 +558,7 @@ fn legend(o: &mut String, y: f64) {
             y + 12.0,
             xml_escape(text)
         );
-        lx += 22.0 + text.len() as f64 * 6.6 + 18.0;
+        lx += w;
     }
     let _ = writeln!(o, "</g>");
 }
