@@ -673,6 +673,160 @@ mod tests {
         roxmltree::Document::parse(&svg).unwrap();
     }
 
+    /// Runs the engine's recovery of the plan tests' sample platform,
+    /// answering its effects as a healthy host would (the probes of `bad`
+    /// fail until `proxy` is killed once stage 1 is gated), and records
+    /// every effect the runner would hand to `recover`.
+    #[test]
+    fn records_starts_health_gates_restarts_and_deaths_from_the_engine() {
+        use std::collections::VecDeque;
+
+        use crate::drive::UnitState;
+        use crate::engine::history::PersistedState;
+        use crate::engine::{next_deadline, step, Event, Goal, StagePhase, World};
+
+        fn running(n: u64) -> UnitState {
+            UnitState {
+                load_state: "loaded".into(),
+                active_state: "active".into(),
+                sub_state: "running".into(),
+                result: "success".into(),
+                inactive_exit_usec: n,
+                ..UnitState::default()
+            }
+        }
+        struct Run {
+            w: World,
+            now: u64,
+            tl: Timeline,
+            queue: VecDeque<Effect>,
+            bad: bool,
+            n: u64,
+        }
+        impl Run {
+            fn ev(&mut self, e: Event) {
+                for fx in step(&mut self.w, e, self.now) {
+                    let at = self.now.saturating_sub(self.w.began_at);
+                    self.tl.record(&self.w, &fx, at);
+                    self.queue.push_back(fx);
+                }
+            }
+            fn drain(&mut self) {
+                while let Some(fx) = self.queue.pop_front() {
+                    match fx {
+                        Effect::Preflight { stage, token, .. } => self.ev(Event::PreflightDone {
+                            stage,
+                            token,
+                            problems: Vec::new(),
+                        }),
+                        Effect::Start { svc, token, .. } | Effect::Restart { svc, token, .. } => {
+                            self.n += 1;
+                            let st = running(self.n);
+                            self.ev(Event::JobDone {
+                                svc,
+                                token,
+                                result: Ok(("done".into(), st)),
+                            });
+                        }
+                        Effect::Probe { svc, check, token } => {
+                            let ok = !(self.bad && self.w.services[svc].info.name == "proxy");
+                            self.ev(Event::ProbeDone {
+                                svc,
+                                check,
+                                token,
+                                ok,
+                                detail: String::new(),
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            fn tick(&mut self) {
+                let next = next_deadline(&self.w).unwrap_or(self.now + 100);
+                self.now = next.clamp(self.now + 1, self.now + 100);
+                self.ev(Event::Tick);
+                self.drain();
+            }
+        }
+
+        let cfg = crate::plan::tests::sample();
+        let plan = crate::plan::build(&cfg).unwrap();
+        let w = World::new(&cfg, &plan, Goal::Recover, &PersistedState::default());
+        let tl = Timeline::of_world(&w);
+        let mut r = Run {
+            w,
+            now: 1_000,
+            tl,
+            queue: VecDeque::new(),
+            bad: true,
+            n: 0,
+        };
+        r.ev(Event::Begin);
+        r.drain();
+        while !matches!(r.w.stages[1].phase, StagePhase::Gating { .. }) {
+            r.tick();
+        }
+        r.tick();
+        let proxy = r.w.find("proxy").unwrap();
+        let exit = r.w.services[proxy]
+            .unit
+            .as_ref()
+            .unwrap()
+            .inactive_exit_usec;
+        let mut dead = running(exit);
+        dead.active_state = "failed".into();
+        dead.sub_state = "failed".into();
+        dead.result = "signal".into();
+        r.ev(Event::Unit {
+            svc: proxy,
+            state: dead,
+        });
+        r.bad = false;
+        r.drain();
+        for _ in 0..10_000 {
+            if r.w.settled() {
+                break;
+            }
+            r.tick();
+        }
+        assert!(r.w.settled());
+        let report = Report::from_world(&r.w, r.now);
+        let mut tl = r.tl;
+        tl.finish(&report);
+        assert_eq!(tl.outcome, "all_healthy");
+        assert_eq!(tl.total_ms, r.now - r.w.began_at);
+        assert_eq!(tl.stages.len(), r.w.stages.len());
+        for st in &tl.stages {
+            assert!(st.started_ms.is_some(), "{st:?}");
+            assert_eq!(st.gate_ok, Some(true), "{st:?}");
+            assert_eq!(st.services.iter().filter(|s| s.critical).count(), 1);
+            for s in &st.services {
+                let h = s.healthy_ms.unwrap();
+                if s.has_unit {
+                    let (a, b) = (s.start_ms.unwrap(), s.running_ms.unwrap());
+                    assert!(a <= b && b <= h, "{s:?}");
+                } else {
+                    assert_eq!(s.start_ms, None);
+                }
+            }
+        }
+        let p = tl
+            .stages
+            .iter()
+            .flat_map(|st| &st.services)
+            .find(|s| s.name == "proxy")
+            .unwrap();
+        assert_eq!(p.deaths_ms.len(), 1, "{p:?}");
+        assert_eq!(p.restarts_ms.len(), 1, "{p:?}");
+        assert!(p.deaths_ms[0] <= p.restarts_ms[0]);
+        assert!(p.healthy_ms.unwrap() >= p.restarts_ms[0]);
+        let svg = to_svg(&tl);
+        let doc = roxmltree::Document::parse(&svg).unwrap();
+        assert_eq!(class_count(&doc, "path", "death"), 1);
+        assert_eq!(class_count(&doc, "path", "restart"), 1);
+    }
+
     #[test]
     fn tick_steps() {
         assert_eq!(tick_step(1.0), 0.5);
