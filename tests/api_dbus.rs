@@ -81,6 +81,7 @@ fn snapshot(state: ServiceState, reason: &str) -> Snapshot {
             next_restart_in_s: None,
             escalation: None,
         }],
+        timeline: None,
     }
 }
 

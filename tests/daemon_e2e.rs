@@ -114,6 +114,31 @@ fn killed_container_is_restarted_by_the_daemon() {
     ) else {
         return;
     };
+    // Issue 16, part 2: the boot recovery's picture in the state directory,
+    // named by status: one row per service of the platform (mcias is cut).
+    let st = p.status().unwrap();
+    let svg_path = st["timeline"].as_str().expect("status names the timeline");
+    assert_eq!(
+        svg_path, "/var/lib/mcrecover/last-boot-timeline.svg",
+        "{st:#}"
+    );
+    let svg = std::fs::read_to_string(p.sb.host_path(svg_path)).unwrap();
+    let doc = roxmltree::Document::parse(&svg).expect("well-formed SVG");
+    let rows = doc
+        .descendants()
+        .filter(|n| {
+            n.has_tag_name("g")
+                && n.attribute("class")
+                    .is_some_and(|c| c.split_whitespace().any(|w| w == "row"))
+        })
+        .count();
+    assert_eq!(rows, 12, "one row per service");
+    let text = String::from_utf8_lossy(&p.mcrecover(None, &["status"]).stdout).into_owned();
+    assert!(
+        text.contains("last boot recovery: /var/lib/mcrecover/last-boot-timeline.svg"),
+        "{text}"
+    );
+
     let unit = "mcq.service";
     assert_eq!(p.prop(unit, "Restart"), "no", "the daemon owns restarts");
     let invocation = p.prop(unit, "InvocationID");

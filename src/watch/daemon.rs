@@ -150,6 +150,9 @@ fn log_drift(change: &crate::drift::DriftChange) {
     }
 }
 
+/// The picture of the last boot recovery, in the state directory.
+pub const TIMELINE_FILE: &str = "last-boot-timeline.svg";
+
 /// How long a reload may take to read, validate and plan the configuration.
 const RELOAD_READ_LIMIT: Duration = Duration::from_secs(60);
 
@@ -213,6 +216,8 @@ pub async fn run(opts: DaemonOptions) -> Result<(), WatchError> {
         notifier: Notifier::new(),
         user: cfg.platform.mode == config::Mode::Rootless,
         reply: None,
+        timeline: Some(crate::recover::Timeline::of_world(runner.world())),
+        timeline_file: None,
     };
     // The API name is ours or the daemon stops, loudly: another daemon
     // driving the same platform, or a process standing in for the API, is
@@ -362,6 +367,10 @@ struct Shell {
     notifier: Notifier,
     user: bool,
     reply: Option<oneshot::Sender<ApiReply>>,
+    /// The boot recovery's timeline while it runs.
+    timeline: Option<crate::recover::Timeline>,
+    /// Where the boot recovery's timeline was written.
+    timeline_file: Option<String>,
 }
 
 impl Shell {
@@ -369,6 +378,7 @@ impl Shell {
     /// escalation actions, remedies, blocking alerts.
     fn carry_out(&mut self, runner: &Runner, fx: Vec<Effect>) {
         let w = runner.world();
+        self.record_timeline(runner, &fx);
         let mut persist = false;
         for e in fx {
             match e {
@@ -393,6 +403,42 @@ impl Shell {
         }
         if persist {
             self.persist(w);
+        }
+    }
+
+    /// The boot recovery's timeline: every effect recorded until the ramp
+    /// is done, then the picture written to the state directory
+    /// (`last-boot-timeline.svg`, shown in `status`). Reload ramps are not
+    /// recorded.
+    fn record_timeline(&mut self, runner: &Runner, fx: &[Effect]) {
+        let Some(t) = self.timeline.as_mut() else {
+            return;
+        };
+        let w = runner.world();
+        let now = runner.now();
+        let at = now.saturating_sub(w.began_at);
+        let mut done = false;
+        for e in fx {
+            t.record(w, e, at);
+            done |= matches!(e, Effect::Note(crate::engine::Note::RampDone));
+        }
+        if !done {
+            return;
+        }
+        let Some(mut t) = self.timeline.take() else {
+            return;
+        };
+        t.finish(&crate::recover::Report::from_world(w, now));
+        let svg = crate::recover::to_svg(&t);
+        match self
+            .store
+            .write_atomic(TIMELINE_FILE, svg.as_bytes(), 0o644)
+        {
+            Ok(path) => {
+                info!(path = %path.display(), "boot recovery timeline written");
+                self.timeline_file = Some(path.display().to_string());
+            }
+            Err(e) => warn!(error = %e, "boot recovery timeline not written"),
         }
     }
 
@@ -620,7 +666,8 @@ impl Shell {
     }
 
     fn publish(&mut self, runner: &Runner) {
-        let snap = snapshot(runner.world(), runner.now(), &self.opts.config_path);
+        let mut snap = snapshot(runner.world(), runner.now(), &self.opts.config_path);
+        snap.timeline.clone_from(&self.timeline_file);
         self.notifier.status(&snap.status_line);
         self.snap_tx.send_if_modified(|cur| {
             // Ages change every time; publish when anything else changed.
@@ -832,6 +879,7 @@ pub fn snapshot(w: &World, now: u64, config: &std::path::Path) -> Snapshot {
         },
         status_line: status_line(w),
         services,
+        timeline: None,
     }
 }
 

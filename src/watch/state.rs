@@ -112,22 +112,31 @@ impl StateStore {
     /// (`O_EXCL | O_NOFOLLOW`, relative to the directory's descriptor),
     /// fsync, rename over `state.json` (`renameat`), fsync the directory.
     pub fn save(&self, state: &PersistedState) -> Result<(), StateError> {
+        let mut json = serde_json::to_vec_pretty(state)?;
+        json.push(b'\n');
+        self.write_atomic(STATE_FILE, &json, 0o600).map(|_| ())
+    }
+
+    /// Writes `bytes` as `name` in the state directory the way
+    /// [`StateStore::save`] writes `state.json`, with `mode`; returns its
+    /// path.
+    pub fn write_atomic(&self, name: &str, bytes: &[u8], mode: u32) -> Result<PathBuf, StateError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StateError::Io { path, source }
         };
         std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
         let dir = safe_fs::open_dir(&self.dir).map_err(io(&self.dir))?;
-        let json = serde_json::to_vec_pretty(state)?;
-        let target = self.path();
-        let base = format!(".{STATE_FILE}.{}.tmp", std::process::id());
-        let (mut f, tmp) = safe_fs::create_temp_at(&dir, &base, Mode::from_bits_truncate(0o600))
+        let target = self.dir.join(name);
+        let base = format!(".{name}.{}.tmp", std::process::id());
+        let (mut f, tmp) = safe_fs::create_temp_at(&dir, &base, Mode::from_bits_truncate(mode))
             .map_err(io(&self.dir.join(&base)))?;
         let result = (|| -> std::io::Result<()> {
-            f.write_all(&json)?;
-            f.write_all(b"\n")?;
+            f.write_all(bytes)?;
             f.sync_all()?;
-            safe_fs::rename_at(&dir, &tmp, OsStr::new(STATE_FILE))?;
+            // create_temp_at's mode is filtered by the umask: set it exactly.
+            nix::sys::stat::fchmod(&f, Mode::from_bits_truncate(mode))?;
+            safe_fs::rename_at(&dir, &tmp, OsStr::new(name))?;
             safe_fs::sync(&dir)
         })();
         drop(f);
@@ -136,7 +145,8 @@ impl StateStore {
             // name in the directory we hold open.
             let _ = safe_fs::unlink_at(&dir, &tmp);
         }
-        result.map_err(io(&target))
+        result.map_err(io(&target))?;
+        Ok(target)
     }
 }
 

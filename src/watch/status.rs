@@ -53,6 +53,9 @@ pub fn to_text(s: &Snapshot) -> String {
             let _ = writeln!(out, "{:<16} next restart in {t:.1}s", "");
         }
     }
+    if let Some(path) = &s.timeline {
+        let _ = writeln!(out, "last boot recovery: {path}");
+    }
     out
 }
 
@@ -131,5 +134,6 @@ pub async fn direct(cfg: &Config, plan: &Plan, sd: Option<&Systemd>) -> Snapshot
             services.len()
         ),
         services,
+        timeline: None,
     }
 }

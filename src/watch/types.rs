@@ -92,6 +92,10 @@ pub struct Snapshot {
     pub status_line: String,
     /// Per service, in plan order.
     pub services: Vec<ServiceStatus>,
+    /// The picture of the daemon's last boot recovery (SVG in its state
+    /// directory), once that recovery finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<String>,
 }
 
 /// A control request from the D-Bus API to the engine.
