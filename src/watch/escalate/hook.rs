@@ -77,7 +77,7 @@ pub async fn run(argv: &[String], timeout: Duration, ev: &Event, via: &ExecVia) 
 }
 
 /// [`ExecVia::Unit`]: a transient unit; the event JSON on stdin through a
-/// sealed memory file.
+/// memory file (`memfd`: nothing on disk, no pipe to keep fed).
 async fn run_unit(
     argv: &[String],
     timeout: Duration,
@@ -126,7 +126,7 @@ async fn run_unit(
     })
 }
 
-/// The event as a read-only memory file positioned at its start.
+/// The event in a memory file, positioned at its start.
 fn event_file(json: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::io::{Seek, Write};
     let fd =
