@@ -27,19 +27,6 @@ use serde_json::Value;
 
 const ESCALATE_AFTER: u32 = 3;
 
-/// Test 2's config: mcq's https check every `interval_s` s, `threshold` failures.
-fn https_500_config(interval_s: u64, threshold: u64) -> String {
-    daemon_config(ESCALATE_AFTER, |t| {
-        let old = "body_contains = '\"status\":\"ok\"'\n";
-        assert!(t.contains(old), "the example's mcq check changed");
-        t.replacen(
-            old,
-            &format!("{old}interval = \"{interval_s}s\"\nfailure_threshold = {threshold}\n"),
-            1,
-        )
-    })
-}
-
 /// Test 4's config: mc-proxy (stage core) also checks a name through MCNS
 /// (stage foundation), so when MCNS fails, so does mc-proxy's check.
 fn dns_config() -> String {
@@ -204,51 +191,11 @@ fn killed_container_is_restarted_by_the_daemon() {
 
 #[test]
 fn https_500_restarts_only_after_the_failure_threshold() {
-    const INTERVAL_S: u64 = 2;
-    const THRESHOLD: u64 = 3;
-    let cfg = https_500_config(INTERVAL_S, THRESHOLD);
+    let cfg = https_500_config(ESCALATE_AFTER, 2, 3);
     let Some(p) = Platform::boot("daemon-https-500", &cfg, true) else {
         return;
     };
-    let unit = "mcq.service";
-    let invocation = p.prop(unit, "InvocationID");
-    let before = service(&p.status().unwrap(), "mcq")["total_restarts"].clone();
-    let faulted_at = now_usec();
-    let since_fault = || -> Vec<Value> {
-        p.restarts_of(unit)
-            .into_iter()
-            .filter(|e| usec(e) >= faulted_at)
-            .collect()
-    };
-    p.fault("/srv/mcq", "500");
-
-    // The first failing result: not restarted for it.
-    let st = p.wait_status("mcq's check to fail", 60, |st| {
-        service(st, "mcq")["health"]["ok"] == false
-    });
-    let mcq = service(&st, "mcq");
-    assert_eq!(mcq["total_restarts"], before, "{mcq:#}");
-    assert!(since_fault().is_empty(), "restarted on the first failure");
-    assert_eq!(p.prop(unit, "InvocationID"), invocation);
-
-    p.wait("the restart of mcq", 90, || !since_fault().is_empty());
-    let e = since_fault()[0].clone();
-    p.clear_fault("/srv/mcq");
-    // THRESHOLD consecutive failures at least INTERVAL_S apart, all after
-    // the fault was written: the restart cannot come earlier (0.5 s slack
-    // for timer granularity).
-    let min_us = u128::from((THRESHOLD - 1) * INTERVAL_S) * 1_000_000 - 500_000;
-    assert!(
-        usec(&e) - faulted_at >= min_us,
-        "restart issued {} ms after the fault, before {THRESHOLD} checks {INTERVAL_S} s apart could fail: {e:#}",
-        (usec(&e) - faulted_at) / 1000
-    );
-    assert!(field(&e, "REASON").contains("500"), "{e:#}");
-    p.wait_status("mcq healthy after the fault is gone", 90, |st| {
-        state_of(st, "mcq") == "healthy"
-    });
-    assert_ne!(p.prop(unit, "InvocationID"), invocation);
-    assert!(p.escalations_of(unit).is_empty());
+    https_500_restarts_only_after_the_threshold(&p, 2, 3);
 }
 
 // 3 ---------------------------------------------------------------------------
@@ -857,7 +804,7 @@ fn quarantine_remedy_moves_files_and_loses_nothing() {
 fn test_configurations_are_valid() {
     let variants = [
         daemon_config(ESCALATE_AFTER, |t| t),
-        https_500_config(2, 3),
+        https_500_config(ESCALATE_AFTER, 2, 3),
         dns_config(),
         sigkill_config(),
         quarantine_config().2,

@@ -23,8 +23,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use daemon_support::{
-    daemon_config, field, now_usec, recovery_problems, service, state_of, usec, Platform, EXAMPLE,
-    RESTART_ID,
+    daemon_config, field, https_500_config, https_500_restarts_only_after_the_threshold, now_usec,
+    recovery_problems, service, state_of, usec, Platform, EXAMPLE, RESTART_ID,
 };
 use mcrecover_testbed::{e2e_gate, Base, ImageSet, Sandbox, SandboxOptions};
 use serde_json::Value;
@@ -377,56 +377,13 @@ fn trixie_daemon_restarts_a_killed_container() {
     );
 }
 
-const INTERVAL_S: u64 = 2;
-const THRESHOLD: u64 = 3;
-
-/// mcq's https check every INTERVAL_S s, THRESHOLD failures before a restart.
-fn https_500_config() -> String {
-    daemon_config(ESCALATE_AFTER, |t| {
-        let old = "body_contains = '\"status\":\"ok\"'\n";
-        assert!(t.contains(old), "the example's mcq check changed");
-        t.replacen(
-            old,
-            &format!("{old}interval = \"{INTERVAL_S}s\"\nfailure_threshold = {THRESHOLD}\n"),
-            1,
-        )
-    })
-}
-
 #[test]
 fn trixie_daemon_restarts_after_https_500_threshold() {
-    let cfg = https_500_config();
+    let cfg = https_500_config(ESCALATE_AFTER, 2, 3);
     let Some(p) = daemon_platform("trixie-daemon-500", &cfg) else {
         return;
     };
-    let unit = "mcq.service";
-    let invocation = p.prop(unit, "InvocationID");
-    let faulted_at = now_usec();
-    p.fault("/srv/mcq", "500");
-    p.wait_status("mcq's check to fail", 60, |st| {
-        service(st, "mcq")["health"]["ok"] == false
-    });
-    assert!(
-        restarts_since(&p, unit, faulted_at).is_empty(),
-        "restarted on the first failure"
-    );
-    p.wait("the restart of mcq", 90, || {
-        !restarts_since(&p, unit, faulted_at).is_empty()
-    });
-    let e = restarts_since(&p, unit, faulted_at)[0].clone();
-    p.clear_fault("/srv/mcq");
-    let min_us = u128::from((THRESHOLD - 1) * INTERVAL_S) * 1_000_000 - 500_000;
-    assert!(
-        usec(&e) - faulted_at >= min_us,
-        "restart issued {} ms after the fault: {e:#}",
-        (usec(&e) - faulted_at) / 1000
-    );
-    assert!(field(&e, "REASON").contains("500"), "{e:#}");
-    p.wait_status("mcq healthy after the fault is gone", 90, |st| {
-        state_of(st, "mcq") == "healthy"
-    });
-    assert_ne!(p.prop(unit, "InvocationID"), invocation);
-    assert!(p.escalations_of(unit).is_empty());
+    https_500_restarts_only_after_the_threshold(&p, 2, 3);
 }
 
 #[test]
@@ -470,7 +427,10 @@ fn trixie_daemon_escalates_a_crash_loop_and_ack_rearms() {
 
 #[test]
 fn trixie_test_configurations_are_valid() {
-    for text in [daemon_config(ESCALATE_AFTER, |t| t), https_500_config()] {
+    for text in [
+        daemon_config(ESCALATE_AFTER, |t| t),
+        https_500_config(ESCALATE_AFTER, 2, 3),
+    ] {
         let path = Path::new("/srv/daemon-test.toml");
         mcrecover::config::parse(&text, path).unwrap();
     }

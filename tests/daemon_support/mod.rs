@@ -534,3 +534,63 @@ pub fn tree_hashes(dir: &Path) -> BTreeMap<PathBuf, String> {
     walk(dir, dir, &mut out);
     out
 }
+
+/// mcq's https check every `interval_s` s, `threshold` failures before a
+/// restart (the HTTP 500 tests on both bases).
+pub fn https_500_config(escalate_after: u32, interval_s: u64, threshold: u64) -> String {
+    daemon_config(escalate_after, |t| {
+        let old = "body_contains = '\"status\":\"ok\"'\n";
+        assert!(t.contains(old), "the example's mcq check changed");
+        t.replacen(
+            old,
+            &format!("{old}interval = \"{interval_s}s\"\nfailure_threshold = {threshold}\n"),
+            1,
+        )
+    })
+}
+
+/// mcq answers HTTP 500 (its config from [`https_500_config`] with
+/// `interval_s`, `threshold`): no restart for the first failure, one after
+/// `threshold` failures `interval_s` apart (never earlier), healthy again
+/// once the fault is gone, never escalated. Shared by both bases.
+pub fn https_500_restarts_only_after_the_threshold(p: &Platform, interval_s: u64, threshold: u64) {
+    let unit = "mcq.service";
+    let invocation = p.prop(unit, "InvocationID");
+    let before = service(&p.status().unwrap(), "mcq")["total_restarts"].clone();
+    let faulted_at = now_usec();
+    let since_fault = || -> Vec<Value> {
+        p.restarts_of(unit)
+            .into_iter()
+            .filter(|e| usec(e) >= faulted_at)
+            .collect()
+    };
+    p.fault("/srv/mcq", "500");
+
+    // The first failing result: not restarted for it.
+    let st = p.wait_status("mcq's check to fail", 60, |st| {
+        service(st, "mcq")["health"]["ok"] == false
+    });
+    let mcq = service(&st, "mcq");
+    assert_eq!(mcq["total_restarts"], before, "{mcq:#}");
+    assert!(since_fault().is_empty(), "restarted on the first failure");
+    assert_eq!(p.prop(unit, "InvocationID"), invocation);
+
+    p.wait("the restart of mcq", 90, || !since_fault().is_empty());
+    let e = since_fault()[0].clone();
+    p.clear_fault("/srv/mcq");
+    // threshold consecutive failures at least interval_s apart, all after
+    // the fault was written: the restart cannot come earlier (0.5 s slack
+    // for timer granularity).
+    let min_us = u128::from((threshold - 1) * interval_s) * 1_000_000 - 500_000;
+    assert!(
+        usec(&e) - faulted_at >= min_us,
+        "restart issued {} ms after the fault, before {threshold} checks {interval_s} s apart could fail: {e:#}",
+        (usec(&e) - faulted_at) / 1000
+    );
+    assert!(field(&e, "REASON").contains("500"), "{e:#}");
+    p.wait_status("mcq healthy after the fault is gone", 90, |st| {
+        state_of(st, "mcq") == "healthy"
+    });
+    assert_ne!(p.prop(unit, "InvocationID"), invocation);
+    assert!(p.escalations_of(unit).is_empty());
+}
