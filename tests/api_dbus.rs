@@ -80,6 +80,8 @@ fn snapshot(state: ServiceState, reason: &str) -> Snapshot {
             held_by: None,
             next_restart_in_s: None,
             escalation: None,
+            remedy: None,
+            owner: None,
         }],
         timeline: None,
     }

@@ -48,6 +48,7 @@ fn event() -> Event {
         window: Duration::from_secs(600),
         reason: "unit failed (exit-code)".into(),
         diagnoses: diagnose("Error: attempt to write a readonly database (8)"),
+        remedy: String::new(),
         at: UNIX_EPOCH + Duration::from_secs(1_795_572_900),
     }
 }
@@ -332,6 +333,7 @@ fn service(volumes: &[&Path]) -> Service {
         after: Vec::new(),
         requires: Vec::new(),
         remedy: None,
+        gate: mcrecover::config::ServiceGate::Healthy,
     }
 }
 

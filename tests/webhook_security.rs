@@ -46,6 +46,7 @@ fn event() -> Event {
         window: Duration::from_secs(600),
         reason: "unit failed".into(),
         diagnoses: Vec::new(),
+        remedy: String::new(),
         at: UNIX_EPOCH + Duration::from_secs(1_795_572_900),
     }
 }

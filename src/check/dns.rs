@@ -32,12 +32,12 @@ pub(super) async fn probe(
     };
 
     let mut name = Name::from_ascii(&check.query)
-        .map_err(|e| Failed(format!("DNS: `{}` is not a valid name: {e}", check.query)))?;
+        .map_err(|e| Failed::from(format!("DNS: `{}` is not a valid name: {e}", check.query)))?;
     name.set_fqdn(true);
 
     let waiting = format!("DNS answer from {server} ({transport}) for {question}");
     let timed_out = || {
-        Failed(format!(
+        Failed::from(format!(
             "timed out after {} waiting for {waiting}",
             fmt_duration(timeout)
         ))
@@ -52,7 +52,7 @@ pub(super) async fn probe(
             let provider = TokioRuntimeProvider::new();
             let (connect, handle) = TcpClientStream::new(server, None, Some(timeout), provider);
             let stream = connect.await.map_err(|e| {
-                Failed(format!(
+                Failed::from(format!(
                     "DNS over TCP to {server}: {}",
                     net_reason(&e, timeout)
                 ))
@@ -67,7 +67,7 @@ pub(super) async fn probe(
     .map_err(|e| match e {
         // hickory's own timer (same length) may fire before ours: same words.
         NetError::Timeout => timed_out(),
-        e => Failed(format!(
+        e => Failed::from(format!(
             "DNS query to {server} ({transport}) for {question} failed: {}",
             net_reason(&e, timeout)
         )),
@@ -75,7 +75,7 @@ pub(super) async fn probe(
 
     let rcode = response.metadata.response_code;
     if rcode != ResponseCode::NoError {
-        return Err(Failed(format!(
+        return Err(Failed::from(format!(
             "DNS {} from {server} for {question}",
             rcode_name(rcode)
         )));
@@ -86,7 +86,7 @@ pub(super) async fn probe(
         rtype,
         &format!("from {server} for {question}"),
     )
-    .map_err(Failed)
+    .map_err(Failed::from)
 }
 
 /// Ask over UDP with hickory's own retransmission, as stub resolvers do: a

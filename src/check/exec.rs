@@ -24,7 +24,7 @@ use nix::unistd::{Pid, User};
 use tokio::process::Command;
 
 use super::{fmt_duration, io_reason, Failed, Progress};
-use crate::config::ExecCheck;
+use crate::config::{ExecCheck, OperatorWait};
 use crate::drive::{Keep, Sandbox, Systemd, TransientError, TransientExit, TransientSpec};
 
 /// Where exec checks (and the escalation hook) run; see the module docs.
@@ -83,16 +83,30 @@ impl UnitExec {
 }
 
 /// Run the command and judge its exit status.
+/// An exit code listed in `wait.exit_codes` means "waiting for an operator".
 pub(super) async fn probe(
     check: &ExecCheck,
+    wait: Option<&OperatorWait>,
     via: &ExecVia,
     timeout: Duration,
     progress: &Progress,
 ) -> Result<String, Failed> {
-    match via {
+    let result = match via {
         ExecVia::Child => probe_child(check, progress).await,
         ExecVia::Unit(unit) => probe_unit(check, unit, timeout, progress).await,
-    }
+    };
+    result.map_err(|(reason, code)| match (wait, code) {
+        (Some(w), Some(c)) if w.exit_codes.contains(&c) => Failed::waiting(&reason, &w.remedy),
+        _ => Failed::from(reason),
+    })
+}
+
+/// A failure: the reason, and the exit code when the command exited.
+type ExecFailed = (String, Option<i32>);
+
+/// A failure without an exit code.
+fn no_code(f: Failed) -> ExecFailed {
+    (f.reason, None)
 }
 
 /// [`ExecVia::Unit`]: a transient unit, its output's tail kept.
@@ -101,15 +115,15 @@ async fn probe_unit(
     unit: &UnitExec,
     timeout: Duration,
     progress: &Progress,
-) -> Result<String, Failed> {
+) -> Result<String, ExecFailed> {
     let shown = show_argv(&check.argv);
     if check.argv.first().is_none_or(String::is_empty) {
-        return Err(Failed("exec: the program (argv[0]) is empty".to_owned()));
+        return Err(("exec: the program (argv[0]) is empty".to_owned(), None));
     }
-    let argv = absolute_argv(&check.argv)?;
+    let argv = absolute_argv(&check.argv).map_err(no_code)?;
     let spec = unit
         .spec(&argv, check.user.as_deref(), timeout)
-        .map_err(|e| Failed(format!("exec `{shown}`: {e}")))?
+        .map_err(|e| (format!("exec `{shown}`: {e}"), None))?
         .output_limit(OUTPUT_KEPT)
         .name_prefix("mcrecover-check")
         .description(format!("mcrecover exec check: {shown}"));
@@ -117,13 +131,17 @@ async fn probe_unit(
     let out = match unit.sd.run_transient(&spec).await {
         Ok(out) => out,
         Err(TransientError::Timeout { .. }) => {
-            return Err(Failed(timeout_detail(check, timeout)));
+            return Err((timeout_detail(check, timeout), None));
         }
-        Err(e) => return Err(Failed(format!("exec `{shown}` could not run: {e}"))),
+        Err(e) => return Err((format!("exec `{shown}` could not run: {e}"), None)),
     };
     if out.success() {
         return Ok("exit 0".to_owned());
     }
+    let code = match out.exit {
+        TransientExit::Exited(code) if !(200..=243).contains(&code) => Some(code),
+        _ => None,
+    };
     let how = match out.exit {
         TransientExit::Exited(code) if (200..=243).contains(&code) => format!(
             "could not be started by systemd (exit {code}; see `journalctl -u {}`)",
@@ -133,10 +151,13 @@ async fn probe_unit(
         TransientExit::Signaled { signal, .. } => format!("killed by signal {signal}"),
         TransientExit::NotRun => format!("did not run ({})", out.result),
     };
-    Err(Failed(match last_line(&out.output) {
-        Some(line) => format!("exec `{shown}` {how}: {line}"),
-        None => format!("exec `{shown}` {how} (no output)"),
-    }))
+    Err((
+        match last_line(&out.output) {
+            Some(line) => format!("exec `{shown}` {how}: {line}"),
+            None => format!("exec `{shown}` {how} (no output)"),
+        },
+        code,
+    ))
 }
 
 /// `argv` with its program resolved in `PATH` (systemd does not search
@@ -144,7 +165,9 @@ async fn probe_unit(
 fn absolute_argv(argv: &[String]) -> Result<Vec<String>, Failed> {
     let mut out = argv.to_vec();
     let Some(program) = out.first_mut() else {
-        return Err(Failed("exec: the program (argv[0]) is empty".to_owned()));
+        return Err(Failed::from(
+            "exec: the program (argv[0]) is empty".to_owned(),
+        ));
     };
     if program.contains('/') {
         return Ok(out);
@@ -156,19 +179,19 @@ fn absolute_argv(argv: &[String]) -> Result<Vec<String>, Failed> {
             use std::os::unix::fs::PermissionsExt;
             std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
-        .ok_or_else(|| Failed(format!("exec: `{program}` is not in PATH")))?;
+        .ok_or_else(|| Failed::from(format!("exec: `{program}` is not in PATH")))?;
     *program = found.to_string_lossy().into_owned();
     Ok(out)
 }
 
 /// [`ExecVia::Child`]: a child process in its own process group.
-async fn probe_child(check: &ExecCheck, progress: &Progress) -> Result<String, Failed> {
+async fn probe_child(check: &ExecCheck, progress: &Progress) -> Result<String, ExecFailed> {
     let shown = show_argv(&check.argv);
     let Some((program, args)) = check.argv.split_first() else {
-        return Err(Failed("exec: empty command".to_owned()));
+        return Err(("exec: empty command".to_owned(), None));
     };
     let mut command = match &check.user {
-        Some(user) if needs_user_switch(user)? => {
+        Some(user) if needs_user_switch(user).map_err(no_code)? => {
             let mut c = Command::new("runuser");
             c.arg("-u").arg(user).arg("--").arg(program).args(args);
             c
@@ -187,9 +210,12 @@ async fn probe_child(check: &ExecCheck, progress: &Progress) -> Result<String, F
         .kill_on_drop(true);
 
     progress.waiting_for(format!("exec `{shown}`"));
-    let mut child = command
-        .spawn()
-        .map_err(|e| Failed(format!("exec `{shown}` could not start: {}", io_reason(&e))))?;
+    let mut child = command.spawn().map_err(|e| {
+        (
+            format!("exec `{shown}` could not start: {}", io_reason(&e)),
+            None,
+        )
+    })?;
     let mut group = KillGroupOnDrop(child.id().and_then(|id| i32::try_from(id).ok()));
     // Output the check does not control the size of: at most OUTPUT_KEPT
     // bytes of each stream are kept (the tail), the rest is read and dropped.
@@ -199,8 +225,12 @@ async fn probe_child(check: &ExecCheck, progress: &Progress) -> Result<String, F
         read_tail(stderr, OUTPUT_KEPT),
         child.wait()
     );
-    let status =
-        status.map_err(|e| Failed(format!("exec `{shown}`: waiting failed: {}", io_reason(&e))))?;
+    let status = status.map_err(|e| {
+        (
+            format!("exec `{shown}`: waiting failed: {}", io_reason(&e)),
+            None,
+        )
+    })?;
     // The leader has exited and been reaped: do not signal its group id again.
     group.0 = None;
 
@@ -213,10 +243,13 @@ async fn probe_child(check: &ExecCheck, progress: &Progress) -> Result<String, F
         (None, Some(sig)) => format!("killed by signal {sig}"),
         (None, None) => format!("ended with {status}"),
     };
-    Err(Failed(match last {
-        Some(line) => format!("exec `{shown}` {how}: {line}"),
-        None => format!("exec `{shown}` {how} (no output)"),
-    }))
+    Err((
+        match last {
+            Some(line) => format!("exec `{shown}` {how}: {line}"),
+            None => format!("exec `{shown}` {how} (no output)"),
+        },
+        status.code(),
+    ))
 }
 
 /// The failure detail when the probe's timeout kills the command.
@@ -233,14 +266,14 @@ pub(super) fn timeout_detail(check: &ExecCheck, timeout: Duration) -> String {
 fn needs_user_switch(user: &str) -> Result<bool, Failed> {
     let current = nix::unistd::geteuid();
     let target = User::from_name(user)
-        .map_err(|e| Failed(format!("exec: cannot look up user `{user}`: {e}")))?
-        .ok_or_else(|| Failed(format!("exec: user `{user}` does not exist")))?;
+        .map_err(|e| Failed::from(format!("exec: cannot look up user `{user}`: {e}")))?
+        .ok_or_else(|| Failed::from(format!("exec: user `{user}` does not exist")))?;
     if target.uid == current {
         Ok(false)
     } else if current.is_root() {
         Ok(true)
     } else {
-        Err(Failed(format!(
+        Err(Failed::from(format!(
             "exec: cannot run as user `{user}`: mcrecover is not running as root"
         )))
     }
@@ -358,7 +391,7 @@ mod tests {
         );
         assert_eq!(argv[1], "-c");
         let err = absolute_argv(&["no-such-program-xyz".to_owned()]).unwrap_err();
-        assert!(err.0.contains("not in PATH"), "{err}");
+        assert!(err.reason.contains("not in PATH"), "{err}");
     }
 
     #[test]

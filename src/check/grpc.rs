@@ -21,10 +21,41 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use super::{connect_tcp, error_chain, tls, Failed, Progress};
-use crate::config::GrpcCheck;
+use crate::config::{GrpcCheck, OperatorWait};
 
 /// Call Health/Check on `check.address` and map the serving status.
-pub(super) async fn probe(check: &GrpcCheck, progress: &Progress) -> Result<String, Failed> {
+/// A health status or call code named in `wait.grpc_status` means
+/// "waiting for an operator".
+pub(super) async fn probe(
+    check: &GrpcCheck,
+    wait: Option<&OperatorWait>,
+    progress: &Progress,
+) -> Result<String, Failed> {
+    let result = dial(check, progress).await;
+    match (result, wait) {
+        (Err(Answer::Status(name, why)), Some(w)) if w.grpc_status.contains(&name) => {
+            Err(Failed::waiting(&why, &w.remedy))
+        }
+        (Ok(s), _) => Ok(s),
+        (Err(Answer::Status(_, why)), _) => Err(Failed::from(why)),
+        (Err(Answer::Failed(f)), _) => Err(f),
+    }
+}
+
+/// A failed call: a health status or call code (its proto name and the
+/// reason), or a connection problem.
+enum Answer {
+    Status(String, String),
+    Failed(Failed),
+}
+
+impl From<Failed> for Answer {
+    fn from(f: Failed) -> Self {
+        Answer::Failed(f)
+    }
+}
+
+async fn dial(check: &GrpcCheck, progress: &Progress) -> Result<String, Answer> {
     let addr = check.address;
     let tcp = connect_tcp(addr, progress).await?;
     match &check.tls {
@@ -34,12 +65,12 @@ pub(super) async fn probe(check: &GrpcCheck, progress: &Progress) -> Result<Stri
             let name = opts.server_name.as_deref().unwrap_or(&ip);
             let config = tls::client_config(opts, &[b"h2"])
                 .await
-                .map_err(|e| Failed(e.to_string()))?;
+                .map_err(|e| Failed::from(e.to_string()))?;
             let target = addr.to_string();
             progress.waiting_for(format!("TLS handshake with {target}"));
             let stream = tls::handshake(config, name, tcp, &target)
                 .await
-                .map_err(|e| Failed(e.to_string()))?;
+                .map_err(|e| Failed::from(e.to_string()))?;
             call(stream, check, name, progress).await
         }
     }
@@ -51,7 +82,7 @@ async fn call<S>(
     check: &GrpcCheck,
     authority_host: &str,
     progress: &Progress,
-) -> Result<String, Failed>
+) -> Result<String, Answer>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -68,14 +99,14 @@ where
         authority_host.to_owned()
     };
     let endpoint = Endpoint::from_shared(format!("http://{host}:{}", addr.port()))
-        .map_err(|e| Failed(format!("gRPC: bad endpoint for {addr}: {e}")))?;
+        .map_err(|e| Failed::from(format!("gRPC: bad endpoint for {addr}: {e}")))?;
 
     progress.waiting_for(format!("HTTP/2 handshake with {addr}"));
     let channel = endpoint
         .connect_with_connector(OneShot::new(io))
         .await
         .map_err(|e| {
-            Failed(format!(
+            Failed::from(format!(
                 "gRPC connection to {addr} failed: {}",
                 error_chain(&e)
             ))
@@ -91,32 +122,52 @@ where
     match response {
         Ok(response) => match response.into_inner().status() {
             ServingStatus::Serving => Ok("SERVING".to_owned()),
-            other => Err(Failed(format!(
-                "gRPC health {} from {addr}{for_service}",
-                other.as_str_name()
-            ))),
+            other => Err(Answer::Status(
+                other.as_str_name().to_owned(),
+                format!(
+                    "gRPC health {} from {addr}{for_service}",
+                    other.as_str_name()
+                ),
+            )),
         },
-        Err(status) => Err(Failed(match status.code() {
-            Code::NotFound => format!("gRPC health: service `{}` unknown to {addr}", check.service),
-            Code::Unimplemented => {
-                format!("gRPC: {addr} does not implement grpc.health.v1.Health/Check")
-            }
-            code => {
-                let mut parts = vec![format!("{code:?}")];
-                if !status.message().is_empty() {
-                    parts.push(status.message().to_owned());
+        Err(status) => Err(Answer::Status(
+            code_name(status.code()),
+            match status.code() {
+                Code::NotFound => {
+                    format!("gRPC health: service `{}` unknown to {addr}", check.service)
                 }
-                if let Some(source) = std::error::Error::source(&status) {
-                    parts.push(error_chain(source));
+                Code::Unimplemented => {
+                    format!("gRPC: {addr} does not implement grpc.health.v1.Health/Check")
                 }
-                let mut why = dedupe(&parts);
-                if check.tls.is_none() && status.message().contains("transport error") {
-                    why.push_str(" (plaintext: does the server expect TLS?)");
+                code => {
+                    let mut parts = vec![format!("{code:?}")];
+                    if !status.message().is_empty() {
+                        parts.push(status.message().to_owned());
+                    }
+                    if let Some(source) = std::error::Error::source(&status) {
+                        parts.push(error_chain(source));
+                    }
+                    let mut why = dedupe(&parts);
+                    if check.tls.is_none() && status.message().contains("transport error") {
+                        why.push_str(" (plaintext: does the server expect TLS?)");
+                    }
+                    format!("gRPC health Check to {addr}{for_service} failed: {why}")
                 }
-                format!("gRPC health Check to {addr}{for_service} failed: {why}")
-            }
-        })),
+            },
+        )),
     }
+}
+
+/// The proto name of a call code (`Unavailable` -> `UNAVAILABLE`).
+fn code_name(code: Code) -> String {
+    let mut out = String::new();
+    for (i, c) in format!("{code:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
 }
 
 /// Join ": "-separated pieces, dropping pieces already said.

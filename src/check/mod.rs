@@ -27,6 +27,9 @@ use crate::config::{Check, CheckKind};
 pub struct Outcome {
     /// Whether the check passed.
     pub ok: bool,
+    /// It did not pass because the service waits for an operator (the
+    /// check's `operator_wait` rule matched).
+    pub waiting: bool,
     /// On success a short summary ("HTTP 200", "A 100.95.252.120", "SERVING",
     /// "connected", "exit 0"); on failure the reason, naming the target.
     pub detail: String,
@@ -36,7 +39,13 @@ pub struct Outcome {
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verdict = if self.ok { "ok" } else { "FAIL" };
+        let verdict = if self.ok {
+            "ok"
+        } else if self.waiting {
+            "WAIT"
+        } else {
+            "FAIL"
+        };
         write!(
             f,
             "{verdict}: {} ({} ms)",
@@ -46,14 +55,33 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// A probe that did not pass; the string is the human-readable reason.
+/// A probe that did not pass: the human-readable reason, and whether the
+/// answer matched the check's `operator_wait` rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct Failed(pub(crate) String);
+#[error("{reason}")]
+pub(crate) struct Failed {
+    /// Why, naming the target.
+    pub(crate) reason: String,
+    /// The service waits for an operator (not broken).
+    pub(crate) waiting: bool,
+}
+
+impl Failed {
+    /// The answer means "waiting for an operator"; `remedy` is appended.
+    pub(crate) fn waiting(reason: &str, remedy: &str) -> Self {
+        Failed {
+            reason: format!("{reason}: waiting for an operator ({remedy})"),
+            waiting: true,
+        }
+    }
+}
 
 impl From<String> for Failed {
     fn from(reason: String) -> Self {
-        Failed(reason)
+        Failed {
+            reason,
+            waiting: false,
+        }
     }
 }
 
@@ -90,18 +118,19 @@ pub async fn probe_with(check: &Check, via: &ExecVia) -> Outcome {
     let progress = Progress::default();
     progress.waiting_for(format!("{} check `{}`", check.kind.kind_name(), check.name));
     let timeout = check.timeout;
+    let wait = check.operator_wait.as_ref();
     let work = async {
         match &check.kind {
             CheckKind::Dns(c) => dns::probe(c, timeout, &progress).await,
-            CheckKind::Http(c) => http::probe(c, &progress).await,
+            CheckKind::Http(c) => http::probe(c, wait, &progress).await,
             CheckKind::Tcp(c) => tcp::probe(c, &progress).await,
-            CheckKind::Grpc(c) => grpc::probe(c, &progress).await,
-            CheckKind::Exec(c) => exec::probe(c, via, timeout, &progress).await,
+            CheckKind::Grpc(c) => grpc::probe(c, wait, &progress).await,
+            CheckKind::Exec(c) => exec::probe(c, wait, via, timeout, &progress).await,
         }
     };
     let result = match tokio::time::timeout(timeout, work).await {
         Ok(result) => result,
-        Err(_) => Err(Failed(match &check.kind {
+        Err(_) => Err(Failed::from(match &check.kind {
             CheckKind::Exec(c) => exec::timeout_detail(c, timeout),
             _ => format!(
                 "timed out after {} waiting for {}",
@@ -113,12 +142,14 @@ pub async fn probe_with(check: &Check, via: &ExecVia) -> Outcome {
     let outcome = match result {
         Ok(detail) => Outcome {
             ok: true,
+            waiting: false,
             detail: sanitize(&detail),
             elapsed: start.elapsed(),
         },
-        Err(Failed(detail)) => Outcome {
+        Err(Failed { reason, waiting }) => Outcome {
             ok: false,
-            detail: sanitize(&detail),
+            waiting,
+            detail: sanitize(&reason),
             elapsed: start.elapsed(),
         },
     };
@@ -126,6 +157,7 @@ pub async fn probe_with(check: &Check, via: &ExecVia) -> Outcome {
         check = %check.name,
         kind = check.kind.kind_name(),
         ok = outcome.ok,
+        waiting = outcome.waiting,
         detail = %outcome.detail,
         elapsed_ms = outcome.elapsed.as_millis() as u64,
         "probe finished"
@@ -210,7 +242,7 @@ pub(crate) async fn connect_tcp(
     progress.waiting_for(format!("TCP connect to {addr}"));
     let stream = tokio::net::TcpStream::connect(addr)
         .await
-        .map_err(|e| Failed(format!("TCP connect to {addr}: {}", io_reason(&e))))?;
+        .map_err(|e| Failed::from(format!("TCP connect to {addr}: {}", io_reason(&e))))?;
     // Small requests: do not wait for Nagle.
     let _ = stream.set_nodelay(true);
     Ok(stream)

@@ -149,6 +149,42 @@ pub struct Service {
     pub requires: Vec<String>,
     /// `[services.NAME.remedy]`: what the daemon may do once this service is escalated.
     pub remedy: Option<Remedy>,
+    /// When its stage may proceed: once it is healthy (the default), or also
+    /// while it waits for an operator (`gate = "running"`).
+    pub gate: ServiceGate,
+}
+
+/// `gate` of a service: what its stage waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceGate {
+    /// The stage proceeds once the service is healthy.
+    #[default]
+    Healthy,
+    /// The stage also proceeds while the service runs and waits for an
+    /// operator (a check answered `operator_wait`, e.g. a sealed vault);
+    /// its dependents that fail meanwhile are held, not restarted.
+    Running,
+}
+
+/// `operator_wait` of a check: answers that mean "the service runs and
+/// waits for an operator" (e.g. a sealed vault) rather than "broken". Every
+/// condition given must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OperatorWait {
+    /// HTTP(S): one of these statuses.
+    pub status: Vec<u16>,
+    /// HTTP(S): the body contains this text.
+    pub body_contains: Option<String>,
+    /// HTTP(S): the body is JSON and this top-level field is `true` (e.g. `sealed`).
+    pub json_true: Option<String>,
+    /// gRPC: one of these health statuses (`NOT_SERVING`, `SERVICE_UNKNOWN`,
+    /// `UNKNOWN`) or call codes (`UNAVAILABLE`, `FAILED_PRECONDITION`, ...).
+    pub grpc_status: Vec<String>,
+    /// exec: one of these exit codes.
+    pub exit_codes: Vec<i32>,
+    /// What the operator must do, for the journal, hook and status.
+    pub remedy: String,
 }
 
 impl Service {
@@ -278,6 +314,8 @@ pub struct Check {
     /// Grace period after start during which failures do not count (default 0 s).
     #[serde(with = "duration_secs")]
     pub start_period: Duration,
+    /// Answers that mean "waiting for an operator" instead of a failure.
+    pub operator_wait: Option<OperatorWait>,
 }
 
 /// The kinds of health checks. Adding a kind: one new struct + one variant.
@@ -491,6 +529,25 @@ pub struct WatchPolicy {
     /// Time limit of the webhook POST.
     #[serde(with = "duration_secs")]
     pub webhook_timeout: Duration,
+    /// A service still waiting for an operator this long gets one reminder.
+    #[serde(with = "duration_secs")]
+    pub wait_reminder: Duration,
+    /// What to do with a container another controller started under a
+    /// service's name.
+    pub foreign: ForeignPolicy,
+}
+
+/// `[watch] foreign`: a container of a service's name that its unit did not
+/// start (e.g. `podman run` by an orchestrator deploying a new image).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForeignPolicy {
+    /// Leave it alone: checked and reported (`external`), never stopped,
+    /// replaced or restarted, until `mcrecover adopt` (the default).
+    #[default]
+    Leave,
+    /// Replace it with the unit's container (a restart of the unit).
+    TakeOver,
 }
 
 impl Default for WatchPolicy {
@@ -508,6 +565,8 @@ impl Default for WatchPolicy {
             webhook: None,
             webhook_ca_file: None,
             webhook_timeout: Duration::from_secs(10),
+            wait_reminder: Duration::from_secs(3600),
+            foreign: ForeignPolicy::Leave,
         }
     }
 }

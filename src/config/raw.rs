@@ -42,6 +42,8 @@ pub(crate) struct RawWatch {
     pub(crate) webhook: OptStr,
     pub(crate) webhook_ca_file: OptStr,
     pub(crate) webhook_timeout: OptStr,
+    pub(crate) wait_reminder: OptStr,
+    pub(crate) foreign: OptStr,
 }
 
 /// `[services.<name>.remedy]`.
@@ -119,6 +121,7 @@ pub(crate) struct RawService {
     pub(crate) requires: OptList,
     pub(crate) external: Option<S<bool>>,
     pub(crate) remedy: Option<S<RawRemedy>>,
+    pub(crate) gate: OptStr,
     /// Read from the spanned document instead (`checks.rs`); listed so that
     /// unknown-key suggestions know it.
     #[allow(dead_code)]

@@ -6,7 +6,9 @@ use std::ops::Range;
 
 use super::error::{ConfigError, Ctx};
 use super::fields::{argv, choice, is_name_part, is_unit_safe, no_control, text};
-use super::model::{BackendChoice, Check, Container, Network, Platform, RestartPolicy, Service};
+use super::model::{
+    BackendChoice, Check, Container, Network, Platform, RestartPolicy, Service, ServiceGate,
+};
 use super::net::{is_podman_name, parse_port, parse_volume, PORT_FORMS, VOLUME_FORMS};
 use super::raw::{RawService, S};
 use super::watch::load_remedy;
@@ -123,6 +125,27 @@ pub(crate) fn load_service(
             .transpose()?;
         Some(container)
     };
+    let gate = match &raw.gate {
+        Some(v) => choice(
+            ctx,
+            v,
+            "gate",
+            &[
+                ("healthy", ServiceGate::Healthy),
+                ("running", ServiceGate::Running),
+            ],
+        )?,
+        None => ServiceGate::Healthy,
+    };
+    if gate == ServiceGate::Running && !checks.iter().any(|c| c.operator_wait.is_some()) {
+        if let Some(v) = &raw.gate {
+            return Err(ctx.err(
+                v.span(),
+                format!("`gate = \"running\"` on service `{name}`, but none of its checks has `operator_wait`"),
+                "gate = \"running\" lets the stage proceed while the service waits for an operator, which only an `operator_wait` rule can say: add one to a check (e.g. operator_wait = { status = [503], remedy = \"unseal it\" }), or remove `gate`",
+            ));
+        }
+    }
     let service = Service {
         name,
         description,
@@ -131,6 +154,7 @@ pub(crate) fn load_service(
         after,
         requires,
         remedy,
+        gate,
     };
     unit_syntax(ctx, key, raw, platform, &service)?;
     Ok(service)

@@ -11,7 +11,7 @@ use super::duration::format_duration;
 use super::error::{ConfigError, Ctx};
 use super::fields::{abs_path, argv, choice, did_you_mean, no_control, nonzero_duration};
 use super::files::FileKind;
-use super::model::{Container, Remedy, RestartOwner, WatchPolicy};
+use super::model::{Container, ForeignPolicy, Remedy, RestartOwner, WatchPolicy};
 use super::raw::{RawRemedy, RawWatch, S};
 use crate::diagnose;
 
@@ -35,7 +35,18 @@ pub(crate) fn load_watch(
             ],
         )?;
     }
-    let durations: [(&Option<S<String>>, &str, &mut Duration); 6] = [
+    if let Some(v) = &raw.foreign {
+        policy.foreign = choice(
+            ctx,
+            v,
+            "foreign",
+            &[
+                ("leave", ForeignPolicy::Leave),
+                ("take-over", ForeignPolicy::TakeOver),
+            ],
+        )?;
+    }
+    let durations: [(&Option<S<String>>, &str, &mut Duration); 7] = [
         (
             &raw.backoff_initial,
             "backoff_initial",
@@ -57,6 +68,11 @@ pub(crate) fn load_watch(
             &raw.webhook_timeout,
             "webhook_timeout",
             &mut policy.webhook_timeout,
+        ),
+        (
+            &raw.wait_reminder,
+            "wait_reminder",
+            &mut policy.wait_reminder,
         ),
     ];
     for (value, key, slot) in durations {

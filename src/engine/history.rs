@@ -40,6 +40,9 @@ pub struct ServiceRecord {
     pub remedy_tried: Option<String>,
     /// Restarts issued since the daemon first saw the service.
     pub total_restarts: u64,
+    /// Id of the current "waiting for an operator" episode (its notice and
+    /// hook went out), until the service is healthy.
+    pub waiting: Option<String>,
 }
 
 impl ServiceRecord {

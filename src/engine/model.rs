@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use super::history::{PersistedState, ServiceRecord};
 use super::probe::{ms, CheckRun, CheckSpec};
-use crate::config::{Config, FailurePolicy, RestartOwner, RestartPolicy, WatchPolicy};
+use crate::config::{
+    Config, FailurePolicy, ForeignPolicy, RestartOwner, RestartPolicy, ServiceGate, WatchPolicy,
+};
 use crate::drive::UnitState;
 use crate::plan::Plan;
 
@@ -74,6 +76,23 @@ pub enum Life {
     Rechecking,
     /// Restarted too often: no more restarts until `ack` or healthy.
     Escalated,
+    /// A check answered "waiting for an operator" (e.g. a sealed vault):
+    /// never restarted or escalated for it; healthy once the checks pass.
+    Waiting {
+        /// When the episode began (engine ms).
+        since: u64,
+        /// The reminder went out.
+        reminded: bool,
+    },
+    /// Its container runs, but its unit did not start it (another
+    /// controller deployed it): checked and reported, never stopped,
+    /// replaced or restarted, until adopted.
+    Foreign {
+        /// Its unit's `InactiveExitTimestamp` when it was found foreign: a
+        /// later start of the unit (an operator's `systemctl start`) hands
+        /// the service back.
+        unit_exit_usec: u64,
+    },
 }
 
 impl Life {
@@ -86,6 +105,8 @@ impl Life {
             Life::Healthy { .. } => "healthy",
             Life::Failing { .. } | Life::Restarting | Life::Rechecking => "unhealthy",
             Life::Held { .. } => "held",
+            Life::Waiting { .. } => "waiting",
+            Life::Foreign { .. } => "external",
         }
     }
 }
@@ -121,6 +142,9 @@ pub struct SvcInfo {
     pub restartable: bool,
     /// Every upstream (transitively), root-most first.
     pub upstreams: Vec<SvcId>,
+    /// `gate = "running"`: its stage may proceed while it waits for an
+    /// operator (else only once it is healthy).
+    pub proceed_while_waiting: bool,
 }
 
 /// Figures of the last ramp, for the recovery report.
@@ -203,6 +227,14 @@ impl Svc {
     /// Something was observed to judge it by: a unit state or a check.
     pub fn observed(&self) -> bool {
         self.unit.is_some() || !self.checks.is_empty()
+    }
+
+    /// The check whose latest probe answered "waiting for an operator"
+    /// (and that has not passed since).
+    pub fn waiting_check(&self) -> Option<&CheckRun> {
+        self.checks
+            .iter()
+            .find(|c| c.passing != Some(true) && c.last.as_ref().is_some_and(|l| l.waiting))
     }
 
     /// Every check passing (vacuously true without checks).
@@ -407,6 +439,7 @@ impl World {
                         unit: ps.and_then(|p| p.unit.clone()),
                         restartable,
                         upstreams,
+                        proceed_while_waiting: svc.is_some_and(|s| s.gate == ServiceGate::Running),
                     },
                     life: Life::Idle,
                     unit: None,
@@ -485,6 +518,12 @@ impl World {
                 .collect(),
             boot_id: None,
         }
+    }
+
+    /// A container another controller started is taken over (replaced by
+    /// the unit's) instead of left alone.
+    pub fn takes_over(&self) -> bool {
+        self.policy.foreign == ForeignPolicy::TakeOver
     }
 
     /// The engine restarts units whose unit went down (not systemd).

@@ -16,6 +16,12 @@
 //!   inside `start_period` after the service became healthy do not count.
 //! - [`Cadence::Recheck`] for a held service whose upstream is healthy
 //!   again: probe at once, the first result decides.
+//!
+//! A result that says "waiting for an operator" (the check's
+//! `operator_wait` rule matched, e.g. HTTP 503 from a sealed vault) is
+//! neither a success nor a failure: it resets both counts, leaves the
+//! verdict undecided, and the next probe follows within
+//! [`WAIT_POLL_MS`] (so an unseal is noticed quickly in any cadence).
 
 use crate::config::Check;
 
@@ -23,6 +29,9 @@ use crate::config::Check;
 pub const FIRST_RETRY_PAUSE_MS: u64 = 25;
 /// Longest pause between two probes of a failing check while starting.
 pub const MAX_RETRY_PAUSE_MS: u64 = 100;
+/// Longest pause between two probes of a check that answered "waiting for
+/// an operator".
+pub const WAIT_POLL_MS: u64 = 1_000;
 /// Shortest steady interval (a zero interval would spin).
 const MIN_INTERVAL_MS: u64 = 100;
 
@@ -50,6 +59,9 @@ pub struct CheckSpec {
     pub success_threshold: u32,
     /// Failures this long after becoming steady do not count (ms).
     pub start_period_ms: u64,
+    /// What an operator must do when the check answers "waiting for an
+    /// operator" (`None`: the check has no `operator_wait` rule).
+    pub remedy: Option<String>,
 }
 
 impl CheckSpec {
@@ -61,6 +73,7 @@ impl CheckSpec {
             failure_threshold: c.failure_threshold.max(1),
             success_threshold: c.success_threshold.max(1),
             start_period_ms: ms(c.start_period),
+            remedy: c.operator_wait.as_ref().map(|w| w.remedy.clone()),
         }
     }
 }
@@ -75,6 +88,8 @@ pub fn ms(d: std::time::Duration) -> u64 {
 pub struct LastProbe {
     /// Whether it passed.
     pub ok: bool,
+    /// It did not pass because the service waits for an operator.
+    pub waiting: bool,
     /// What it saw.
     pub detail: String,
     /// When the result came (engine ms).
@@ -187,20 +202,40 @@ impl CheckRun {
         }
     }
 
-    /// Apply the result of probe `token`; false (and nothing changed) when
-    /// it is not the probe in flight (stale).
-    pub fn on_result(&mut self, token: u64, ok: bool, detail: String, now: u64) -> bool {
+    /// Apply the result of probe `token` (`waiting`: not passed because the
+    /// service waits for an operator); false (and nothing changed) when it
+    /// is not the probe in flight (stale).
+    pub fn on_result(
+        &mut self,
+        token: u64,
+        ok: bool,
+        waiting: bool,
+        detail: String,
+        now: u64,
+    ) -> bool {
         if self.in_flight != Some(token) {
             return false;
         }
         self.in_flight = None;
         self.attempts = self.attempts.saturating_add(1);
+        let waiting = waiting && !ok;
         self.last = Some(LastProbe {
             ok,
+            waiting,
             detail,
             at: now,
         });
         let interval = self.spec.interval_ms;
+        if waiting {
+            self.successes = 0;
+            self.failures = 0;
+            self.passing = None;
+            if self.cadence == Cadence::Recheck {
+                self.cadence = Cadence::Steady;
+            }
+            self.due = Some(now.saturating_add(interval.min(WAIT_POLL_MS)));
+            return true;
+        }
         match self.cadence {
             Cadence::Fast => {
                 if ok {
@@ -279,6 +314,7 @@ mod tests {
             failure_threshold: f,
             success_threshold: s,
             start_period_ms: 0,
+            remedy: None,
         }
     }
 
@@ -286,7 +322,7 @@ mod tests {
         let token = now + 1_000_000;
         c.due = Some(now);
         assert!(c.take_due(now, token));
-        assert!(c.on_result(token, ok, String::new(), now));
+        assert!(c.on_result(token, ok, false, String::new(), now));
     }
 
     #[test]
@@ -319,7 +355,7 @@ mod tests {
         c.reset(Cadence::Fast, 0);
         assert!(c.take_due(0, 7));
         assert!(!c.take_due(0, 8), "one probe at a time");
-        assert!(c.on_result(7, false, "refused".into(), 5));
+        assert!(c.on_result(7, false, false, "refused".into(), 5));
         assert_eq!(c.passing, None, "failures do not count while starting");
         assert_eq!(c.due, Some(5 + FIRST_RETRY_PAUSE_MS));
         probe(&mut c, 40, false);
@@ -339,7 +375,7 @@ mod tests {
         c.reset(Cadence::Steady, 0);
         assert!(c.take_due(0, 1));
         c.reset(Cadence::Fast, 10);
-        assert!(!c.on_result(1, false, String::new(), 11));
+        assert!(!c.on_result(1, false, false, String::new(), 11));
         assert_eq!(c.passing, None);
         assert_eq!(c.attempts, 0);
     }
@@ -362,5 +398,22 @@ mod tests {
         assert_eq!(c.passing, None, "inside the start period");
         probe(&mut c, 1500, false);
         assert_eq!(c.passing, Some(false));
+    }
+
+    #[test]
+    fn waiting_answers_neither_pass_nor_fail_and_poll_within_a_second() {
+        let mut c = CheckRun::new(spec(1, 1));
+        c.reset(Cadence::Steady, 0);
+        for now in [1, 2, 3] {
+            assert!(c.take_due(now, now));
+            assert!(c.on_result(now, false, true, "HTTP 503 sealed".into(), now));
+            assert_eq!(c.passing, None, "a waiting answer is not a failure");
+            assert_eq!(c.failures(), 0);
+            assert_eq!(c.due, Some(now + WAIT_POLL_MS));
+            c.due = Some(now + 1);
+        }
+        probe(&mut c, 10, true);
+        assert_eq!(c.passing, Some(true));
+        assert!(!c.last.as_ref().is_some_and(|l| l.waiting));
     }
 }

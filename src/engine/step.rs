@@ -10,6 +10,12 @@
 //! `escalate_after` restarts within the window), unless an upstream is
 //! failing (then it is held) or it is escalated. A stage's deadline only
 //! decides when the stage counts as failed; it never silences a restart.
+//!
+//! Two states are never restarted: `waiting` (a check answered "waiting
+//! for an operator", e.g. a sealed vault: a restart would only re-seal it;
+//! one notice and one hook per episode, one reminder) and `external` (its
+//! container was started by another controller: checked and reported,
+//! never stopped or replaced, until adopted or its unit is started again).
 
 use super::model::{Goal, Job, JobKind, Life, StageId, StagePhase, Svc, SvcId, World};
 use super::policy::{backoff_delay, should_escalate};
@@ -49,9 +55,24 @@ pub enum Event {
         token: u64,
         /// Whether it passed.
         ok: bool,
+        /// It did not pass because the service waits for an operator.
+        waiting: bool,
         /// What it saw.
         detail: String,
     },
+    /// A container of the service's name runs that its unit did not start
+    /// (found before a start or restart, which was then not carried out, or
+    /// by watching podman).
+    Foreign {
+        /// The service.
+        svc: SvcId,
+        /// The start or restart job withheld because of it.
+        token: Option<u64>,
+        /// What runs (container id, image, who started it).
+        detail: String,
+    },
+    /// An operator hands an external service back to its unit.
+    Adopt(SvcId),
     /// A stage's preflight finished.
     PreflightDone {
         /// The stage.
@@ -111,6 +132,9 @@ pub enum Effect {
         token: u64,
         /// Start with dependencies ignored.
         ignore_deps: bool,
+        /// Replace a container of its name that another controller started
+        /// (else answer with [`Event::Foreign`] instead of starting).
+        replace: bool,
     },
     /// `ResetFailedUnit` (when `reset_failed`) then `RestartUnit`; answer
     /// with [`Event::JobDone`].
@@ -121,6 +145,9 @@ pub enum Effect {
         token: u64,
         /// The unit is failed: reset it first.
         reset_failed: bool,
+        /// Replace a container of its name that another controller started
+        /// (else answer with [`Event::Foreign`] instead of restarting).
+        replace: bool,
     },
     /// Start the stage's gate unit (marks the stage passed in systemd).
     StartGate(StageId),
@@ -144,6 +171,25 @@ pub enum Effect {
         restarts: u32,
         /// The last failure.
         reason: String,
+    },
+    /// A service waits for an operator: tell it (journal notice with the
+    /// remedy; hook and webhook unless `reminder`). Once per waiting
+    /// episode, plus one reminder.
+    OperatorWait {
+        /// The service.
+        svc: SvcId,
+        /// The episode's id (`<service>-wait-<ms>`).
+        event_id: String,
+        /// The check that answered.
+        check: String,
+        /// What the operator must do (the check's `remedy`).
+        remedy: String,
+        /// What the check saw.
+        detail: String,
+        /// This is the reminder (the episode is still going on).
+        reminder: bool,
+        /// How long it has waited so far (ms).
+        waited_ms: u64,
     },
     /// Run the configured remedy; answer with [`Event::RemedyDone`].
     Remedy {
@@ -239,6 +285,22 @@ pub enum Note {
     RampDone,
     /// A service was healthy long enough: its backoff is reset.
     BackoffReset(SvcId),
+    /// A container another controller started was found for a service.
+    Foreign {
+        /// The service.
+        svc: SvcId,
+        /// What runs.
+        detail: String,
+        /// It is taken over (`[watch] foreign = "take-over"`), else left alone.
+        taken_over: bool,
+    },
+    /// A service that waited for an operator is healthy again.
+    WaitOver {
+        /// The service.
+        svc: SvcId,
+        /// How long it waited (ms), if the wait was seen in this run.
+        waited_ms: Option<u64>,
+    },
     /// An escalated service is re-armed (acknowledged, or healthy again).
     Rearmed {
         /// The service.
@@ -271,6 +333,10 @@ pub fn next_deadline(world: &World) -> Option<u64> {
             Life::Failing {
                 restart_at: Some(r),
             } if world.bus_up => at(r),
+            Life::Waiting {
+                since,
+                reminded: false,
+            } if world.goal.acts() => at(since.saturating_add(ms(world.policy.wait_reminder))),
             Life::Healthy { since }
                 if world.goal == Goal::Daemon
                     && (s.history.backoff_level > 0 || !s.history.restarts.is_empty()) =>
@@ -302,8 +368,11 @@ impl World {
                 check,
                 token,
                 ok,
+                waiting,
                 detail,
-            } => self.on_probe(svc, check, token, ok, detail, now, fx),
+            } => self.on_probe(svc, check, token, (ok, waiting), detail, now, fx),
+            Event::Foreign { svc, token, detail } => self.on_foreign(svc, token, &detail, now, fx),
+            Event::Adopt(svc) => self.on_adopt(svc, now, fx),
             Event::PreflightDone {
                 stage,
                 token,
@@ -432,7 +501,7 @@ impl World {
         svc: SvcId,
         check: usize,
         token: u64,
-        ok: bool,
+        (ok, waiting): (bool, bool),
         detail: String,
         now: u64,
         fx: &mut Vec<Effect>,
@@ -442,7 +511,7 @@ impl World {
         };
         let starting = matches!(s.life, Life::Starting { .. });
         if let Some(c) = s.checks.get_mut(check) {
-            if c.on_result(token, ok, detail, now) && starting {
+            if c.on_result(token, ok, waiting, detail, now) && starting {
                 fx.push(Effect::Note(Note::Probe { svc, check }));
             }
         }
@@ -537,6 +606,10 @@ impl World {
             Some(format!(
                 "{name} is external: it is checked, never restarted"
             ))
+        } else if matches!(s.life, Life::Foreign { .. }) {
+            Some(format!(
+                "{name}'s container was started by another controller: it is left alone; `mcrecover adopt {name}` hands it back to its unit"
+            ))
         } else if s.job.is_some() {
             Some(format!("a restart of {name} is already running"))
         } else if !acts || !bus {
@@ -556,7 +629,8 @@ impl World {
             "restart requested".clone_into(&mut s.reason);
         }
         s.troubled = true;
-        self.issue_restart(svc, now, "api", fx);
+        let replace = self.takes_over();
+        self.issue_restart(svc, now, "api", replace, fx);
         fx.push(Effect::Reply(Ok(format!("restart of {name} issued"))));
     }
 
@@ -616,8 +690,96 @@ impl World {
             return;
         };
         if ok && s.escalated_by(event_id) && s.job.is_none() && self.goal.acts() {
-            self.issue_restart(svc, now, "remedy", fx);
+            let replace = self.takes_over();
+            self.issue_restart(svc, now, "remedy", replace, fx);
         }
+    }
+
+    fn on_foreign(
+        &mut self,
+        svc: SvcId,
+        token: Option<u64>,
+        detail: &str,
+        now: u64,
+        fx: &mut Vec<Effect>,
+    ) {
+        let takes_over = self.takes_over();
+        let bus = self.bus_up;
+        if !self.goal.acts() {
+            return;
+        }
+        let Some(s) = self.services.get_mut(svc) else {
+            return;
+        };
+        match (token, s.job) {
+            (Some(t), Some(job)) if job.token == t => s.job = None,
+            // Another job is in flight: it decides.
+            (_, Some(_)) => return,
+            _ => {}
+        }
+        if matches!(s.life, Life::Foreign { .. }) {
+            return;
+        }
+        fx.push(Effect::Note(Note::Foreign {
+            svc,
+            detail: detail.to_owned(),
+            taken_over: takes_over,
+        }));
+        if takes_over {
+            if bus {
+                self.issue_restart(svc, now, "take over", true, fx);
+            } else {
+                let r = format!("another controller's container runs: {detail}");
+                self.fail(svc, r, now, fx);
+            }
+            return;
+        }
+        let exit = s.unit.as_ref().map_or(0, |u| u.inactive_exit_usec);
+        s.failing_since = None;
+        s.reason = format!("started by another controller: {detail}");
+        for c in &mut s.checks {
+            if c.running() {
+                c.set_cadence(Cadence::Steady, now);
+            } else {
+                c.reset(Cadence::Steady, now);
+            }
+        }
+        self.set_life(
+            svc,
+            Life::Foreign {
+                unit_exit_usec: exit,
+            },
+            fx,
+        );
+    }
+
+    fn on_adopt(&mut self, svc: SvcId, now: u64, fx: &mut Vec<Effect>) {
+        let acts = self.goal.acts();
+        let bus = self.bus_up;
+        let Some(s) = self.services.get_mut(svc) else {
+            fx.push(Effect::Reply(Err("no such service".into())));
+            return;
+        };
+        let name = s.info.name.clone();
+        if !matches!(s.life, Life::Foreign { .. }) {
+            fx.push(Effect::Reply(Ok(format!(
+                "{name} is not run by another controller; nothing to do"
+            ))));
+            return;
+        }
+        if !acts || !bus {
+            fx.push(Effect::Reply(Err(
+                "systemd is unreachable right now".to_owned()
+            )));
+            return;
+        }
+        s.history.backoff_level = 0;
+        s.failing_since = Some(now);
+        "adopted: its unit replaces the other controller's container".clone_into(&mut s.reason);
+        self.issue_restart(svc, now, "adopt", true, fx);
+        fx.push(Effect::Reply(Ok(format!(
+            "{name} adopted: its unit is restarted and replaces the other controller's container"
+        ))));
     }
 
     // ----- reconcile -----------------------------------------------------
@@ -655,8 +817,11 @@ impl World {
         let Some(s) = self.services.get_mut(svc) else {
             return;
         };
-        let down = s.job.is_none() && s.unit_down() && (owns || !self.goal.acts());
+        let acts = self.goal.acts();
+        let reminder_ms = ms(self.policy.wait_reminder);
+        let down = s.job.is_none() && s.unit_down() && (owns || !acts);
         let up_and_passing = s.job.is_none() && s.unit_up() && s.checks_passing();
+        let waiting = s.job.is_none() && s.unit_up() && s.waiting_check().is_some();
         match s.life.clone() {
             Life::Idle | Life::Skipped | Life::Restarting => {}
             Life::Starting { deadline } => {
@@ -666,6 +831,8 @@ impl World {
                     self.fail(svc, r, now, fx);
                 } else if up_and_passing {
                     self.healthy(svc, now, fx);
+                } else if waiting {
+                    self.wait(svc, now, fx);
                 } else if now >= deadline {
                     let r = if s.unit_up() {
                         s.check_reason()
@@ -686,6 +853,8 @@ impl World {
                     self.fail(svc, r, now, fx);
                 } else if up_and_passing {
                     self.healthy(svc, now, fx);
+                } else if waiting {
+                    self.wait(svc, now, fx);
                 } else if s.failing_check().is_some() {
                     let r = s.check_reason();
                     self.fail(svc, r, now, fx);
@@ -696,6 +865,8 @@ impl World {
                     let r = s.unit_reason();
                     s.report.died = Some(r.clone());
                     self.fail(svc, r, now, fx);
+                } else if waiting {
+                    self.wait(svc, now, fx);
                 } else if s.failing_check().is_some() {
                     let r = s.check_reason();
                     self.fail(svc, r, now, fx);
@@ -711,15 +882,20 @@ impl World {
             Life::Failing { restart_at } => {
                 if up_and_passing && s.observed() {
                     self.healthy(svc, now, fx);
+                } else if waiting {
+                    self.wait(svc, now, fx);
                 } else if let Some(by) = up {
                     self.set_life(svc, Life::Held { by }, fx);
                 } else if restart_at.is_some_and(|t| t <= now) && bus {
-                    self.issue_restart(svc, now, "backoff elapsed", fx);
+                    let replace = self.takes_over();
+                    self.issue_restart(svc, now, "backoff elapsed", replace, fx);
                 }
             }
             Life::Held { by } => {
                 if up_and_passing && s.observed() && up.is_none() {
                     self.healthy(svc, now, fx);
+                } else if waiting {
+                    self.wait(svc, now, fx);
                 } else if let Some(u) = up {
                     if u != by {
                         s.life = Life::Held { by: u };
@@ -741,7 +917,96 @@ impl World {
                     self.healthy(svc, now, fx);
                 }
             }
+            Life::Waiting { since, reminded } => {
+                if down {
+                    // Its container died: restarted like any other (it will
+                    // wait again, in the same episode).
+                    let r = s.unit_reason();
+                    s.report.died = Some(r.clone());
+                    self.fail(svc, r, now, fx);
+                } else if up_and_passing {
+                    self.healthy(svc, now, fx);
+                } else if !waiting && s.failing_check().is_some() {
+                    let r = s.check_reason();
+                    self.fail(svc, r, now, fx);
+                } else if !reminded && acts && now.saturating_sub(since) >= reminder_ms {
+                    s.life = Life::Waiting {
+                        since,
+                        reminded: true,
+                    };
+                    if let Some(fx1) = wait_effect(s, svc, true, now.saturating_sub(since)) {
+                        fx.push(fx1);
+                    }
+                }
+            }
+            Life::Foreign { unit_exit_usec } => {
+                let restarted = s.job.is_none()
+                    && s.unit
+                        .as_ref()
+                        .is_some_and(|u| u.is_active() && u.inactive_exit_usec > unit_exit_usec);
+                if restarted {
+                    // Its unit was started again (an operator's
+                    // `systemctl start`): the unit's container replaced the
+                    // other one; the service is ours again.
+                    let timeout = self.timeout_of(svc);
+                    let s = &mut self.services[svc];
+                    for c in &mut s.checks {
+                        c.reset(Cadence::Fast, now);
+                    }
+                    s.reason.clear();
+                    self.set_life(
+                        svc,
+                        Life::Starting {
+                            deadline: now.saturating_add(timeout),
+                        },
+                        fx,
+                    );
+                } else if s.failing_check().is_some() {
+                    s.reason = format!("started by another controller; {}", s.check_reason());
+                }
+            }
         }
+    }
+
+    /// `svc` answered "waiting for an operator": no restart, no escalation;
+    /// the operator is told once per episode (the episode id is persisted, so
+    /// a daemon restart does not tell again).
+    fn wait(&mut self, svc: SvcId, now: u64, fx: &mut Vec<Effect>) {
+        let acts = self.goal.acts();
+        let Some(s) = self.services.get_mut(svc) else {
+            return;
+        };
+        s.failing_since = None;
+        s.reason = match s.waiting_check().and_then(|c| c.last.as_ref()) {
+            Some(l) => format!("waiting for an operator: {}", l.detail),
+            None => "waiting for an operator".to_owned(),
+        };
+        for c in &mut s.checks {
+            c.set_cadence(Cadence::Steady, now);
+            if let (Some(l), None) = (&c.last, c.in_flight) {
+                if l.waiting {
+                    let poll = c.spec.interval_ms.min(super::probe::WAIT_POLL_MS);
+                    c.due = Some(l.at.saturating_add(poll).max(now));
+                }
+            }
+        }
+        if s.history.waiting.is_none() {
+            s.history.waiting = Some(format!("{}-wait-{now}", s.info.name));
+            fx.push(Effect::Persist);
+            if acts {
+                if let Some(e) = wait_effect(s, svc, false, 0) {
+                    fx.push(e);
+                }
+            }
+        }
+        self.set_life(
+            svc,
+            Life::Waiting {
+                since: now,
+                reminded: false,
+            },
+            fx,
+        );
     }
 
     fn set_life(&mut self, svc: SvcId, life: Life, fx: &mut Vec<Effect>) {
@@ -772,6 +1037,14 @@ impl World {
         if s.history.escalated.take().is_some() {
             fx.push(Effect::Persist);
             fx.push(Effect::Note(Note::Rearmed { svc, ack: false }));
+        }
+        if s.history.waiting.take().is_some() {
+            let waited_ms = match s.life {
+                Life::Waiting { since, .. } => Some(now.saturating_sub(since)),
+                _ => None,
+            };
+            fx.push(Effect::Persist);
+            fx.push(Effect::Note(Note::WaitOver { svc, waited_ms }));
         }
         self.set_life(svc, Life::Healthy { since: now }, fx);
     }
@@ -840,7 +1113,14 @@ impl World {
         self.set_life(svc, Life::Escalated, fx);
     }
 
-    fn issue_restart(&mut self, svc: SvcId, now: u64, trigger: &'static str, fx: &mut Vec<Effect>) {
+    fn issue_restart(
+        &mut self,
+        svc: SvcId,
+        now: u64,
+        trigger: &'static str,
+        replace: bool,
+        fx: &mut Vec<Effect>,
+    ) {
         let window = self.policy.escalate_window;
         let token = self.token();
         let Some(s) = self.services.get_mut(svc) else {
@@ -868,6 +1148,7 @@ impl World {
             svc,
             token,
             reset_failed,
+            replace,
         });
         fx.push(Effect::Persist);
         self.set_life(svc, Life::Restarting, fx);
@@ -883,6 +1164,8 @@ impl World {
                     | Life::Held { .. }
                     | Life::Rechecking
                     | Life::Escalated
+                    | Life::Waiting { .. }
+                    | Life::Foreign { .. }
             );
             if !probing {
                 continue;
@@ -999,11 +1282,19 @@ impl World {
         }
     }
 
-    /// Every member that is not skipped is healthy (and its unit up).
+    /// Every member that is not skipped is healthy (and its unit up), or
+    /// waits for an operator with `gate = "running"`, or runs under another
+    /// controller with its checks passing.
     fn members_healthy(&self, stage: StageId) -> bool {
         self.stages[stage].info.members.iter().all(|&m| {
             let s = &self.services[m];
-            s.life == Life::Skipped || matches!(s.life, Life::Healthy { .. }) && !s.unit_down()
+            match s.life {
+                Life::Skipped => true,
+                Life::Healthy { .. } => !s.unit_down(),
+                Life::Waiting { .. } => s.info.proceed_while_waiting && !s.unit_down(),
+                Life::Foreign { .. } => s.observed() && s.checks_passing(),
+                _ => false,
+            }
         })
     }
 
@@ -1078,6 +1369,7 @@ impl World {
     fn start_one(&mut self, svc: SvcId, now: u64, ignore_deps: bool, fx: &mut Vec<Effect>) {
         let timeout = self.timeout_of(svc);
         let acts = self.goal.acts();
+        let replace = self.takes_over();
         let token = self.token();
         let s = &mut self.services[svc];
         for c in &mut s.checks {
@@ -1092,6 +1384,7 @@ impl World {
                 svc,
                 token,
                 ignore_deps,
+                replace,
             });
         }
         self.set_life(
@@ -1161,9 +1454,9 @@ impl World {
 }
 
 /// Whether a service counts as a failing upstream: failed since it was
-/// last healthy, in a failing state, or its latest probe of a check failed
-/// (even below the threshold: a dependent whose checks fail because of it
-/// must not win the race and be restarted first).
+/// last healthy, in a failing state, waiting for an operator, or its latest
+/// probe of a check failed (even below the threshold: a dependent whose
+/// checks fail because of it must not win the race and be restarted first).
 fn is_troubled(s: &Svc) -> bool {
     s.troubled
         || matches!(
@@ -1174,9 +1467,28 @@ fn is_troubled(s: &Svc) -> bool {
                 | Life::Escalated
                 | Life::Skipped
                 | Life::Rechecking
+                | Life::Waiting { .. }
         )
-        || matches!(s.life, Life::Healthy { .. })
+        || matches!(s.life, Life::Healthy { .. } | Life::Foreign { .. })
             && s.checks
                 .iter()
                 .any(|c| c.last.as_ref().is_some_and(|l| !l.ok))
+}
+
+/// The [`Effect::OperatorWait`] of `s` (from its waiting check).
+fn wait_effect(s: &Svc, svc: SvcId, reminder: bool, waited_ms: u64) -> Option<Effect> {
+    let c = s.waiting_check()?;
+    Some(Effect::OperatorWait {
+        svc,
+        event_id: s.history.waiting.clone().unwrap_or_default(),
+        check: c.spec.name.clone(),
+        remedy: c.spec.remedy.clone().unwrap_or_default(),
+        detail: c
+            .last
+            .as_ref()
+            .map(|l| l.detail.clone())
+            .unwrap_or_default(),
+        reminder,
+        waited_ms,
+    })
 }

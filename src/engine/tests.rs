@@ -37,6 +37,11 @@ struct Driver {
     broken: BTreeSet<String>,
     /// Preflight problems for these services.
     preflight_bad: BTreeSet<String>,
+    /// Services whose probes answer "waiting for an operator".
+    sealed: BTreeSet<String>,
+    /// Services whose container another controller runs: a start or
+    /// restart without `replace` is answered with `Event::Foreign`.
+    foreign: BTreeSet<String>,
     activations: u64,
 }
 
@@ -58,6 +63,8 @@ impl Driver {
             bad: BTreeSet::new(),
             broken: BTreeSet::new(),
             preflight_bad: BTreeSet::new(),
+            sealed: BTreeSet::new(),
+            foreign: BTreeSet::new(),
             activations: 0,
         }
     }
@@ -96,8 +103,31 @@ impl Driver {
                         problems,
                     });
                 }
-                Effect::Start { svc, token, .. } | Effect::Restart { svc, token, .. } => {
+                Effect::Start {
+                    svc,
+                    token,
+                    replace,
+                    ..
+                }
+                | Effect::Restart {
+                    svc,
+                    token,
+                    replace,
+                    ..
+                } => {
                     let name = self.w.services[svc].info.name.clone();
+                    if self.foreign.contains(&name) && !replace {
+                        self.ev(Event::Foreign {
+                            svc,
+                            token: Some(token),
+                            detail: format!("container {name} (id 0123abcd, image {name}:v2)"),
+                        });
+                        continue;
+                    }
+                    if self.foreign.contains(&name) {
+                        // Replaced: the unit's container runs again.
+                        self.foreign.remove(&name);
+                    }
                     let result = if self.broken.contains(&name) {
                         Err("job failed".to_string())
                     } else {
@@ -111,12 +141,14 @@ impl Driver {
                 }
                 Effect::Probe { svc, check, token } => {
                     let name = &self.w.services[svc].info.name;
-                    let ok = !self.bad.contains(name);
+                    let waiting = self.sealed.contains(name);
+                    let ok = !self.bad.contains(name) && !waiting;
                     self.ev(Event::ProbeDone {
                         svc,
                         check,
                         token,
                         ok,
+                        waiting,
                         detail: if ok { "ok".into() } else { "refused".into() },
                     });
                 }
@@ -569,4 +601,212 @@ proptest! {
             );
         }
     }
+}
+
+// ----- waiting for an operator, and another controller's containers -----
+
+fn wait_effects(d: &Driver, name: &str) -> Vec<(bool, String)> {
+    let id = d.id(name);
+    d.log
+        .iter()
+        .filter_map(|e| match e {
+            Effect::OperatorWait {
+                svc,
+                reminder,
+                event_id,
+                ..
+            } if *svc == id => Some((*reminder, event_id.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn with_gate(
+    name: &'static str,
+    gate: crate::config::ServiceGate,
+) -> impl FnOnce(&mut crate::config::Config) {
+    move |cfg| {
+        let s = cfg.services.get_mut(name).unwrap();
+        s.gate = gate;
+        for c in &mut s.checks {
+            c.operator_wait = Some(crate::config::OperatorWait {
+                status: vec![503],
+                remedy: "unseal it".into(),
+                ..Default::default()
+            });
+        }
+    }
+}
+
+#[test]
+fn a_sealed_service_waits_is_never_restarted_and_holds_its_stage() {
+    let mut d = Driver::with(
+        Goal::Daemon,
+        with_gate("proxy", crate::config::ServiceGate::Healthy),
+    );
+    d.sealed.insert("proxy".into());
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(60_000);
+    assert!(
+        matches!(d.life("proxy"), Life::Waiting { .. }),
+        "{:?}",
+        d.life("proxy")
+    );
+    assert_eq!(d.restarts_of("proxy"), 0);
+    let waits = wait_effects(&d, "proxy");
+    assert_eq!(waits.len(), 1, "one notice per episode: {waits:?}");
+    assert!(!waits[0].0);
+    assert!(
+        matches!(d.phase(1), StagePhase::Gating { .. }),
+        "{:?}",
+        d.phase(1)
+    );
+    assert_eq!(d.starts_of("web"), 0, "the next stage waits for it");
+    // Its container dies while sealed: restarted like any other, and the
+    // episode goes on (no second notice).
+    d.kill("proxy");
+    d.run_for(5_000);
+    assert_eq!(d.restarts_of("proxy"), 1);
+    assert!(matches!(d.life("proxy"), Life::Waiting { .. }));
+    assert_eq!(wait_effects(&d, "proxy").len(), 1);
+    // Unsealed: healthy without a restart; the ramp goes on.
+    d.sealed.clear();
+    d.run_for(3_000);
+    assert!(healthy(&d.life("proxy")), "{:?}", d.life("proxy"));
+    assert_eq!(d.restarts_of("proxy"), 1);
+    assert!(d
+        .log
+        .iter()
+        .any(|e| matches!(e, Effect::Note(Note::WaitOver { .. }))));
+    assert!(d.w.services[d.id("proxy")].history.waiting.is_none());
+    d.run_for(5_000);
+    assert_eq!(d.phase(1), StagePhase::Healthy);
+    assert!(d.starts_of("web") > 0);
+}
+
+#[test]
+fn gate_running_lets_the_stage_proceed_and_dependents_are_held() {
+    let mut d = Driver::with(
+        Goal::Daemon,
+        with_gate("proxy", crate::config::ServiceGate::Running),
+    );
+    d.sealed.insert("proxy".into());
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(10_000);
+    assert!(matches!(d.life("proxy"), Life::Waiting { .. }));
+    assert_eq!(
+        d.phase(1),
+        StagePhase::Healthy,
+        "core proceeds while proxy waits"
+    );
+    assert!(d.starts_of("web") > 0);
+    // reg (after proxy) fails meanwhile: held, not restarted.
+    d.bad.insert("reg".into());
+    d.run_for(60_000);
+    assert!(
+        matches!(d.life("reg"), Life::Held { .. }),
+        "{:?}",
+        d.life("reg")
+    );
+    assert_eq!(d.restarts_of("reg"), 0);
+    assert_eq!(d.restarts_of("proxy"), 0);
+    d.sealed.clear();
+    d.bad.clear();
+    d.run_for(15_000);
+    assert!(healthy(&d.life("proxy")));
+    assert!(healthy(&d.life("reg")), "{:?}", d.life("reg"));
+    assert_eq!(d.restarts_of("reg"), 0);
+}
+
+#[test]
+fn one_reminder_after_the_configured_time() {
+    let mut d = Driver::with(Goal::Daemon, |cfg| {
+        with_gate("proxy", crate::config::ServiceGate::Running)(cfg);
+        cfg.watch.wait_reminder = std::time::Duration::from_secs(30);
+    });
+    d.sealed.insert("proxy".into());
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(120_000);
+    let waits = wait_effects(&d, "proxy");
+    assert_eq!(waits.len(), 2, "{waits:?}");
+    assert!(!waits[0].0 && waits[1].0, "the notice, then one reminder");
+    assert_eq!(waits[0].1, waits[1].1, "one episode");
+}
+
+#[test]
+fn another_controllers_container_is_left_alone_until_adopted() {
+    let mut d = Driver::new(Goal::Daemon);
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(10_000);
+    assert!(healthy(&d.life("app")));
+    // A deploy outside the unit: the unit's container is replaced.
+    d.foreign.insert("app".into());
+    d.kill("app");
+    d.run_for(2_000);
+    assert!(
+        matches!(d.life("app"), Life::Foreign { .. }),
+        "{:?}",
+        d.life("app")
+    );
+    let restarts = d.restarts_of("app");
+    // Its checks fail: reported, never acted on.
+    d.bad.insert("app".into());
+    d.run_for(60_000);
+    assert_eq!(
+        d.restarts_of("app"),
+        restarts,
+        "no restart of a foreign container"
+    );
+    assert!(matches!(d.life("app"), Life::Foreign { .. }));
+    // A restart request is refused.
+    let app = d.id("app");
+    d.ev(Event::RestartNow(app));
+    assert!(d
+        .log
+        .iter()
+        .any(|e| matches!(e, Effect::Reply(Err(m)) if m.contains("adopt"))));
+    // Adopt: one restart that replaces it.
+    d.bad.clear();
+    d.ev(Event::Adopt(app));
+    d.drain();
+    assert!(d
+        .log
+        .iter()
+        .any(|e| matches!(e, Effect::Restart { svc, replace: true, .. } if *svc == app)));
+    d.run_for(5_000);
+    assert!(healthy(&d.life("app")), "{:?}", d.life("app"));
+}
+
+#[test]
+fn take_over_replaces_another_controllers_container() {
+    let mut d = Driver::with(Goal::Daemon, |cfg| {
+        cfg.watch.foreign = crate::config::ForeignPolicy::TakeOver;
+    });
+    d.foreign.insert("app".into());
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(10_000);
+    assert!(healthy(&d.life("app")), "{:?}", d.life("app"));
+    let app = d.id("app");
+    assert!(d
+        .log
+        .iter()
+        .any(|e| matches!(e, Effect::Start { svc, replace: true, .. } if *svc == app)));
+}
+
+#[test]
+fn a_foreign_container_found_at_recovery_counts_for_its_stage_when_healthy() {
+    let mut d = Driver::new(Goal::Recover);
+    d.foreign.insert("proxy".into());
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(10_000);
+    assert!(matches!(d.life("proxy"), Life::Foreign { .. }));
+    assert_eq!(d.phase(1), StagePhase::Healthy);
+    assert!(d.w.settled());
+    assert_eq!(d.restarts_of("proxy"), 0);
 }

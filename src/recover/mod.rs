@@ -228,6 +228,7 @@ fn progress_event(w: &World, e: &Effect) -> Option<RecoverEvent> {
                 check: c.spec.name.clone(),
                 last: c.last.as_ref().map(|l| ProbeOutcome {
                     ok: l.ok,
+                    waiting: l.waiting,
                     detail: l.detail.clone(),
                     elapsed: Duration::ZERO,
                 }),

@@ -731,6 +731,7 @@ mod tests {
                         Effect::Probe { svc, check, token } => {
                             let ok = !(self.bad && self.w.services[svc].info.name == "proxy");
                             self.ev(Event::ProbeDone {
+                                waiting: false,
                                 svc,
                                 check,
                                 token,

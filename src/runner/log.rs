@@ -123,6 +123,26 @@ pub(super) fn note(w: &World, note: &Note, now: u64) {
         Note::BackoffReset(svc) => {
             info!(service = name(*svc), "healthy long enough: backoff reset");
         }
+        Note::Foreign {
+            svc,
+            detail,
+            taken_over,
+        } => {
+            if *taken_over {
+                warn!(service = name(*svc), unit = unit(*svc), owner = %detail,
+                    "a container of this service was started by another controller; taking it over ([watch] foreign = \"take-over\")");
+            } else {
+                warn!(service = name(*svc), unit = unit(*svc), owner = %detail,
+                    "a container of this service was started by another controller; leaving it alone (checked, never stopped or replaced; `mcrecover adopt` hands it back)");
+            }
+        }
+        Note::WaitOver { svc, waited_ms } => {
+            info!(
+                service = name(*svc),
+                waited_s = waited_ms.map_or(0.0, |m| m as f64 / 1000.0),
+                "no longer waiting for an operator: healthy"
+            );
+        }
         Note::Rearmed { svc, ack } => {
             let by = if *ack {
                 "acknowledged"

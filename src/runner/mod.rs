@@ -304,12 +304,14 @@ impl Runner {
                     svc,
                     token,
                     ignore_deps,
-                } => self.start(svc, token, ignore_deps),
+                    replace,
+                } => self.start(svc, token, ignore_deps, replace),
                 Effect::Restart {
                     svc,
                     token,
                     reset_failed,
-                } => self.restart(svc, token, reset_failed),
+                    replace,
+                } => self.restart(svc, token, reset_failed, replace),
                 Effect::StartGate(stage) => self.start_gate(stage),
                 Effect::Probe { svc, check, token } => self.probe(svc, check, token),
                 Effect::Note(note) => {
@@ -440,7 +442,7 @@ impl Runner {
         target
     }
 
-    fn start(&self, svc: SvcId, token: u64, ignore_deps: bool) {
+    fn start(&self, svc: SvcId, token: u64, ignore_deps: bool, _replace: bool) {
         let tx = self.tx.clone();
         let Some((sd, unit)) = self.job_target(svc, token) else {
             return;
@@ -460,7 +462,7 @@ impl Runner {
         });
     }
 
-    fn restart(&self, svc: SvcId, token: u64, reset_failed: bool) {
+    fn restart(&self, svc: SvcId, token: u64, reset_failed: bool, _replace: bool) {
         let tx = self.tx.clone();
         let Some((sd, unit)) = self.job_target(svc, token) else {
             return;
@@ -514,9 +516,10 @@ impl Runner {
         tokio::spawn(async move {
             let limit = spec.timeout + PROBE_SLACK;
             let probe = crate::check::probe_with(&spec, &via);
-            let (ok, detail) = match tokio::time::timeout(limit, probe).await {
-                Ok(o) => (o.ok, o.detail),
+            let (ok, waiting, detail) = match tokio::time::timeout(limit, probe).await {
+                Ok(o) => (o.ok, o.waiting, o.detail),
                 Err(_) => (
+                    false,
                     false,
                     format!(
                         "check `{}` did not finish within {}",
@@ -530,6 +533,7 @@ impl Runner {
                 check,
                 token,
                 ok,
+                waiting,
                 detail,
             });
         });

@@ -5,7 +5,7 @@
 //! `units/dbus/`).
 //!
 //! Server: one object at [`OBJECT_PATH`] with `Status()`, `GetService(s)`,
-//! `Recover()`, `Restart(s)`, `Ack(s)`, `Reload()`, the properties `Phase` and
+//! `Recover()`, `Restart(s)`, `Ack(s)`, `Adopt(s)`, `Reload()`, the properties `Phase` and
 //! `StatusLine`, and the signal `ServiceStateChanged(s, s, s, s)`, emitted by
 //! a task that watches the engine's snapshots. The caller of a mutating
 //! method is identified by the bus (`GetConnectionCredentials` of the
@@ -171,6 +171,18 @@ impl Recovery {
     ) -> Result<String, ServerError> {
         self.authorize(&hdr, conn, "Ack").await?;
         self.forward(ApiCommand::Ack(service)).await
+    }
+
+    /// Hands a service whose container another controller started back to
+    /// its unit (the unit is restarted and replaces that container).
+    async fn adopt(
+        &self,
+        service: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ServerError> {
+        self.authorize(&hdr, conn, "Adopt").await?;
+        self.forward(ApiCommand::Adopt(service)).await
     }
 
     /// Reloads the configuration.
@@ -531,6 +543,7 @@ pub async fn call(bus: &ApiBus, cmd: &ApiCommand) -> Result<String, ApiError> {
         ApiCommand::Reload => call_string(&conn, "Reload", &()).await,
         ApiCommand::Restart(s) => call_string(&conn, "Restart", &(s.as_str(),)).await,
         ApiCommand::Ack(s) => call_string(&conn, "Ack", &(s.as_str(),)).await,
+        ApiCommand::Adopt(s) => call_string(&conn, "Adopt", &(s.as_str(),)).await,
     }
 }
 

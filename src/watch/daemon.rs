@@ -304,6 +304,7 @@ fn to_event(w: &World, cmd: &ApiCommand) -> Result<Event, String> {
         ApiCommand::Recover => Event::RetryNow,
         ApiCommand::Restart(name) => Event::RestartNow(find(name)?),
         ApiCommand::Ack(name) => Event::Ack(find(name)?),
+        ApiCommand::Adopt(name) => Event::Adopt(find(name)?),
         ApiCommand::Reload => Event::Tick,
     })
 }
@@ -398,6 +399,35 @@ impl Shell {
                 Effect::AlertBlocked { stage, failing } => {
                     self.alert_blocked(runner, stage, &failing);
                 }
+                Effect::OperatorWait {
+                    svc,
+                    event_id,
+                    check,
+                    remedy,
+                    detail,
+                    reminder,
+                    waited_ms,
+                } => {
+                    let w = runner.world();
+                    let kind = if reminder {
+                        EventKind::WaitReminder
+                    } else {
+                        EventKind::OperatorWait
+                    };
+                    let mut ev = Self::event(w, kind, svc, event_id, 0, detail);
+                    ev.remedy = remedy;
+                    ev.window = std::time::Duration::from_millis(waited_ms);
+                    info!(service = %ev.service, check = %check, event_id = %ev.id, event = kind.as_str(),
+                        "service waits for an operator: not restarted");
+                    let policy = w.policy.clone();
+                    let via = runner.exec_via();
+                    tokio::spawn(async move {
+                        for r in escalate::escalate(&ev, &policy, &via).await {
+                            info!(service = %ev.service, event_id = %ev.id, action = ?r.action, ok = r.ok,
+                                detail = %r.detail, "operator-wait action");
+                        }
+                    });
+                }
                 _ => {}
             }
         }
@@ -470,6 +500,7 @@ impl Shell {
             window: w.policy.escalate_window,
             reason,
             diagnoses: Vec::new(),
+            remedy: String::new(),
             at: SystemTime::now(),
         }
     }
@@ -702,6 +733,8 @@ fn state_of(w: &World, svc: usize) -> ServiceState {
         Life::Healthy { .. } => ServiceState::Healthy,
         Life::Failing { .. } | Life::Restarting | Life::Rechecking => ServiceState::Unhealthy,
         Life::Held { .. } => ServiceState::Held,
+        Life::Waiting { .. } => ServiceState::Waiting,
+        Life::Foreign { .. } => ServiceState::External,
     }
 }
 
@@ -818,7 +851,9 @@ pub fn snapshot(w: &World, now: u64, config: &std::path::Path) -> Snapshot {
                 && s.unit_down()
             {
                 reason = s.unit_reason();
-            } else if state == ServiceState::Unhealthy && !s.reason.is_empty() && reason.is_empty()
+            } else if !s.reason.is_empty()
+                && (state == ServiceState::Waiting
+                    || state == ServiceState::Unhealthy && reason.is_empty())
             {
                 reason.clone_from(&s.reason);
             }
@@ -866,6 +901,17 @@ pub fn snapshot(w: &World, now: u64, config: &std::path::Path) -> Snapshot {
                     .escalated
                     .as_ref()
                     .map(|e| format!("{} ({})", e.reason, e.event_id)),
+                remedy: match s.life {
+                    Life::Waiting { .. } => s
+                        .waiting_check()
+                        .and_then(|c| c.spec.remedy.clone())
+                        .or_else(|| Some(String::new())),
+                    _ => None,
+                },
+                owner: match s.life {
+                    Life::Foreign { .. } => Some(s.reason.clone()),
+                    _ => None,
+                },
             }
         })
         .collect();

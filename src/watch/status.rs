@@ -102,8 +102,17 @@ pub async fn direct(cfg: &Config, plan: &Plan, sd: Option<&Systemd>) -> Snapshot
             check: failing.map(|(c, _)| c.name.clone()),
             age_s: Some(0.0),
         };
+        let waiting = svc
+            .checks
+            .iter()
+            .zip(&outcomes)
+            .find(|(_, o)| o.waiting)
+            .and_then(|(c, _)| c.operator_wait.as_ref())
+            .map(|w| w.remedy.clone());
         let state = if checks_ok && unit_ok {
             ServiceState::Healthy
+        } else if waiting.is_some() && unit_ok {
+            ServiceState::Waiting
         } else {
             ServiceState::Unhealthy
         };
@@ -119,6 +128,8 @@ pub async fn direct(cfg: &Config, plan: &Plan, sd: Option<&Systemd>) -> Snapshot
             held_by: None,
             next_restart_in_s: None,
             escalation: None,
+            remedy: waiting,
+            owner: None,
         });
     }
     let healthy = services

@@ -22,6 +22,12 @@ pub enum ServiceState {
     Held,
     /// Too many restarts: no more restarts until `ack` or until healthy again.
     Escalated,
+    /// Runs and waits for an operator (a check answered `operator_wait`,
+    /// e.g. sealed): never restarted for it; `remedy` says what to do.
+    Waiting,
+    /// Its container was started by another controller: checked and
+    /// reported, never stopped or replaced, until `mcrecover adopt`.
+    External,
 }
 
 impl ServiceState {
@@ -35,6 +41,8 @@ impl ServiceState {
             ServiceState::Unhealthy => "unhealthy",
             ServiceState::Held => "held",
             ServiceState::Escalated => "escalated",
+            ServiceState::Waiting => "waiting",
+            ServiceState::External => "external",
         }
     }
 }
@@ -77,6 +85,12 @@ pub struct ServiceStatus {
     pub next_restart_in_s: Option<f64>,
     /// Why it was escalated (state `escalated`).
     pub escalation: Option<String>,
+    /// What the operator must do (state `waiting`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remedy: Option<String>,
+    /// What runs instead of its unit's container (state `external`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// The daemon's whole status (`Status()` on D-Bus, `mcrecover status --json`).
@@ -107,6 +121,9 @@ pub enum ApiCommand {
     Restart(String),
     /// Re-arm an escalated service.
     Ack(String),
+    /// Hand a service whose container another controller started back to
+    /// its unit (the unit's container replaces it).
+    Adopt(String),
     /// Reload the configuration file (validate first; keep the old one on error).
     Reload,
 }

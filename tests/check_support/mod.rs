@@ -21,6 +21,7 @@ pub fn check(kind: CheckKind, timeout: Duration) -> Check {
         failure_threshold: 3,
         success_threshold: 1,
         start_period: Duration::ZERO,
+        operator_wait: None,
     }
 }
 

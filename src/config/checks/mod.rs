@@ -11,6 +11,7 @@ mod exec;
 mod grpc;
 mod http;
 mod tcp;
+mod wait;
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -39,6 +40,7 @@ const COMMON_KEYS: &[&str] = &[
     "failure_threshold",
     "success_threshold",
     "start_period",
+    "operator_wait",
 ];
 
 /// A resolved check schedule (defaults applied).
@@ -333,10 +335,12 @@ fn load_check(
     let mut own = DeTable::new();
     let mut kind = None;
     let mut name = None;
+    let mut wait = None;
     for (key, value) in table {
         match key.get_ref().as_ref() {
             "kind" => kind = Some(de_string(ctx, value, "kind")?),
             "name" => name = Some(de_string(ctx, value, "name")?),
+            "operator_wait" => wait = Some(value),
             k if COMMON_KEYS.contains(&k) => {
                 common.insert(key, value);
             }
@@ -361,6 +365,9 @@ fn load_check(
     )))
     .map_err(|e| toml_error(ctx, &e, &[]))?;
     let kind_value = build_kind(ctx, &kind, S::new(span.clone(), DeValue::Table(own)))?;
+    let operator_wait = wait
+        .map(|w| wait::load_wait(ctx, kind.get_ref(), w))
+        .transpose()?;
     let schedule = defaults.overlay(ctx, &schedule)?;
 
     let written = kind.get_ref().clone();
@@ -398,6 +405,7 @@ fn load_check(
             failure_threshold: schedule.failure_threshold,
             success_threshold: schedule.success_threshold,
             start_period: schedule.start_period,
+            operator_wait,
         },
         name_span,
     ))

@@ -42,10 +42,14 @@ pub fn environment(ev: &Event) -> Vec<(&'static str, String)> {
         ("MCRECOVER_DIAGNOSIS", super::diagnosis_ids(&ev.diagnoses)),
         (
             "MCRECOVER_REMEDY",
-            ev.diagnoses
-                .first()
-                .map(|d| d.remedy.clone())
-                .unwrap_or_default(),
+            if ev.remedy.is_empty() {
+                ev.diagnoses
+                    .first()
+                    .map(|d| d.remedy.clone())
+                    .unwrap_or_default()
+            } else {
+                ev.remedy.clone()
+            },
         ),
     ];
     env.into_iter()

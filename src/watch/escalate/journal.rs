@@ -16,6 +16,9 @@ pub const ESCALATED_MESSAGE_ID: &str = "9d2f1c4e7b3a4f0e8c6d5b2a1f0e9c87";
 /// `MESSAGE_ID` of the entry of a blocking episode (priority `crit`): a
 /// `block` stage failed and later stages wait for it.
 pub const BLOCKED_MESSAGE_ID: &str = "3b7e2c9a4d1f4b8e9a0c6d2e5f1a7b30";
+/// `MESSAGE_ID` of the entry of a service that waits for an operator
+/// (priority `notice`; the reminder `warning`).
+pub const WAITING_MESSAGE_ID: &str = "c41d7a2e9f0b4e3a8d6c1b5f2e7a9d04";
 /// `MESSAGE_ID` of the restart-issued entry (priority `notice`).
 pub const RESTART_MESSAGE_ID: &str = "5e8a0b3c2d1f4e6a9b7c8d0e1f2a3b4c";
 /// `SYSLOG_IDENTIFIER` of both entries.
@@ -34,8 +37,10 @@ pub fn escalated_fields(ev: &Event) -> Vec<(&'static str, String)> {
     let id = match ev.kind {
         super::EventKind::Escalated => ESCALATED_MESSAGE_ID,
         super::EventKind::Blocked => BLOCKED_MESSAGE_ID,
+        super::EventKind::OperatorWait | super::EventKind::WaitReminder => WAITING_MESSAGE_ID,
     };
-    vec![
+    let mut fields = vec![
+        ("EVENT", ev.kind.as_str().to_owned()),
         ("MESSAGE_ID", id.to_owned()),
         ("SYSLOG_IDENTIFIER", SYSLOG_IDENTIFIER.to_owned()),
         ("SERVICE", ev.service.clone()),
@@ -47,11 +52,33 @@ pub fn escalated_fields(ev: &Event) -> Vec<(&'static str, String)> {
         ("DIAGNOSIS", super::diagnosis_ids(&ev.diagnoses)),
         ("EVENT_ID", ev.id.clone()),
         ("PLATFORM", ev.platform.clone()),
-    ]
+    ];
+    if !ev.remedy.is_empty() {
+        fields.push(("REMEDY", ev.remedy.clone()));
+    }
+    fields
 }
 
 /// The human message of the escalation entry.
 fn escalated_message(ev: &Event) -> String {
+    match ev.kind {
+        super::EventKind::OperatorWait => {
+            return format!(
+                "{} waits for an operator (not restarted): {}; to do: {}",
+                ev.service, ev.reason, ev.remedy
+            )
+        }
+        super::EventKind::WaitReminder => {
+            return format!(
+                "{} still waits for an operator after {}s (not restarted): {}; to do: {}",
+                ev.service,
+                ev.window.as_secs(),
+                ev.reason,
+                ev.remedy
+            )
+        }
+        _ => {}
+    }
     if ev.kind == super::EventKind::Blocked {
         return format!(
             "stage {} failed and blocks the stages after it (retried; they start once it is healthy): {}",
@@ -81,13 +108,19 @@ fn escalated_message(ev: &Event) -> String {
 pub fn escalated(ev: &Event) -> ActionResult {
     let message = escalated_message(ev);
     let fields = escalated_fields(ev);
-    let detail = match send(Priority::Critical, &message, &fields) {
+    let (priority, name) = match ev.kind {
+        super::EventKind::OperatorWait => (Priority::Notice, "notice"),
+        super::EventKind::WaitReminder => (Priority::Warning, "warning"),
+        _ => (Priority::Critical, "crit"),
+    };
+    let detail = match send(priority, &message, &fields) {
         Ok(()) => {
+            let id = fields.get(1).map_or("", |(_, v)| v.as_str());
             return ActionResult {
                 action: Action::Journal,
                 ok: true,
-                detail: format!("crit journal entry MESSAGE_ID={ESCALATED_MESSAGE_ID}"),
-            }
+                detail: format!("{name} journal entry MESSAGE_ID={id}"),
+            };
         }
         Err(why) => why,
     };

@@ -28,6 +28,13 @@ pub enum EventKind {
     /// A `block` stage failed: later stages wait for it (once per blocking
     /// episode; the stage is retried and the ramp resumes by itself).
     Blocked,
+    /// A service waits for an operator (e.g. a sealed vault): never
+    /// restarted for it; once per waiting episode.
+    #[serde(rename = "operator-wait")]
+    OperatorWait,
+    /// The same episode still goes on after `[watch] wait_reminder`.
+    #[serde(rename = "operator-wait-reminder")]
+    WaitReminder,
 }
 
 impl EventKind {
@@ -36,6 +43,8 @@ impl EventKind {
         match self {
             EventKind::Escalated => "escalated",
             EventKind::Blocked => "blocked",
+            EventKind::OperatorWait => "operator-wait",
+            EventKind::WaitReminder => "operator-wait-reminder",
         }
     }
 }
@@ -64,6 +73,10 @@ pub struct Event {
     pub reason: String,
     /// Known failure signatures found in the unit's journal.
     pub diagnoses: Vec<Diagnosis>,
+    /// What the operator must do (operator-wait events: the check's
+    /// `remedy`; else empty).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub remedy: String,
     /// When it was escalated (JSON: `"2026-11-25T02:15:00Z"`).
     #[serde(serialize_with = "utc")]
     pub at: SystemTime,
