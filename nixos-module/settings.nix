@@ -111,7 +111,7 @@ let
       };
       services = mkOption {
         type = types.nonEmptyListOf types.str;
-        description = "Member services (not external ones).";
+        description = "Member services; an external member (`external = true`) is only checked and gates the stage.";
       };
       timeout = opt duration "How long the stage may take to become healthy (default `120s`).";
       on_failure = opt (types.enum [

@@ -1,6 +1,12 @@
 //! Cross-references between services and stages: container names, stage
 //! membership, `after`/`requires` targets, dependency cycles (stage order
 //! included) and host port conflicts.
+//!
+//! External (check-only) services may be stage members and `after`/`requires`
+//! targets: a member gates its stage (the stage is healthy only while its
+//! checks pass), an edge makes the dependent wait for (and be held by) it.
+//! Neither renders a systemd dependency (an external service has no unit);
+//! ordering rules, cycles included, are the same as for container services.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -81,7 +87,7 @@ fn membership(
         };
         for member in list.get_ref() {
             let name = member.get_ref();
-            let Some(&service) = index_of.get(name.as_str()) else {
+            if !index_of.contains_key(name.as_str()) {
                 return Err(ctx.err(
                     member.span(),
                     format!(
@@ -92,13 +98,6 @@ fn membership(
                         "{}define [services.{name}] or remove it from the stage",
                         did_you_mean(name, names(services))
                     ),
-                ));
-            };
-            if service.service.is_external() {
-                return Err(ctx.err(
-                    member.span(),
-                    format!("external service `{name}` cannot be a stage member"),
-                    "external services have no unit to start; remove it from the stage (its checks still run)",
                 ));
             }
             if let Some(&first) = stage_of.get(name.as_str()) {
@@ -164,7 +163,7 @@ fn explicit_edges(services: &[LoadedService]) -> Vec<Edge<'_>> {
 fn dependency_targets(ctx: &Ctx<'_>, services: &[LoadedService]) -> Result<(), ConfigError> {
     let index_of = by_name(services);
     for edge in explicit_edges(services) {
-        let Some(&target) = index_of.get(edge.to) else {
+        if !index_of.contains_key(edge.to) {
             return Err(ctx.err(
                 edge.span,
                 format!(
@@ -178,22 +177,12 @@ fn dependency_targets(ctx: &Ctx<'_>, services: &[LoadedService]) -> Result<(), C
                     edge.key
                 ),
             ));
-        };
+        }
         if edge.from == edge.to {
             return Err(ctx.err(
                 edge.span,
                 format!("service `{}` lists itself in `{}`", edge.from, edge.key),
                 "remove it: a service cannot wait for itself",
-            ));
-        }
-        if target.service.is_external() {
-            return Err(ctx.err(
-                edge.span,
-                format!(
-                    "`{}` of service `{}` names external service `{}`",
-                    edge.key, edge.from, edge.to
-                ),
-                "external services have no unit to order against; remove it (its checks still run)",
             ));
         }
     }

@@ -18,6 +18,8 @@ pub mod step;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_nodes;
 
 pub use model::{Goal, Life, StageId, StagePhase, Svc, SvcId, World};
 pub use step::{next_deadline, step, Effect, Event, Note};

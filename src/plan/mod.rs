@@ -18,7 +18,13 @@
 //! `after` adds an ordering edge and `requires` a requirement edge (which
 //! implies ordering); these explicit edges are listed per service
 //! ([`PlanService::edges`]). [`Plan::direct_upstreams`] expands both into
-//! service names. Config validation already rejects cycles and unknown names,
+//! service names. An external (check-only) service may be a stage member
+//! (it then gates its stage: [`PlanService::stage`] is set, [`PlanService::unit`]
+//! is `None`) and an edge's upstream ([`Edge::via_unit`] `None`): the plan
+//! keeps the relation, render writes no systemd dependency for it, and the
+//! engine's upstreams ([`Plan::direct_upstreams`]) include it, so a dependent
+//! failing while it is down is held, not restarted.
+//! Config validation already rejects cycles and unknown names,
 //! but [`build`] re-checks and returns a [`PlanError`] instead of looping or
 //! panicking.
 
@@ -182,15 +188,18 @@ pub struct PlanCheck {
 pub struct PlanService {
     /// Service name.
     pub name: String,
-    /// Index of its stage; `None` for external (check-only) services.
+    /// Index of its stage; `None` for an external (check-only) service
+    /// that no stage lists.
     pub stage: Option<usize>,
     /// Its unit (`<name>.service`); `None` for external services.
     pub unit: Option<String>,
     /// Container name; `None` for external services.
     pub container_name: Option<String>,
     /// Dependency on the previous stage (every member of it, through its
-    /// gate). `None` in the first stage, for external services, and when the
-    /// previous stage has no members.
+    /// gate). `None` in the first stage, for services in no stage, and when
+    /// the previous stage has no members. An external stage member has one
+    /// too (its stage is gated after the previous one) although no unit
+    /// carries it.
     pub stage_edge: Option<StageEdge>,
     /// Explicit upstream edges (`after`, `requires`), sorted (kind, upstream).
     pub edges: Vec<Edge>,
@@ -244,11 +253,9 @@ pub fn build(cfg: &Config) -> Result<Plan, PlanError> {
 
     let mut services = BTreeMap::new();
     for (name, svc) in &cfg.services {
-        let stage = if svc.is_external() {
-            None
-        } else {
-            stage_of.get(name.as_str()).copied()
-        };
+        // An external service listed in a stage is a member like any other
+        // (it gates the stage); it only has no unit.
+        let stage = stage_of.get(name.as_str()).copied();
         let stage_edge = stage
             .and_then(|i| i.checked_sub(1))
             .and_then(|i| stages.get(i))

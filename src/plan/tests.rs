@@ -44,7 +44,6 @@ pub(crate) fn tcp_check(port: u16) -> Check {
         failure_threshold: 3,
         success_threshold: 1,
         start_period: Duration::from_secs(0),
-        operator_wait: None,
     }
 }
 
@@ -65,7 +64,6 @@ pub(crate) fn service(name: &str, port: u16) -> Service {
         after: vec![],
         requires: vec![],
         remedy: None,
-        gate: crate::config::ServiceGate::Healthy,
     }
 }
 
@@ -100,7 +98,6 @@ pub(crate) fn sample() -> Config {
             after: vec![],
             requires: vec![],
             remedy: None,
-            gate: crate::config::ServiceGate::Healthy,
         },
     );
     if let Some(s) = services.get_mut("web") {
@@ -433,4 +430,70 @@ fn continue_policy_shows_as_wants_and_dashed() {
     assert!(plan
         .to_dot()
         .contains("\"metacircular-core-gate.service\" -> \"web\" [style=dashed];"));
+}
+
+/// `sample()` with the external `idp` as the only member of a stage of its
+/// own between `foundation` and `core`, and `app` requiring it.
+pub(crate) fn sample_with_external_stage() -> Config {
+    let mut cfg = sample();
+    cfg.stages
+        .insert(1, stage("identity", &["idp"], FailurePolicy::Block));
+    cfg.services
+        .get_mut("app")
+        .unwrap()
+        .requires
+        .push("idp".into());
+    cfg
+}
+
+#[test]
+fn external_stage_member_gates_its_stage_without_a_unit() {
+    let plan = build(&sample_with_external_stage()).unwrap();
+    let idp = &plan.services["idp"];
+    assert_eq!(idp.stage, Some(1));
+    assert_eq!(idp.unit, None);
+    assert_eq!(idp.container_name, None);
+    // Its stage is gated after the previous one, like any member's.
+    assert_eq!(
+        idp.stage_edge.as_ref().map(|e| e.gate.as_str()),
+        Some("metacircular-foundation-gate.service")
+    );
+    assert_eq!(plan.stages[1].services, ["idp"]);
+    // The next stage waits for it through the identity gate.
+    let proxy = &plan.services["proxy"];
+    assert_eq!(
+        proxy.stage_edge.as_ref().map(|e| e.gate.as_str()),
+        Some("metacircular-identity-gate.service")
+    );
+    assert_eq!(
+        plan.direct_upstreams(proxy).collect::<Vec<_>>(),
+        vec!["idp"]
+    );
+    // The explicit edge to it names no unit.
+    let e = plan.services["app"]
+        .edges
+        .iter()
+        .find(|e| e.upstream == "idp")
+        .unwrap();
+    assert_eq!((e.kind, e.via_unit.as_deref()), (EdgeKind::Requires, None));
+    // Order: by stage, the external member in its own.
+    assert_eq!(plan.order, vec!["dns", "idp", "proxy", "reg", "app", "web"]);
+    // Upstreams (the engine's hold relation) include it for every later
+    // service; its own are the earlier stages' (its check crosses them).
+    let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let ups = crate::engine::policy::upstreams(&plan);
+    assert_eq!(ups, upstreams_from_pairs(&plan));
+    assert_eq!(ups["idp"], list(&["dns"]));
+    assert_eq!(ups["proxy"], list(&["dns", "idp"]));
+    assert_eq!(ups["app"], list(&["dns", "idp", "proxy", "reg"]));
+    let text = plan.to_text();
+    assert!(
+        text.contains("stage 2 identity (target metacircular-identity.target"),
+        "{text}"
+    );
+    assert!(text.contains("  idp  unit (no unit)"), "{text}");
+    assert!(
+        text.contains("<- idp via (external, no unit) (requires)"),
+        "{text}"
+    );
 }
