@@ -148,6 +148,13 @@ impl Config {
         self.dir.join(".standin")
     }
 
+    /// `$STANDIN_DIR/unseal` when the stand-in starts sealed (`$STANDIN_DIR/sealed` exists or
+    /// `STANDIN_SEALED=1`), else `None`.
+    pub(crate) fn unseal_file(&self) -> Option<PathBuf> {
+        let env = std::env::var("STANDIN_SEALED").is_ok_and(|v| v.trim() == "1");
+        (env || self.dir.join("sealed").exists()).then(|| self.dir.join("unseal"))
+    }
+
     /// `$STANDIN_DIR/fault`.
     pub(crate) fn fault_file(&self) -> PathBuf {
         self.dir.join("fault")

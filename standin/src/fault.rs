@@ -1,5 +1,10 @@
 //! File-driven faults: `$STANDIN_DIR/fault` is polled every 100 ms and its state is published on
 //! a `watch` channel that every protocol handler reads; faults apply live, without a restart.
+//!
+//! Sealed mode (a Metacrypt/Vault stand-in): when the stand-in starts sealed (the file
+//! `$STANDIN_DIR/sealed` exists, or `STANDIN_SEALED=1`), it publishes [`Fault::Sealed`] until
+//! the file `$STANDIN_DIR/unseal` appears (an operator unsealing it). The seal lives in the
+//! process: a stale `unseal` file is removed at start, so every restart seals it again.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +27,8 @@ pub(crate) enum Fault {
     Hang,
     /// `exit`: exit with status 1 at once.
     Exit,
+    /// Started sealed and not unsealed yet: HTTP 503 `{"sealed":true}`, gRPC NOT_SERVING.
+    Sealed,
     /// Anything else: logged once and treated as healthy.
     Unknown(String),
 }
@@ -47,6 +54,7 @@ impl Fault {
             Self::Error500 => "fault=500".to_owned(),
             Self::Hang => "fault=hang".to_owned(),
             Self::Exit => "fault=exit".to_owned(),
+            Self::Sealed => "fault=sealed".to_owned(),
             Self::Unknown(c) => format!("fault=unknown value={c:?} treated_as=none"),
         }
     }
@@ -68,13 +76,26 @@ fn apply(fault: &Fault) {
 
 /// Reads the fault file now (exiting at once on `exit`) and returns the channel plus the
 /// poller to spawn.
+///
+/// `unseal`: the file whose appearance unseals a stand-in that started sealed (`None`: not
+/// sealed).
 pub(crate) fn start(
     path: PathBuf,
+    unseal: Option<PathBuf>,
 ) -> (
     watch::Receiver<Fault>,
     impl std::future::Future<Output = ()>,
 ) {
-    let first = read(&path);
+    if let Some(u) = &unseal {
+        // Sealed again after every start: an unseal of the previous run does not count.
+        let _ = std::fs::remove_file(u);
+    }
+    let mut sealed = unseal.is_some();
+    let effective = move |sealed: bool, file: Fault| match file {
+        Fault::Healthy | Fault::Unknown(_) if sealed => Fault::Sealed,
+        f => f,
+    };
+    let first = effective(sealed, read(&path));
     if first != Fault::Healthy {
         apply(&first);
     }
@@ -84,7 +105,11 @@ pub(crate) fn start(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let now = read(&path);
+            if sealed && unseal.as_ref().is_some_and(|u| u.exists()) {
+                sealed = false;
+                log::event("unsealed", "by=unseal-file");
+            }
+            let now = effective(sealed, read(&path));
             if *tx.borrow() != now {
                 // Publish first, then log: once the line is out, every handler sees the fault.
                 tx.send_replace(now.clone());
@@ -98,6 +123,11 @@ pub(crate) fn start(
 /// Whether the current fault is `hang`.
 pub(crate) fn is_hang(rx: &watch::Receiver<Fault>) -> bool {
     *rx.borrow() == Fault::Hang
+}
+
+/// Whether the stand-in is sealed.
+pub(crate) fn is_sealed(rx: &watch::Receiver<Fault>) -> bool {
+    *rx.borrow() == Fault::Sealed
 }
 
 /// Whether the current fault is `500`.

@@ -18,7 +18,7 @@ use crate::log;
 
 /// The serving status for the current fault.
 pub(crate) fn status_for(fault: &Fault) -> ServingStatus {
-    if *fault == Fault::Error500 {
+    if matches!(fault, Fault::Error500 | Fault::Sealed) {
         ServingStatus::NotServing
     } else {
         ServingStatus::Serving

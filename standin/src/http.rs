@@ -1,5 +1,6 @@
 //! HTTP/1.1 answers (hyper): `/v1/health` -> 200 `{"status":"ok"}`, `/v2/` -> 200 `{}`,
-//! anything else -> 404; fault `500` -> 500 for every path; fault `hang` -> the request is
+//! anything else -> 404; fault `500` -> 500 for every path; sealed -> 503
+//! `{"status":"sealed","sealed":true}` for every path; fault `hang` -> the request is
 //! never answered (the connection is dropped once the fault is lifted).
 
 use bytes::Bytes;
@@ -45,6 +46,11 @@ async fn answer(
     }
     let (status, body) = if fault::is_500(&faults) {
         (StatusCode::INTERNAL_SERVER_ERROR, "{\"status\":\"fault\"}")
+    } else if fault::is_sealed(&faults) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{\"status\":\"sealed\",\"sealed\":true}",
+        )
     } else {
         route(req.uri().path())
     };

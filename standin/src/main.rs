@@ -86,7 +86,7 @@ async fn run() -> i32 {
             delay.as_millis(),
         ),
     );
-    let (faults, poller) = fault::start(cfg.fault_file());
+    let (faults, poller) = fault::start(cfg.fault_file(), cfg.unseal_file());
     tokio::spawn(poller);
 
     let stop = tokio::select! {

@@ -685,3 +685,46 @@ fn sigterm_ends_it_as_pid_1() {
     );
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_standin_answers_503_until_unsealed_and_seals_again_after_a_restart() {
+    let (http, grpc) = (free_port(), free_port());
+    let listen = format!("http:{http},grpc:{grpc}");
+    let health = format!("http://127.0.0.1:{http}/v1/health");
+    let s = Standin::start("metacrypt", &listen, &[], |dir| {
+        std::fs::write(dir.join("sealed"), "").unwrap();
+        // Left over from an earlier run: must not unseal this one.
+        std::fs::write(dir.join("unseal"), "").unwrap();
+    });
+    s.wait_ready();
+    let (body, code, _) = curl(&[&health]);
+    assert_eq!(
+        (body.as_str(), code.as_str()),
+        ("{\"status\":\"sealed\",\"sealed\":true}", "503")
+    );
+    assert_eq!(
+        grpc_check(grpc, None, "").await,
+        Ok(ServingStatus::NotServing)
+    );
+    std::fs::write(s.dir.join("unseal"), "").unwrap();
+    wait_for("unsealed", Duration::from_secs(10), || {
+        s.log().contains("event=unsealed")
+    });
+    wait_for("healthy answer", Duration::from_secs(10), || {
+        curl(&[&health]).1 == "200"
+    });
+    assert_eq!(grpc_check(grpc, None, "").await, Ok(ServingStatus::Serving));
+    // A restart (same directory) seals it again.
+    let dir = s.dir.clone();
+    let mut s = s;
+    s.signal_and_wait("TERM");
+    let again = Standin::start("metacrypt", &listen, &[], |d| {
+        for f in ["sealed", "unseal"] {
+            if dir.join(f).exists() {
+                std::fs::write(d.join(f), "").unwrap();
+            }
+        }
+    });
+    again.wait_ready();
+    assert_eq!(curl(&[&health]).1, "503", "sealed again after a restart");
+}
