@@ -24,8 +24,15 @@ mkdir -p /sys/fs/cgroup/testbed-exec   # where commands run from outside (Sandbo
 # On a pure-v2 production host that check sees only the unit's own (delegated) cgroup.
 if [ -s "$seed/cgroup-owner" ]; then chown "$(cat "$seed/cgroup-owner")" /sys/fs/cgroup; fi
 ip link set lo up
-ip addr add 192.168.88.181/32 dev lo
-ip addr add 100.95.252.120/32 dev lo
+# The node's production addresses (seed/addresses, one per line; rift's by default). A link to
+# another sandbox (Sandbox::link) routes the other node's addresses over a veth pair.
+if [ -s "$seed/addresses" ]; then addresses="$(cat "$seed/addresses")"; else addresses="192.168.88.181 100.95.252.120"; fi
+for a in $addresses; do
+    case "$a" in
+        *:*) ip -6 addr add "$a/128" dev lo ;;
+        *) ip addr add "$a/32" dev lo ;;
+    esac
+done
 sysctl -q -w net.ipv4.ip_unprivileged_port_start=0
 # Ephemeral (client) ports above every port the example platform publishes (up to 58080):
 # with the default range (32768-60999) a probe's source port, kept for 60 s in TIME_WAIT, can

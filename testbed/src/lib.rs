@@ -29,5 +29,5 @@ pub use images::{
 };
 pub use sandbox::{
     process_start, processes_in_namespace, reap_stale, Base, Sandbox, SandboxInfo, SandboxOptions,
-    CIDFILE_DROPIN, CONTAINERS_CONF, CONTAINERS_CONF_TRIXIE,
+    CIDFILE_DROPIN, CONTAINERS_CONF, CONTAINERS_CONF_TRIXIE, RIFT_ADDRESSES, SVC_ADDRESS,
 };

@@ -1,8 +1,10 @@
 //! A throwaway REAL systemd: PID 1 of new pid+mount+net+uts namespaces, booted to a minimal
 //! `sandbox.target` (journald + dbus), with its own `/run`, `/tmp`, `/srv`, `/etc/containers`,
-//! loopback addresses 192.168.88.181 + 100.95.252.120, podman configured for the machine, and
-//! optionally the real quadlet generator and a rootless platform user. Dropping a [`Sandbox`]
-//! SIGKILLs its PID 1 (which ends every process in it) and removes its host-side state.
+//! loopback addresses 192.168.88.181 + 100.95.252.120 (rift's; [`SandboxOptions::addresses`]),
+//! podman configured for the machine, and optionally the real quadlet generator and a rootless
+//! platform user. Dropping a [`Sandbox`] SIGKILLs its PID 1 (which ends every process in it) and
+//! removes its host-side state. Two sandboxes (two nodes) can be joined by a network
+//! ([`Sandbox::link`]).
 
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
@@ -91,6 +93,15 @@ impl Base {
     }
 }
 
+/// rift's production addresses, on every sandbox's loopback unless
+/// [`SandboxOptions::addresses`] says otherwise.
+pub const RIFT_ADDRESSES: [&str; 2] = ["192.168.88.181", "100.95.252.120"];
+
+/// The address the testbed gives node `svc` (where MCIAS runs) in a two-node test: one of the
+/// platform's tailnet addresses next to rift's `100.95.252.120` (the real one is not in the
+/// public documentation; `examples/two-nodes/` uses the same).
+pub const SVC_ADDRESS: &str = "100.95.252.121";
+
 /// The harness-only drop-in fixing quadlet 5.x units on podman 4.3 (stale `%t/%N.cid`), installed
 /// for all system services and, when there is a rootless user, all user services.
 pub const CIDFILE_DROPIN: &str = "[Service]\nExecStartPre=-/bin/rm -f %t/%N.cid\n";
@@ -115,6 +126,14 @@ pub struct SandboxOptions {
     pub boot_timeout: Duration,
     /// Label used in the state directory's name (tests: the test's name).
     pub name: String,
+    /// The node's addresses, put on its loopback (IPv4 `/32`, IPv6 `/128`): what its services
+    /// publish ports on and, over a [`Sandbox::link`], what other nodes reach it at. Default
+    /// [`RIFT_ADDRESSES`].
+    pub addresses: Vec<String>,
+    /// The test CA to use instead of a fresh one: sandboxes of one platform (several nodes)
+    /// share one, as the platform's nodes share its CA, so each node's checks trust the
+    /// others' stand-ins. `None`: a fresh CA per sandbox.
+    pub ca: Option<TestCa>,
 }
 
 impl Default for SandboxOptions {
@@ -127,6 +146,8 @@ impl Default for SandboxOptions {
             hostname: "rift".into(),
             boot_timeout: Duration::from_secs(60),
             name: "sandbox".into(),
+            addresses: RIFT_ADDRESSES.iter().map(|a| (*a).to_string()).collect(),
+            ca: None,
         }
     }
 }
@@ -193,6 +214,14 @@ pub struct SandboxInfo {
     /// The sandbox's cgroup, relative to the host's cgroup v2 root (the root of its cgroup
     /// namespace: its systemd's `/system.slice` etc. live below it).
     pub cgroup: String,
+    /// The node's addresses on its loopback ([`RIFT_ADDRESSES`] when absent from an older
+    /// `state.json`).
+    #[serde(default = "rift_addresses")]
+    pub addresses: Vec<String>,
+}
+
+fn rift_addresses() -> Vec<String> {
+    RIFT_ADDRESSES.iter().map(|a| (*a).to_string()).collect()
 }
 
 /// A running sandbox. Dropping it tears it down (SIGKILL of its PID 1, state dir removed), also
@@ -447,7 +476,17 @@ impl Sandbox {
         ));
         let _ = std::fs::remove_dir_all(&state_dir);
         mkdir(&state_dir)?;
-        let ca = TestCa::generate()?;
+        for a in &opts.addresses {
+            if a.parse::<std::net::IpAddr>().is_err() {
+                return Err(TestbedError::Sandbox(format!(
+                    "sandbox address {a:?} is not an IP address"
+                )));
+            }
+        }
+        let ca = match &opts.ca {
+            Some(ca) => ca.clone(),
+            None => TestCa::generate()?,
+        };
         let mut sandbox = Sandbox {
             info: SandboxInfo {
                 pid: 0,
@@ -469,6 +508,7 @@ impl Sandbox {
                         .map(|n| n.to_string_lossy().into_owned())
                         .unwrap_or_default()
                 ),
+                addresses: opts.addresses.clone(),
             },
             unshare: None,
             ca,
@@ -491,6 +531,9 @@ impl Sandbox {
             format!("{}\n", opts.hostname).as_bytes(),
             0o644,
         )?;
+        let mut addresses = opts.addresses.join("\n");
+        addresses.push('\n');
+        write_mode(&seed.join("addresses"), addresses.as_bytes(), 0o644)?;
         let run = seed.join("run");
         write_mode(
             &run.join("systemd/system/sandbox.target"),
@@ -1259,6 +1302,67 @@ impl Sandbox {
         ])?;
         Ok(())
     }
+}
+
+/// Two sandboxes as nodes of one platform.
+impl Sandbox {
+    /// The node's addresses (on its loopback; see [`SandboxOptions::addresses`]).
+    pub fn addresses(&self) -> &[String] {
+        &self.info.addresses
+    }
+
+    /// Joins this sandbox's network to `peer`'s, as two hosts on one network: a veth pair, one
+    /// end in each network namespace (named `tb-<other hostname>`, up), and on each side a host
+    /// route to every address of the other node through it, with the node's own first address
+    /// as source. Each node then reaches the other's services at their production addresses
+    /// (and sees the other's address as the client's); nothing is visible from the host or from
+    /// other sandboxes. The link goes away with either sandbox.
+    pub fn link(&self, peer: &Sandbox) -> Result<(), TestbedError> {
+        if self.info.pid == peer.info.pid {
+            return Err(TestbedError::Sandbox(
+                "a sandbox cannot be linked to itself".into(),
+            ));
+        }
+        let here = link_name(&peer.info.hostname);
+        let there = link_name(&self.info.hostname);
+        let pid = self.info.pid.to_string();
+        let peer_pid = peer.info.pid.to_string();
+        // Made in this sandbox's network namespace, the peer end moved straight into the
+        // peer's (`netns PID` is resolved in the host's /proc: only the network namespace is
+        // entered): nothing is ever created in the host's network namespace.
+        crate::host::host_command(&[
+            "nsenter", "-t", &pid, "-n", "--", "ip", "link", "add", &here, "type", "veth", "peer",
+            "name", &there, "netns", &peer_pid,
+        ])?;
+        for (node, link, other) in [(self, &here, peer), (peer, &there, self)] {
+            node.run_ok(&["ip", "link", "set", link, "up"])?;
+            let src = node.info.addresses.iter().find(|a| !a.contains(':'));
+            for a in other.info.addresses.iter().filter(|a| !a.contains(':')) {
+                let dest = format!("{a}/32");
+                let mut argv = vec!["ip", "route", "add", &dest, "dev", link.as_str()];
+                if let Some(src) = src {
+                    argv.extend_from_slice(&["src", src]);
+                }
+                node.run_ok(&argv)?;
+            }
+            for a in other.info.addresses.iter().filter(|a| a.contains(':')) {
+                let dest = format!("{a}/128");
+                node.run_ok(&["ip", "-6", "route", "add", &dest, "dev", link])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The interface name of a link to the node `hostname`: `tb-` and the hostname's first 12
+/// characters that are letters, digits, `-` or `_` (interface names have at most 15).
+fn link_name(hostname: &str) -> String {
+    let tail: String = hostname
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        .take(12)
+        .collect();
+    format!("tb-{tail}")
 }
 
 impl Drop for Sandbox {
