@@ -316,6 +316,30 @@ fn example_passes_quadlet_and_systemd_analyze() {
     );
 }
 
+/// The two nodes' configurations (examples/two-nodes/): rift's stage gated
+/// on the external MCIAS, and its `requires` of it, render units that pass
+/// quadlet and systemd-analyze, none of them naming MCIAS on rift.
+#[test]
+fn two_node_examples_pass_quadlet_and_systemd_analyze() {
+    for node in ["rift", "svc"] {
+        let path = format!("examples/two-nodes/{node}.toml");
+        let cfg = localize(config::load(Path::new(&path)).unwrap());
+        verify_all(
+            "render_verify::two_node_examples_pass_quadlet_and_systemd_analyze",
+            &cfg,
+        );
+        let p = plan::build(&cfg).unwrap();
+        let r = render::render(&cfg, &p, Backend::Service).unwrap();
+        if node == "rift" {
+            assert!(r.get("mcias.service").is_none());
+            for f in &r.files {
+                assert!(!f.contents.contains("mcias"), "{}:\n{}", f.name, f.contents);
+            }
+            assert!(r.get("metacircular-identity-gate.service").is_some());
+        }
+    }
+}
+
 /// The verifier itself catches bad units (guards against a test that can
 /// never fail): an unknown key makes systemd-analyze warn on stderr.
 #[test]

@@ -124,6 +124,16 @@ pub const METACIRCULAR_SERVICES: &[StandinService] = &[
     ),
 ];
 
+/// MCIAS, the platform's identity service, as the stand-in plays it on node `svc` (it is not part
+/// of rift's platform: `examples/two-nodes/svc.toml`).
+pub const MCIAS_SERVICE: StandinService = svc(
+    "mcias",
+    "mcias:v1.0.0",
+    "/srv/mcias",
+    "/srv/mcias",
+    "https:8443",
+);
+
 const fn svc(
     service: &'static str,
     image: &'static str,
@@ -223,7 +233,13 @@ impl ImageSet {
 
     /// [`ImageSet::metacircular`] with an explicit stand-in binary.
     pub fn metacircular_with(standin: PathBuf) -> Self {
-        let images = METACIRCULAR_SERVICES
+        Self::standins(METACIRCULAR_SERVICES, standin)
+    }
+
+    /// One stand-in image per service of `services` (exact names), as
+    /// [`ImageSet::metacircular`] makes them: e.g. `&[MCIAS_SERVICE]` for node `svc`.
+    pub fn standins(services: &[StandinService], standin: PathBuf) -> Self {
+        let images = services
             .iter()
             .map(|s| ImageSpec {
                 reference: s.reference(),

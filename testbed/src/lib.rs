@@ -25,7 +25,8 @@ pub use host::{
 };
 pub use images::{
     metacircular_service, metacircular_srv_dirs, shared_libraries, standin_binary, ImageSet,
-    ImageSpec, StandinService, INDEX_HTML, METACIRCULAR_REGISTRY, METACIRCULAR_SERVICES,
+    ImageSpec, StandinService, INDEX_HTML, MCIAS_SERVICE, METACIRCULAR_REGISTRY,
+    METACIRCULAR_SERVICES,
 };
 pub use sandbox::{
     process_start, processes_in_namespace, reap_stale, Base, Sandbox, SandboxInfo, SandboxOptions,

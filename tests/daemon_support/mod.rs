@@ -192,11 +192,26 @@ impl Platform {
     /// run as the platform user (mcp): it must exist (a host-base sandbox
     /// shares the host's /etc/passwd). The caller has gated the test.
     pub fn boot_on(
-        mut opts: SandboxOptions,
+        opts: SandboxOptions,
         backend: &str,
         config: &str,
         block: bool,
         setup: impl FnOnce(&Sandbox),
+    ) -> Platform {
+        let p = Self::prepare_on(opts, backend, config, &ImageSet::metacircular().unwrap());
+        setup(&p.sb);
+        p.start_daemon(block);
+        p
+    }
+
+    /// [`Platform::boot_on`] up to the daemon's start, with `images`
+    /// loaded into root's storage: everything installed, the daemon's unit
+    /// loaded, nothing started ([`Platform::start_daemon`] starts it).
+    pub fn prepare_on(
+        mut opts: SandboxOptions,
+        backend: &str,
+        config: &str,
+        images: &ImageSet,
     ) -> Platform {
         mcrecover_testbed::ensure_host_user(&mcrecover_testbed::RootlessUser::mcp()).unwrap();
         opts.rootless_user = None;
@@ -207,7 +222,7 @@ impl Platform {
             sb,
             sb.install_bin(Path::new(env!("CARGO_BIN_EXE_mcrecover")), "mcrecover"),
         );
-        ok(sb, sb.load_images(&ImageSet::metacircular().unwrap(), None));
+        ok(sb, sb.load_images(images, None));
         // StateDirectory=mcrecover: per sandbox, empty at start.
         ok(sb, sb.private_var_lib(&["mcrecover"]));
         ok(sb, sb.write_file_mode(HOOK, HOOK_SCRIPT.as_bytes(), 0o755));
@@ -240,7 +255,13 @@ impl Platform {
         );
         ok(sb, sb.install_dbus_policy(&shipped_policy()));
         ok(sb, sb.run_ok(&["systemctl", "daemon-reload"]).map(|_| ()));
-        setup(sb);
+        p
+    }
+
+    /// Starts the daemon (`systemctl start`, or `--no-block` when `block`
+    /// is false). With `block`, waits until it watches a healthy platform.
+    pub fn start_daemon(&self, block: bool) {
+        let sb = &self.sb;
         let start: &[&str] = if block {
             &["systemctl", "start", DAEMON]
         } else {
@@ -257,9 +278,8 @@ impl Platform {
             )
         );
         if block {
-            p.wait_status("the daemon watching a healthy platform", 180, all_healthy);
+            self.wait_status("the daemon watching a healthy platform", 180, all_healthy);
         }
-        p
     }
 
     /// `mcrecover ARGS` inside, as root or as `uid`.
