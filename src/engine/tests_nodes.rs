@@ -81,6 +81,7 @@ impl Node {
                         check,
                         token,
                         ok,
+                        waiting: false,
                         detail: if ok { "ok".into() } else { "refused".into() },
                     });
                 }

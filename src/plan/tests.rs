@@ -44,6 +44,7 @@ pub(crate) fn tcp_check(port: u16) -> Check {
         failure_threshold: 3,
         success_threshold: 1,
         start_period: Duration::from_secs(0),
+        operator_wait: Default::default(),
     }
 }
 
@@ -64,6 +65,7 @@ pub(crate) fn service(name: &str, port: u16) -> Service {
         after: vec![],
         requires: vec![],
         remedy: None,
+        gate: Default::default(),
     }
 }
 
@@ -98,6 +100,7 @@ pub(crate) fn sample() -> Config {
             after: vec![],
             requires: vec![],
             remedy: None,
+            gate: Default::default(),
         },
     );
     if let Some(s) = services.get_mut("web") {
