@@ -394,9 +394,53 @@ fn merge_keeps_entries_of_skipped_definitions() {
     assert!(warned(
         &out,
         "mcias.toml",
-        "the merged config's `mcias` left as is"
+        "the merged config's `mcias` left as is (external: checked from this node, never started here)"
     ));
     assert!(reparse(&out).services["mcias"].is_external());
+}
+
+/// One set of definitions, one configuration per node
+/// (examples/two-nodes/, docs/operator-guide.md "One daemon per node"):
+/// merged into rift's, MCIAS (node svc) stays the external entry that gates
+/// stage `identity` and that mcr-api requires; merged into svc's, it is
+/// svc's container, and rift's services are skipped.
+#[test]
+fn one_set_of_definitions_makes_each_nodes_configuration() {
+    let two = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/two-nodes");
+    let defs = import::read_definitions(&[fixtures()]).unwrap();
+
+    let rift = Base::load(&two.join("rift.toml")).unwrap();
+    let out = import::convert(&defs, Some(&rift), None, Path::new("/tmp/rift.toml")).unwrap();
+    assert!(warned(
+        &out,
+        "mcias.toml",
+        "runs on node `svc`, not `rift`: skipped (use --node svc to import it); the merged config's `mcias` left as is (external"
+    ));
+    let cfg = reparse(&out);
+    assert_eq!(cfg.platform.node.as_deref(), Some("rift"));
+    assert!(cfg.services["mcias"].is_external());
+    let identity = cfg.stages.iter().find(|s| s.name == "identity").unwrap();
+    assert_eq!(identity.services, ["mcias"]);
+    assert_eq!(cfg.services["mcr-api"].requires, ["mcias"]);
+    assert!(cfg.services["metacrypt-api"].container.is_some());
+
+    let svc = Base::load(&two.join("svc.toml")).unwrap();
+    let out = import::convert(&defs, Some(&svc), None, Path::new("/tmp/svc.toml")).unwrap();
+    assert!(warned(
+        &out,
+        "metacrypt.toml",
+        "runs on node `rift`, not `svc`"
+    ));
+    let cfg = reparse(&out);
+    assert_eq!(cfg.platform.node.as_deref(), Some("svc"));
+    let mcias = container(&cfg, "mcias");
+    assert_eq!(
+        mcias.image,
+        "mcr.svc.mcp.metacircular.net:8443/mcias:v1.0.0"
+    );
+    assert_eq!(mcias.ports[0].raw, "0.0.0.0:8443:8443");
+    assert_eq!(cfg.stages[0].services, ["mcias"]);
+    assert!(!cfg.services.contains_key("metacrypt-api"));
 }
 
 fn convert_one(src: &str) -> Result<Imported, ImportError> {

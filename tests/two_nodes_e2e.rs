@@ -254,6 +254,11 @@ fn two_nodes_recover_together() {
             && service(st, "mcr-api")["held_by"] == "mcias"
     });
     assert_eq!(service(&st, "mcias")["health"]["ok"], false, "{st:#}");
+    let text = rift.mcrecover(None, &["status"]);
+    eprintln!(
+        "rift's status while MCIAS is down:\n{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
     assert_eq!(state_of(&st, "mcr-web"), "healthy", "{st:#}");
     assert_eq!(state_of(&st, "mcns"), "healthy", "{st:#}");
     // svc's daemon heals it (one restart, at once), MCIAS slow again.

@@ -271,8 +271,14 @@ pub fn convert(
         .map(|b| normalized_prefix(&b.config.platform.image_prefix))
         .unwrap_or_default();
     let mut warnings = Vec::new();
-    let existing: Vec<String> = base
-        .map(|b| b.config.services.keys().cloned().collect())
+    let existing: Vec<(String, bool)> = base
+        .map(|b| {
+            b.config
+                .services
+                .iter()
+                .map(|(k, s)| (k.clone(), s.is_external()))
+                .collect()
+        })
         .unwrap_or_default();
     let converted = convert_all(defs, &node, &prefix, &existing, &mut warnings);
     if converted.is_empty() {
@@ -319,7 +325,7 @@ fn convert_all(
     defs: &[McpService],
     node: &str,
     prefix: &str,
-    existing: &[String],
+    existing: &[(String, bool)],
     warnings: &mut Vec<Warning>,
 ) -> Vec<Converted> {
     let mut out: Vec<Converted> = Vec::new();
@@ -340,22 +346,31 @@ fn convert_all(
                 def.name
             ));
         }
-        // Entries of the merged config that a skipped definition would have replaced.
-        let kept: Vec<String> = def
-            .components
-            .iter()
-            .map(|c| container_name(&def.name, &c.name))
-            .filter(|k| existing.contains(k))
-            .map(|k| format!("`{k}`"))
-            .collect();
-        let kept = if kept.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; the merged config's {} left as is (remove by hand if it must not run)",
-                kept.join(", ")
-            )
-        };
+        // Entries of the merged config that a skipped definition would have
+        // replaced: containers (which may have to go) and external entries
+        // (another node's service, checked from here: as intended).
+        let mut kept = String::new();
+        for external in [false, true] {
+            let names: Vec<String> = def
+                .components
+                .iter()
+                .map(|c| container_name(&def.name, &c.name))
+                .filter(|k| existing.iter().any(|(e, x)| e == k && *x == external))
+                .map(|k| format!("`{k}`"))
+                .collect();
+            if names.is_empty() {
+                continue;
+            }
+            kept.push_str(&format!(
+                "; the merged config's {} left as is ({})",
+                names.join(", "),
+                if external {
+                    "external: checked from this node, never started here"
+                } else {
+                    "remove by hand if it must not run"
+                }
+            ));
+        }
         if !def.active {
             warn(format!(
                 "service `{}` is inactive (active = false): skipped{kept}",
