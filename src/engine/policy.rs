@@ -39,7 +39,10 @@ pub fn should_reset(policy: &WatchPolicy, healthy_for: Duration) -> bool {
 
 /// Per service, every upstream (transitively: earlier stages through the
 /// stage edges, plus `after`/`requires` edges), listed in plan order, so the
-/// first failing one is the root-most.
+/// first failing one is the root-most. An external service (no unit: another
+/// node's) has none: it is never restarted, so there is nothing to hold, and
+/// when it fails it is reported as down, not as held by a service of this
+/// node. It is an upstream of others like any service.
 pub fn upstreams(plan: &Plan) -> BTreeMap<String, Vec<String>> {
     let pos: BTreeMap<&str, usize> = plan
         .order
@@ -48,7 +51,11 @@ pub fn upstreams(plan: &Plan) -> BTreeMap<String, Vec<String>> {
         .map(|(i, n)| (n.as_str(), i))
         .collect();
     let mut out = BTreeMap::new();
-    for name in plan.services.keys() {
+    for (name, svc) in &plan.services {
+        if svc.unit.is_none() {
+            out.insert(name.clone(), Vec::new());
+            continue;
+        }
         let mut seen: BTreeSet<&str> = BTreeSet::new();
         let mut todo: Vec<&str> = vec![name.as_str()];
         // Services of every earlier stage, also through empty stages.

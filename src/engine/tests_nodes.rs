@@ -210,3 +210,36 @@ fn a_dependent_failing_while_the_external_upstream_is_down_is_held() {
         .all(|(_, e)| !matches!(e, Effect::Restart { .. })));
     assert_eq!(n.w.services[app].history.total_restarts, 0);
 }
+
+#[test]
+fn a_failing_external_member_is_reported_down_never_held() {
+    let mut n = Node::new();
+    let (idp, app, dns) = (n.id("idp"), n.id("app"), n.id("dns"));
+    assert!(n.w.services[idp].info.upstreams.is_empty());
+    assert!(n.w.services[app].info.upstreams.contains(&idp));
+    n.ev(Event::Begin);
+    n.drain();
+    n.run_for(60_000);
+    assert!(n.w.stages.iter().all(|s| s.phase == StagePhase::Healthy));
+    // This node's DNS fails while the other node's idp is down too: idp is
+    // down (not held by dns: nothing here would restart it anyway), app is
+    // held by the root-most troubled upstream.
+    n.bad.insert("dns".into());
+    n.bad.insert("idp".into());
+    n.bad.insert("app".into());
+    n.run_for(45_000);
+    assert!(
+        matches!(n.w.services[idp].life, Life::Failing { restart_at: None }),
+        "{:?}",
+        n.w.services[idp].life
+    );
+    assert!(
+        matches!(n.w.services[app].life, Life::Held { by } if by == dns),
+        "{:?}",
+        n.w.services[app].life
+    );
+    assert!(n
+        .log
+        .iter()
+        .all(|(_, e)| !matches!(e, Effect::Restart { svc, .. } if *svc == idp || *svc == app)));
+}

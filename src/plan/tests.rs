@@ -227,6 +227,11 @@ fn upstreams_from_pairs(plan: &Plan) -> BTreeMap<String, Vec<String>> {
     let pos = |n: &str| plan.order.iter().position(|x| x == n).unwrap();
     let mut out = BTreeMap::new();
     for (name, svc) in &plan.services {
+        // An external service holds for nothing (never restarted).
+        if svc.unit.is_none() {
+            out.insert(name.clone(), Vec::new());
+            continue;
+        }
         let mut seen: std::collections::BTreeSet<String> = Default::default();
         let mut todo = vec![name.clone()];
         for st in plan.stages.iter().take(svc.stage.unwrap_or(0)) {
@@ -266,8 +271,8 @@ fn watch_upstreams_are_unchanged_by_collapsed_stage_edges() {
     assert_eq!(ups["app"], list(&["dns", "proxy", "reg"]));
     assert_eq!(ups["web"], list(&["dns", "proxy", "reg", "app"]));
 
-    // An external service ordered after a staged one reaches that service's
-    // earlier stages only through its stage edge; an empty stage in between
+    // An external service has no upstreams even when ordered after a staged
+    // one (it is never restarted: nothing to hold); an empty stage in between
     // cuts the stage edge of the next stage (the earlier stages still count).
     let mut cfg = sample();
     cfg.services
@@ -280,7 +285,7 @@ fn watch_upstreams_are_unchanged_by_collapsed_stage_edges() {
     let plan = build(&cfg).unwrap();
     let ups = upstreams(&plan);
     assert_eq!(ups, upstreams_from_pairs(&plan));
-    assert_eq!(ups["idp"], list(&["dns", "proxy", "reg"]));
+    assert_eq!(ups["idp"], list(&[]));
     assert_eq!(ups["web"], list(&["dns", "proxy", "reg", "app"]));
 }
 
@@ -482,11 +487,12 @@ fn external_stage_member_gates_its_stage_without_a_unit() {
     // Order: by stage, the external member in its own.
     assert_eq!(plan.order, vec!["dns", "idp", "proxy", "reg", "app", "web"]);
     // Upstreams (the engine's hold relation) include it for every later
-    // service; its own are the earlier stages' (its check crosses them).
+    // service; it has none of its own (never restarted, so never held: when
+    // its checks fail it is reported down).
     let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let ups = crate::engine::policy::upstreams(&plan);
     assert_eq!(ups, upstreams_from_pairs(&plan));
-    assert_eq!(ups["idp"], list(&["dns"]));
+    assert_eq!(ups["idp"], list(&[]));
     assert_eq!(ups["proxy"], list(&["dns", "idp"]));
     assert_eq!(ups["app"], list(&["dns", "idp", "proxy", "reg"]));
     let text = plan.to_text();
