@@ -78,3 +78,51 @@ fn two_linked_nodes_reach_each_others_addresses() {
     let host_route = String::from_utf8_lossy(&host.stdout);
     assert!(!host_route.contains("tb-"), "{host_route}");
 }
+
+/// The production shape: rootless podman (user mcp, its own manager) on svc publishes on svc's
+/// address; rift reaches it over the link.
+#[test]
+fn a_rootless_container_on_svc_answers_rift() {
+    if !e2e_gate("a_rootless_container_on_svc_answers_rift", &[]) {
+        return;
+    }
+    let user = mcrecover_testbed::RootlessUser::mcp();
+    let uid = user.uid;
+    let svc_opts = SandboxOptions {
+        name: "node-svc-rootless".into(),
+        hostname: "svc".into(),
+        addresses: vec![SVC_ADDRESS.into()],
+        rootless_user: Some(user),
+        ..SandboxOptions::default()
+    };
+    let svc = std::thread::spawn(move || Sandbox::boot(svc_opts).unwrap());
+    let rift = Sandbox::boot(SandboxOptions {
+        name: "node-rift-rootless".into(),
+        ..SandboxOptions::default()
+    })
+    .unwrap();
+    let svc = svc.join().unwrap();
+    ok(&rift, svc.link(&rift));
+    ok(&svc, svc.start_user_manager(uid));
+    ok(&svc, svc.load_images(&images(), Some(uid)));
+    let unit = format!(
+        "[Service]\nExecStart=/usr/bin/podman run --rm --name tb-web -p {SVC_ADDRESS}:48443:8080 {IMAGE}\n"
+    );
+    ok(
+        &svc,
+        svc.write_file("/run/systemd/user/tb-web.service", unit.as_bytes()),
+    );
+    ok(
+        &svc,
+        svc.run_as_ok(uid, &["systemctl", "--user", "daemon-reload"]),
+    );
+    ok(
+        &svc,
+        svc.run_as_ok(uid, &["systemctl", "--user", "start", "tb-web.service"]),
+    );
+    ok(
+        &svc,
+        svc.wait_user_active(uid, "tb-web.service", support::WAIT),
+    );
+    wait_http(&rift, None, &format!("http://{SVC_ADDRESS}:48443/"));
+}
