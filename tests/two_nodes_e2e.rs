@@ -227,6 +227,18 @@ fn two_nodes_recover_together() {
         );
     }
 
+    // The identity stage's gate unit ran MCIAS's checks from rift too
+    // (what `systemctl start metacircular.target` waits on without the
+    // daemon) and passed.
+    let gate = "metacircular-identity-gate.service";
+    assert_eq!(rift.prop(gate, "ActiveState"), "active");
+    assert_eq!(rift.prop(gate, "ExecMainStatus"), "0");
+    let gate_log = rift.sb.journal(gate);
+    assert!(
+        gate_log.contains("stage identity: all 1 services healthy"),
+        "{gate_log}"
+    );
+
     // rift issues nothing for MCIAS: no unit there, nothing restarted, a
     // restart asked for is refused.
     let mcias = service(&st, "mcias");
