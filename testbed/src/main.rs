@@ -2,13 +2,16 @@
 //!
 //! `testbed up --state DIR` boots one, prints its JSON info and returns, leaving it running;
 //! `testbed exec --state DIR [--uid N] -- CMD...` runs a command inside; `testbed down --state DIR`
-//! tears it down.
+//! tears it down. Two nodes: `testbed up --state A` (rift), `testbed up --state B --node svc
+//! --ca-from A`, then `testbed link --state A --to B`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mcrecover_testbed::{Base, ImageSet, RootlessUser, Sandbox, SandboxOptions, TestbedError};
+use mcrecover_testbed::{
+    Base, ImageSet, RootlessUser, Sandbox, SandboxOptions, TestbedError, MCIAS_SERVICE, SVC_ADDRESS,
+};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +51,24 @@ enum Cmd {
         /// Host executables to make available as /usr/bin/<file name> inside (repeatable).
         #[arg(long = "bin")]
         bins: Vec<PathBuf>,
+        /// Which node of the platform: `rift` (hostname rift, its two addresses, the example's
+        /// /srv dirs and images) or `svc` (hostname svc, 100.95.252.121, MCIAS's /srv dir and
+        /// image; examples/two-nodes/svc.toml).
+        #[arg(long, default_value = "rift")]
+        node: String,
+        /// Use the test CA of the sandbox at this `up --state` path (nodes of one platform
+        /// share one CA) instead of a fresh one.
+        #[arg(long)]
+        ca_from: Option<PathBuf>,
+    },
+    /// Join two sandboxes by a network (a veth pair, routes to each other's addresses).
+    Link {
+        /// The path given to `up --state` of one node.
+        #[arg(long)]
+        state: PathBuf,
+        /// The path given to `up --state` of the other.
+        #[arg(long)]
+        to: PathBuf,
     },
     /// Run a command inside a sandbox (as root, or as --uid).
     Exec {
@@ -109,9 +130,11 @@ fn run(cli: Cli) -> Result<ExitCode, TestbedError> {
             user_manager,
             foreground,
             bins,
+            node,
+            ca_from,
         } => {
             let base = Base::from_name(&base)?;
-            let opts = match profile.as_str() {
+            let mut opts = match profile.as_str() {
                 "metacircular" => SandboxOptions::metacircular_on("testbed-up", base),
                 "bare" => SandboxOptions {
                     name: "testbed-up".into(),
@@ -120,6 +143,39 @@ fn run(cli: Cli) -> Result<ExitCode, TestbedError> {
                 },
                 other => return Err(TestbedError::Sandbox(format!("unknown profile {other:?}"))),
             };
+            let image_set = match node.as_str() {
+                "rift" => ImageSet::metacircular,
+                "svc" => {
+                    opts.hostname = "svc".into();
+                    opts.addresses = vec![SVC_ADDRESS.into()];
+                    if profile == "metacircular" {
+                        opts.srv_dirs = vec![MCIAS_SERVICE.srv_dir().into()];
+                    }
+                    || -> Result<ImageSet, TestbedError> {
+                        Ok(ImageSet::standins(
+                            &[MCIAS_SERVICE],
+                            mcrecover_testbed::standin_binary()?,
+                        ))
+                    }
+                }
+                other => {
+                    return Err(TestbedError::Sandbox(format!(
+                        "unknown node {other:?} (rift or svc)"
+                    )))
+                }
+            };
+            if let Some(from) = &ca_from {
+                let other = Sandbox::attach(&real_state(from))?;
+                let ca = other.ca().clone();
+                other.detach()?;
+                if ca.key_pem.is_empty() {
+                    return Err(TestbedError::Sandbox(format!(
+                        "--ca-from {}: that sandbox's CA key is not known",
+                        from.display()
+                    )));
+                }
+                opts.ca = Some(ca);
+            }
             let uid = opts.rootless_user.as_ref().map(|u: &RootlessUser| u.uid);
             let sb = Sandbox::boot(opts)?;
             if user_manager || images {
@@ -128,7 +184,7 @@ fn run(cli: Cli) -> Result<ExitCode, TestbedError> {
                 }
             }
             if images {
-                sb.load_images(&ImageSet::metacircular()?, uid)?;
+                sb.load_images(&image_set()?, uid)?;
             }
             for bin in &bins {
                 let name = bin.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -172,6 +228,21 @@ fn run(cli: Cli) -> Result<ExitCode, TestbedError> {
                 }
             };
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+        Cmd::Link { state, to } => {
+            let a = Sandbox::attach(&real_state(&state))?;
+            // (Dropping an attached handle tears its sandbox down: detach `a` on every path.)
+            let b = match Sandbox::attach(&real_state(&to)) {
+                Ok(b) => b,
+                Err(e) => {
+                    a.detach()?;
+                    return Err(e);
+                }
+            };
+            let res = a.link(&b);
+            a.detach()?;
+            b.detach()?;
+            res.map(|()| ExitCode::SUCCESS)
         }
         Cmd::Cp { state, from, to } => {
             let sb = Sandbox::attach(&real_state(&state))?;

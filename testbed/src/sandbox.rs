@@ -709,6 +709,9 @@ impl Sandbox {
         write_mode(&ca_in_srv, self.ca.cert_pem.as_bytes(), 0o644)?;
         own(&ca_in_srv)?;
         write_mode(&self.info.ca_pem, self.ca.cert_pem.as_bytes(), 0o644)?;
+        // The key too (root only), so that a sandbox attached later (`testbed up --ca-from`)
+        // can hand the same CA to another node.
+        write_mode(&state.join("ca.key"), self.ca.key_pem.as_bytes(), 0o600)?;
         write_mode(&state.join("init.sh"), INIT_SCRIPT.as_bytes(), 0o755)
     }
 
@@ -856,13 +859,11 @@ impl Sandbox {
         let cert_pem = std::fs::read_to_string(&info.ca_pem)
             .or_else(|_| std::fs::read_to_string(&key_path))
             .unwrap_or_default();
+        let key_pem = std::fs::read_to_string(state_dir.join("ca.key")).unwrap_or_default();
         Ok(Sandbox {
             info,
             unshare: None,
-            ca: TestCa {
-                cert_pem,
-                key_pem: String::new(),
-            },
+            ca: TestCa { cert_pem, key_pem },
             detached: false,
             opts: SandboxOptions::default(),
         })
@@ -908,7 +909,8 @@ impl Sandbox {
     }
 
     /// The sandbox's run-time test CA (also at `/srv/mcp/ca.pem` and `/srv/<dir>/.standin/`).
-    /// After [`Sandbox::attach`] only `cert_pem` is known.
+    /// After [`Sandbox::attach`] of a sandbox booted by an older testbed only `cert_pem` is
+    /// known.
     pub fn ca(&self) -> &TestCa {
         &self.ca
     }
