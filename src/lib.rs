@@ -15,6 +15,7 @@ pub mod drive;
 pub mod engine;
 pub mod images;
 pub mod import;
+pub mod metrics;
 pub mod plan;
 pub mod recover;
 pub mod render;

@@ -15,6 +15,7 @@ pub fn known_keys() -> Vec<String> {
     add("platform", fields_of::<RawPlatform>());
     add("check_defaults", fields_of::<RawSchedule>());
     add("watch", fields_of::<RawWatch>());
+    add("metrics", fields_of::<super::metrics::RawMetrics>());
     add("stages.*", fields_of::<RawStage>());
     let service: Vec<&str> = fields_of::<RawService>()
         .iter()

@@ -86,6 +86,7 @@ fn parse_in(ctx: &Ctx<'_>, path: &Path) -> Result<Config, ConfigError> {
 
     let platform = load_platform(&ctx, raw.platform.as_ref(), path)?;
     let watch = load_watch(&ctx, raw.watch.as_ref())?;
+    let metrics = super::metrics::load_metrics(&ctx, raw.metrics.as_ref())?;
     let defaults = match &raw.check_defaults {
         Some(d) => Schedule::default().overlay(&ctx, d.get_ref())?,
         None => Schedule::default(),
@@ -170,6 +171,7 @@ fn parse_in(ctx: &Ctx<'_>, path: &Path) -> Result<Config, ConfigError> {
             .map(|s| (s.service.name.clone(), s.service))
             .collect(),
         watch,
+        metrics,
     })
 }
 

@@ -13,6 +13,7 @@ pub mod files;
 mod graph;
 mod keys;
 mod load;
+mod metrics;
 mod model;
 mod net;
 mod platform;
@@ -25,6 +26,7 @@ mod watch;
 pub use error::{ConfigError, Location};
 pub use files::{FileKind, FileProblem, FileRef, Severity};
 pub use keys::known_keys;
+pub use metrics::{MetricsConfig, DEFAULT_TEXTFILE_INTERVAL};
 pub use model::*;
 
 use std::path::Path;

@@ -24,6 +24,8 @@ pub struct Config {
     pub services: BTreeMap<String, Service>,
     /// `[watch]`: the daemon's restart, backoff and escalation policy.
     pub watch: WatchPolicy,
+    /// `[metrics]`: the daemon's Prometheus outputs (docs/metrics.md).
+    pub metrics: super::metrics::MetricsConfig,
 }
 
 /// Whether containers run under a user's systemd manager or the system manager.

@@ -24,6 +24,7 @@ pub(crate) struct RawConfig {
     pub(crate) stages: Option<S<Vec<S<RawStage>>>>,
     pub(crate) services: Option<S<BTreeMap<S<String>, S<RawService>>>>,
     pub(crate) watch: Option<S<RawWatch>>,
+    pub(crate) metrics: Option<S<super::metrics::RawMetrics>>,
 }
 
 /// `[watch]`: the daemon's restart, backoff and escalation policy.

@@ -140,6 +140,7 @@ pub(crate) fn sample() -> Config {
         ],
         services,
         watch: crate::config::WatchPolicy::default(),
+        metrics: Default::default(),
     }
 }
 

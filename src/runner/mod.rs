@@ -30,6 +30,11 @@ use crate::plan::Plan;
 
 pub use log::RESTART_MESSAGE_ID;
 
+/// Called after every probe with the service, the check's index and how
+/// long the probe took (its timeout when it was abandoned): the daemon's
+/// metrics ([`crate::metrics`]). Runs in the probe's task: must be cheap.
+pub type ProbeTimer = Arc<dyn Fn(SvcId, usize, Duration) + Send + Sync>;
+
 /// Upper bound for one restart job (stop + start) before it is given up.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(300);
 /// Extra time a probe gets beyond its own timeout before it is abandoned.
@@ -93,6 +98,8 @@ pub struct Runner {
     hide: Vec<String>,
     /// See [`Runner::set_exec_via`].
     exec: Option<ExecVia>,
+    /// See [`Runner::time_probes`].
+    probe_timer: Option<ProbeTimer>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -140,6 +147,7 @@ impl Runner {
             ahead: None,
             hide: Vec::new(),
             exec: None,
+            probe_timer: None,
         }
     }
 
@@ -148,6 +156,11 @@ impl Runner {
     /// and configuration file).
     pub fn hide_from_commands(&mut self, paths: Vec<String>) {
         self.hide = paths;
+    }
+
+    /// Tell `timer` how long every probe took (the daemon's metrics).
+    pub fn time_probes(&mut self, timer: ProbeTimer) {
+        self.probe_timer = Some(timer);
     }
 
     /// Where exec checks run when this runner drives no manager (the gate
@@ -513,11 +526,12 @@ impl Runner {
         };
         let tx = self.tx.clone();
         let via = self.exec_via();
+        let timer = self.probe_timer.clone();
         tokio::spawn(async move {
             let limit = spec.timeout + PROBE_SLACK;
             let probe = crate::check::probe_with(&spec, &via);
-            let (ok, waiting, detail) = match tokio::time::timeout(limit, probe).await {
-                Ok(o) => (o.ok, o.waiting, o.detail),
+            let (ok, waiting, detail, elapsed) = match tokio::time::timeout(limit, probe).await {
+                Ok(o) => (o.ok, o.waiting, o.detail, o.elapsed),
                 Err(_) => (
                     false,
                     false,
@@ -526,8 +540,12 @@ impl Runner {
                         spec.name,
                         crate::check::fmt_duration(limit)
                     ),
+                    limit,
                 ),
             };
+            if let Some(t) = &timer {
+                t(svc, check, elapsed);
+            }
             let _ = tx.send(Event::ProbeDone {
                 svc,
                 check,

@@ -207,6 +207,10 @@ pub async fn run(opts: DaemonOptions) -> Result<(), WatchError> {
     );
     runner.hide_from_commands(hidden_paths(&store, &opts.config_path));
     runner.subscribe().await;
+    let metrics = crate::metrics::Exporter::start(&cfg.metrics).await;
+    if let Some(m) = &metrics {
+        runner.time_probes(m.metrics().probe_timer(runner.world()));
+    }
     let authz = authz(&cfg);
     let mut shell = Shell {
         opts,
@@ -218,6 +222,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), WatchError> {
         reply: None,
         timeline: Some(crate::recover::Timeline::of_world(runner.world())),
         timeline_file: None,
+        metrics,
     };
     // The API name is ours or the daemon stops, loudly: another daemon
     // driving the same platform, or a process standing in for the API, is
@@ -294,6 +299,9 @@ pub async fn run(opts: DaemonOptions) -> Result<(), WatchError> {
     }
     shell.notifier.stopping();
     shell.persist(runner.world());
+    if let Some(m) = shell.metrics.take() {
+        m.shutdown();
+    }
     Ok(())
 }
 
@@ -372,6 +380,8 @@ struct Shell {
     timeline: Option<crate::recover::Timeline>,
     /// Where the boot recovery's timeline was written.
     timeline_file: Option<String>,
+    /// The Prometheus outputs (`[metrics]`), when configured.
+    metrics: Option<crate::metrics::Exporter>,
 }
 
 impl Shell {
@@ -380,6 +390,9 @@ impl Shell {
     fn carry_out(&mut self, runner: &Runner, fx: Vec<Effect>) {
         let w = runner.world();
         self.record_timeline(runner, &fx);
+        if let Some(m) = &self.metrics {
+            m.metrics().effects(w, &fx);
+        }
         let mut persist = false;
         for e in fx {
             match e {
@@ -658,6 +671,15 @@ impl Shell {
     /// platform up again (running units are left as they are: their start
     /// jobs are no-ops, their checks pass at once).
     async fn reload(&mut self, runner: &mut Runner) -> ApiReply {
+        let answer = self.reload_config(runner).await;
+        if let Some(m) = &self.metrics {
+            m.metrics().reloaded(answer.is_ok());
+        }
+        answer
+    }
+
+    /// [`Shell::reload`] itself.
+    async fn reload_config(&mut self, runner: &mut Runner) -> ApiReply {
         self.notifier.reloading();
         let (new, plan) = self.parse_off_loop().await?;
         let Some(sd) = runner.systemd().cloned() else {
@@ -688,6 +710,7 @@ impl Shell {
         );
         fresh.hide_from_commands(hidden_paths(&self.store, &self.opts.config_path));
         fresh.subscribe().await;
+        self.follow_metrics(&mut fresh).await;
         *runner = fresh;
         let fx = runner.handle(Event::Begin);
         self.carry_out(runner, fx);
@@ -696,9 +719,25 @@ impl Shell {
         Ok(msg)
     }
 
+    /// The reloaded `[metrics]`: outputs started, changed or stopped; the
+    /// fresh runner's probes timed.
+    async fn follow_metrics(&mut self, fresh: &mut Runner) {
+        let cfg = &fresh.config().metrics;
+        match self.metrics.as_mut() {
+            Some(m) => m.configure(cfg).await,
+            None => self.metrics = crate::metrics::Exporter::start(cfg).await,
+        }
+        if let Some(m) = &self.metrics {
+            fresh.time_probes(m.metrics().probe_timer(fresh.world()));
+        }
+    }
+
     fn publish(&mut self, runner: &Runner) {
         let mut snap = snapshot(runner.world(), runner.now(), &self.opts.config_path);
         snap.timeline.clone_from(&self.timeline_file);
+        if let Some(m) = &self.metrics {
+            m.metrics().update(runner.world(), &snap);
+        }
         self.notifier.status(&snap.status_line);
         self.snap_tx.send_if_modified(|cur| {
             // Ages change every time; publish when anything else changed.
