@@ -212,6 +212,12 @@ in
     webhook_timeout = opt duration "Time limit of the webhook POST (default `10s`).";
   };
 
+  metrics = {
+    textfile = opt (types.strMatching "/.*[.]prom") "node_exporter textfile-collector file the daemon writes its Prometheus metrics to, e.g. `/var/lib/prometheus/node-exporter/mcrecover.prom` (docs/metrics.md).";
+    textfile_interval = opt duration "Least time between two writes of `textfile` (default `15s`).";
+    listen = opt types.str "Address of the metrics HTTP endpoint (`GET /metrics`), e.g. `127.0.0.1:9464`; none by default.";
+  };
+
   stages = mkOption {
     type = types.listOf stage;
     default = [ ];
