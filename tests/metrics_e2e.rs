@@ -273,7 +273,7 @@ fn prometheus_scrapes_the_daemon_and_sees_a_restart() {
 
     // Kill the container: the daemon restarts it once.
     p.kill_container(VICTIM);
-    let st = p.wait_status("mcq healthy again after one restart", 90, |st| {
+    p.wait_status("mcq healthy again after one restart", 90, |st| {
         state_of(st, VICTIM) == "healthy"
             && service(st, VICTIM)["total_restarts"].as_u64() == Some(before + 1)
             && all_healthy(st)
