@@ -332,6 +332,63 @@ fn prometheus_scrapes_the_daemon_and_sees_a_restart() {
         "textfile after the restart"
     );
 
+    // An operator's restart (`mcrecover restart`, counted like the
+    // daemon's own) and a refused, then a done, reload: the metrics follow
+    // the status; counters survive the reload (a fresh engine).
+    let other = "mcdoc";
+    let n = service(&p.status().expect("status"), other)["total_restarts"]
+        .as_u64()
+        .unwrap();
+    let out = p.mcrecover(None, &["restart", other]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p.wait_status("mcdoc restarted and healthy", 90, |st| {
+        service(st, other)["total_restarts"].as_u64() == Some(n + 1) && all_healthy(st)
+    });
+    wait_agrees(&p, "the endpoint after `mcrecover restart`", || {
+        get(&p, &format!("http://{LISTEN}/metrics"))
+    });
+    let metric = |name: &str| {
+        get(&p, &format!("http://{LISTEN}/metrics")).and_then(|b| sample(&b, &format!("{name} ")))
+    };
+    assert_eq!(metric("mcrecover_config_last_reload_successful"), Some(1.0));
+    let good = config();
+    ok(
+        &p.sb,
+        p.sb.write_file(CONFIG, b"[platform]\nname = \"broken\n"),
+    );
+    let out = p.mcrecover(None, &["reload"]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "an invalid configuration is refused"
+    );
+    assert_eq!(metric("mcrecover_config_last_reload_successful"), Some(0.0));
+    ok(&p.sb, p.sb.write_file(CONFIG, good.as_bytes()));
+    let out = p.mcrecover(None, &["reload"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(metric("mcrecover_config_last_reload_successful"), Some(1.0));
+    p.wait_status("healthy after the reload", 90, all_healthy);
+    wait_agrees(&p, "the endpoint after a reload", || {
+        get(&p, &format!("http://{LISTEN}/metrics"))
+    });
+    assert_eq!(
+        metric(&format!(
+            "mcrecover_service_restarts_total{{service=\"{VICTIM}\",stage=\"services\"}}"
+        )),
+        Some((before + 1) as f64),
+        "the counter survives the reload"
+    );
+
     // Metrics on, scraped every second: inside the unit's limits. The
     // debug build's peak is about 33 MiB here, 32.4 MiB in daemon_e2e's
     // crash loop without metrics (that test keeps its 4x rule): 3x room here.
