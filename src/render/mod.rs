@@ -692,21 +692,24 @@ fn service_body(u: &mut UnitFile, cfg: &Config, svc: &Service) -> Result<(), Ren
     let podman = path_str(&cfg.platform.podman);
     let mut run = vec![podman.clone()];
     run.extend(podman_run_argv(cfg, svc));
-    let stop = vec![
-        podman.clone(),
-        "stop".into(),
-        "--ignore".into(),
-        "-t".into(),
-        "10".into(),
-        c.name.clone(),
+    // Stop and remove only the container this unit started: its name AND
+    // the label podman gives what it runs from this unit. A container of
+    // the same name started by another controller (e.g. `mcp deploy`'s
+    // `podman run --replace`, which ends this unit's container and so this
+    // unit) is left alone (issue 13: never fight another controller).
+    let only_ours = [
+        "--filter".to_owned(),
+        format!("name=^{}$", regex_literal(&c.name)),
+        "--filter".to_owned(),
+        format!(
+            "label=PODMAN_SYSTEMD_UNIT={}",
+            crate::plan::service_unit(name)
+        ),
     ];
-    let rm = vec![
-        podman,
-        "rm".into(),
-        "-f".into(),
-        "--ignore".into(),
-        c.name.clone(),
-    ];
+    let mut stop = vec![podman.clone(), "stop".into(), "-t".into(), "10".into()];
+    stop.extend(only_ours.iter().cloned());
+    let mut rm = vec![podman, "rm".into(), "-f".into()];
+    rm.extend(only_ours.iter().cloned());
     let s = u.section("Service");
     s.add("Type", "notify")
         .add("NotifyAccess", "all")
@@ -726,6 +729,12 @@ fn service_body(u: &mut UnitFile, cfg: &Config, svc: &Service) -> Result<(), Ren
         .add("Restart", restart_value(cfg, c))
         .add("TimeoutStopSec", "70s");
     Ok(())
+}
+
+/// `name` as a regular expression matching exactly it (podman's `name=`
+/// filter is a regular expression; container names may contain `.`).
+fn regex_literal(name: &str) -> String {
+    name.replace('.', "\\.")
 }
 
 /// What [`write()`] did (or, in a dry run, would do).

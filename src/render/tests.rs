@@ -154,8 +154,8 @@ Type=notify
 NotifyAccess=all
 Environment=PODMAN_SYSTEMD_UNIT=%n
 ExecStart=/usr/bin/podman run --replace --rm --name web --cgroups=no-conmon --sdnotify=conmon -d --pull=never --publish 127.0.0.1:38080:8080 mcr.svc.mcp.metacircular.net:8443/web:v1 server --config /srv/web/web.toml
-ExecStop=/usr/bin/podman stop --ignore -t 10 web
-ExecStopPost=/usr/bin/podman rm -f --ignore web
+ExecStop=/usr/bin/podman stop -t 10 --filter name=^web$$ --filter label=PODMAN_SYSTEMD_UNIT=web.service
+ExecStopPost=/usr/bin/podman rm -f --filter name=^web$$ --filter label=PODMAN_SYSTEMD_UNIT=web.service
 Restart=no
 TimeoutStopSec=70s
 TimeoutStartSec=90s
