@@ -210,6 +210,10 @@ in
     webhook = opt (types.strMatching "https://.+") "HTTPS endpoint that receives the escalation event as a JSON POST.";
     webhook_ca_file = opt absPath "CA bundle for the webhook (default: the system roots).";
     webhook_timeout = opt duration "Time limit of the webhook POST (default `10s`).";
+    foreign = opt (types.enum [
+      "leave"
+      "take-over"
+    ]) "A container of a service's name that its unit did not start (e.g. `mcp deploy`): `leave` it alone as `external` until `mcrecover adopt` (default), or `take-over` (its unit replaces it at once).";
   };
 
   metrics = {

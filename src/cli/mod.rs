@@ -155,6 +155,14 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Hand a service whose container another controller started (state `external`)
+    /// back to its unit: the unit is restarted and its container replaces the other one.
+    Adopt {
+        /// Service name.
+        service: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Ask the daemon to restart a service now.
     Restart {
         /// Service name.
@@ -316,6 +324,7 @@ fn run(cli: Cli) -> Result<u8, Exit> {
         // without a daemon).
         Command::Status { json, api, sys } => status::status(path, &api, &sys, json),
         Command::Ack { service, api } => status::control(path, &api, &ApiCommand::Ack(service)),
+        Command::Adopt { service, api } => status::control(path, &api, &ApiCommand::Adopt(service)),
         Command::Restart { service, api } => {
             status::control(path, &api, &ApiCommand::Restart(service))
         }

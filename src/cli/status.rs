@@ -1,4 +1,4 @@
-//! `status`, `ack`, `restart`, `reload`: the daemon's API clients. They
+//! `status`, `ack`, `adopt`, `restart`, `reload`: the daemon's API clients. They
 //! need no configuration when the daemon answers (it has its own) and use
 //! it when present (service names, status without a daemon).
 
@@ -61,12 +61,16 @@ async fn status_async(
     Ok(u8::from(!wstatus::all_healthy(&snap)))
 }
 
-/// `ack`, `restart`, `reload`: one call to the daemon. Service names are
+/// `ack`, `adopt`, `restart`, `reload`: one call to the daemon. Service names are
 /// checked against the configuration when it can be read (the daemon
 /// checks them anyway).
 pub(super) fn control(config: &Path, api: &ApiArgs, cmd: &ApiCommand) -> Result<u8, Exit> {
     let cfg = config::load(config).ok();
-    if let (ApiCommand::Ack(name) | ApiCommand::Restart(name), Some(cfg)) = (cmd, &cfg) {
+    if let (
+        ApiCommand::Ack(name) | ApiCommand::Adopt(name) | ApiCommand::Restart(name),
+        Some(cfg),
+    ) = (cmd, &cfg)
+    {
         if !cfg.services.contains_key(name) {
             let names: Vec<&str> = cfg.services.keys().map(String::as_str).collect();
             return Err(Exit(

@@ -9,6 +9,7 @@
 //! Every note is also logged here, with structured fields.
 
 mod log;
+pub mod owner;
 mod preflight;
 
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use crate::drive::{
     BusTarget, JobMode, ManagerEvent, ManagerWatch, Systemd, UnitChange, UnitWatch,
 };
 use crate::engine::history::PersistedState;
-use crate::engine::{next_deadline, step, Effect, Event, Goal, StageId, SvcId, World};
+use crate::engine::{next_deadline, step, Effect, Event, Goal, Life, StageId, SvcId, World};
 use crate::images::PodmanRunner;
 use crate::plan::Plan;
 
@@ -100,6 +101,13 @@ pub struct Runner {
     exec: Option<ExecVia>,
     /// See [`Runner::time_probes`].
     probe_timer: Option<ProbeTimer>,
+    /// Unit states held back while the ownership look after their unit
+    /// went down runs (see [`Runner::look_before_death`]), per service.
+    held: std::collections::BTreeMap<SvcId, Vec<crate::drive::UnitState>>,
+    /// Results of those looks: the service and the foreign container's
+    /// detail, if one holds the name.
+    owner_tx: mpsc::UnboundedSender<(SvcId, Option<String>)>,
+    owner_rx: mpsc::UnboundedReceiver<(SvcId, Option<String>)>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -128,6 +136,7 @@ impl Runner {
         world.bus_up = sd.is_some() && goal.acts();
         let (tx, rx) = mpsc::unbounded_channel();
         let (conn_tx, conn_rx) = mpsc::unbounded_channel();
+        let (owner_tx, owner_rx) = mpsc::unbounded_channel();
         Runner {
             cfg: Arc::new(cfg),
             plan: Arc::new(plan),
@@ -148,6 +157,9 @@ impl Runner {
             hide: Vec::new(),
             exec: None,
             probe_timer: None,
+            held: std::collections::BTreeMap::new(),
+            owner_tx,
+            owner_rx,
         }
     }
 
@@ -256,6 +268,16 @@ impl Runner {
             tokio::select! {
                 biased;
                 Some(ev) = self.rx.recv() => return ev,
+                Some((svc, foreign)) = self.owner_rx.recv() => {
+                    // The look is done: what it found first, then the
+                    // unit's states in the order they came.
+                    if let Some(detail) = foreign {
+                        let _ = self.tx.send(Event::Foreign { svc, token: None, detail });
+                    }
+                    for state in self.held.remove(&svc).unwrap_or_default() {
+                        let _ = self.tx.send(Event::Unit { svc, state });
+                    }
+                }
                 Some(sub) = self.conn_rx.recv() => {
                     info!(address = %sub.sd.address(), "reconnected to systemd");
                     self.sub = Some(sub);
@@ -265,7 +287,12 @@ impl Runner {
                 change = next_change(units) => match change {
                     Some(c) => {
                         if let Some(svc) = self.world.by_unit(&c.unit) {
-                            return Event::Unit { svc, state: c.state };
+                            if let Some(held) = self.held.get_mut(&svc) {
+                                held.push(c.state);
+                            } else if self.look_before_death(svc, &c.state) {
+                                self.held.insert(svc, vec![c.state]);
+                            } else {
+                                return Event::Unit { svc, state: c.state };
                         }
                     }
                     None => {
@@ -455,7 +482,64 @@ impl Runner {
         target
     }
 
-    fn start(&self, svc: SvcId, token: u64, ignore_deps: bool, _replace: bool) {
+    /// What the ownership check before a job of `svc` needs: `None` when
+    /// the job replaces whatever runs (`replace`: adopt, `[watch] foreign =
+    /// "take-over"`) or the service has no container.
+    fn owner_check(&self, svc: SvcId, replace: bool) -> Option<OwnerCheck> {
+        if replace {
+            return None;
+        }
+        let s = self.world.services.get(svc)?;
+        let unit = s.info.unit.clone()?;
+        let container = self.cfg.services.get(&s.info.name)?.container.as_ref()?;
+        Some(OwnerCheck {
+            cfg: Arc::clone(&self.cfg),
+            podman: self.podman_runner(),
+            service: s.info.name.clone(),
+            container: container.name.clone(),
+            unit,
+        })
+    }
+
+    /// A unit of ours just went down while the engine owns it (no job of
+    /// ours in flight): before the engine hears of it (and restarts it,
+    /// counting and logging a restart), one ownership look (the same query
+    /// as before a job, about 50 ms): when another controller's
+    /// container now holds the name (`mcp deploy`'s `podman run --replace`
+    /// ended the unit's container, and so the unit), the engine hears that
+    /// first and leaves the service alone: no restart is issued, counted or
+    /// logged. The unit's states are held back meanwhile and delivered in
+    /// order after the look. Returns whether a look was started.
+    fn look_before_death(&self, svc: SvcId, state: &crate::drive::UnitState) -> bool {
+        if !self.world.goal.acts() || !crate::engine::model::unit_is_down(state) {
+            return false;
+        }
+        let Some(s) = self.world.services.get(svc) else {
+            return false;
+        };
+        let up_before = s
+            .unit
+            .as_ref()
+            .is_some_and(|u| !crate::engine::model::unit_is_down(u));
+        let watched = !matches!(
+            s.life,
+            Life::Idle | Life::Skipped | Life::Foreign { .. } | Life::Restarting
+        );
+        if !up_before || !watched || s.job.is_some() {
+            return false;
+        }
+        let Some(check) = self.owner_check(svc, false) else {
+            return false;
+        };
+        let tx = self.owner_tx.clone();
+        tokio::spawn(async move {
+            let found = owner_holds(Some(check)).await;
+            let _ = tx.send((svc, found));
+        });
+        true
+    }
+
+    fn start(&self, svc: SvcId, token: u64, ignore_deps: bool, replace: bool) {
         let tx = self.tx.clone();
         let Some((sd, unit)) = self.job_target(svc, token) else {
             return;
@@ -465,7 +549,16 @@ impl Runner {
         } else {
             JobMode::Replace
         };
+        let check = self.owner_check(svc, replace);
         tokio::spawn(async move {
+            if let Some(detail) = owner_holds(check).await {
+                let _ = tx.send(Event::Foreign {
+                    svc,
+                    token: Some(token),
+                    detail,
+                });
+                return;
+            }
             let result = sd
                 .start_mode(&unit, mode)
                 .await
@@ -475,12 +568,21 @@ impl Runner {
         });
     }
 
-    fn restart(&self, svc: SvcId, token: u64, reset_failed: bool, _replace: bool) {
+    fn restart(&self, svc: SvcId, token: u64, reset_failed: bool, replace: bool) {
         let tx = self.tx.clone();
         let Some((sd, unit)) = self.job_target(svc, token) else {
             return;
         };
+        let check = self.owner_check(svc, replace);
         tokio::spawn(async move {
+            if let Some(detail) = owner_holds(check).await {
+                let _ = tx.send(Event::Foreign {
+                    svc,
+                    token: Some(token),
+                    detail,
+                });
+                return;
+            }
             if reset_failed {
                 if let Err(e) = sd.reset_failed(&unit).await {
                     debug!(unit = %unit, error = %e, "reset-failed before restart");
@@ -594,6 +696,23 @@ impl Runner {
             }
         });
     }
+}
+
+/// The ownership check before a start or restart job ([`owner`]).
+struct OwnerCheck {
+    cfg: Arc<Config>,
+    podman: PodmanRunner,
+    service: String,
+    container: String,
+    unit: String,
+}
+
+/// Runs `check` (if any): the foreign container's detail when another
+/// controller's container holds the name (the job must not run); `None`
+/// when the job may run, also when podman could not tell.
+async fn owner_holds(check: Option<OwnerCheck>) -> Option<String> {
+    let c = check?;
+    owner::check_before_job(&c.cfg, &c.podman, &c.service, &c.container, &c.unit).await
 }
 
 async fn subscribe(sd: Systemd, units: Vec<String>) -> Result<Subscription, String> {

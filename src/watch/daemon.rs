@@ -112,6 +112,8 @@ impl DriftWatch {
             return;
         };
         let cfg = runner.config().clone();
+        let owned = owned_containers(runner);
+        let tx = runner.sender();
         tokio::spawn(async move {
             let runner = crate::images::PodmanRunner::Transient(sd);
             match crate::drift::running_vs_configured(&cfg, &runner).await {
@@ -122,7 +124,58 @@ impl DriftWatch {
                 }
                 Err(e) => debug!(error = %e, "drift: podman could not be asked"),
             }
+            look_for_foreign(&cfg, &runner, &owned, &tx).await;
         });
+    }
+}
+
+/// Per service with a unit and a container: (id, name, container name,
+/// unit), for the periodic ownership look.
+fn owned_containers(runner: &Runner) -> Vec<(usize, String, String, String)> {
+    let cfg = runner.config();
+    runner
+        .world()
+        .services
+        .iter()
+        .enumerate()
+        .filter_map(|(id, s)| {
+            let unit = s.info.unit.clone()?;
+            let c = cfg.services.get(&s.info.name)?.container.as_ref()?;
+            Some((id, s.info.name.clone(), c.name.clone(), unit))
+        })
+        .collect()
+}
+
+/// The periodic ownership look (with the drift look, every
+/// [`DRIFT_INTERVAL`]): one `podman ps --all`; every configured container
+/// name held by a container its unit did not start is told to the engine
+/// ([`Event::Foreign`] without a token), which leaves it alone. The check
+/// before each start and restart (in the runner) is what keeps a restart
+/// from replacing such a container; this look finds the ones started
+/// while no job ran (e.g. while a service was escalated or backing off).
+async fn look_for_foreign(
+    cfg: &Config,
+    runner: &crate::images::PodmanRunner,
+    owned: &[(usize, String, String, String)],
+    tx: &mpsc::UnboundedSender<Event>,
+) {
+    let services: Vec<(String, String, String)> = owned
+        .iter()
+        .map(|(_, n, c, u)| (n.clone(), c.clone(), u.clone()))
+        .collect();
+    match crate::runner::owner::scan(cfg, runner, &services).await {
+        Ok(found) => {
+            for (name, c) in found {
+                if let Some((svc, ..)) = owned.iter().find(|(_, n, ..)| *n == name) {
+                    let _ = tx.send(Event::Foreign {
+                        svc: *svc,
+                        token: None,
+                        detail: c.detail(),
+                    });
+                }
+            }
+        }
+        Err(e) => debug!(error = %e, "ownership look: podman could not be asked"),
     }
 }
 
@@ -222,6 +275,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), WatchError> {
         reply: None,
         timeline: Some(crate::recover::Timeline::of_world(runner.world())),
         timeline_file: None,
+        owners: std::collections::BTreeMap::new(),
         metrics,
     };
     // The API name is ours or the daemon stops, loudly: another daemon
@@ -380,6 +434,9 @@ struct Shell {
     timeline: Option<crate::recover::Timeline>,
     /// Where the boot recovery's timeline was written.
     timeline_file: Option<String>,
+    /// Per service, the last container of another controller found for it
+    /// (what status shows as `owner` while it is `external`).
+    owners: std::collections::BTreeMap<String, String>,
     /// The Prometheus outputs (`[metrics]`), when configured.
     metrics: Option<crate::metrics::Exporter>,
 }
@@ -397,6 +454,11 @@ impl Shell {
         for e in fx {
             match e {
                 Effect::Persist => persist = true,
+                Effect::Note(crate::engine::Note::Foreign { svc, detail, .. }) => {
+                    if let Some(s) = w.services.get(svc) {
+                        self.owners.insert(s.info.name.clone(), detail);
+                    }
+                }
                 Effect::Reply(r) => {
                     if let Some(tx) = self.reply.take() {
                         let _ = tx.send(r);
@@ -735,6 +797,13 @@ impl Shell {
     fn publish(&mut self, runner: &Runner) {
         let mut snap = snapshot(runner.world(), runner.now(), &self.opts.config_path);
         snap.timeline.clone_from(&self.timeline_file);
+        for s in &mut snap.services {
+            if s.state == ServiceState::External {
+                if let Some(o) = self.owners.get(&s.name) {
+                    s.owner = Some(o.clone());
+                }
+            }
+        }
         if let Some(m) = &self.metrics {
             m.metrics().update(runner.world(), &snap);
         }
@@ -817,6 +886,8 @@ pub fn status_line(w: &World) -> String {
         ServiceState::Unhealthy,
         ServiceState::Held,
         ServiceState::Escalated,
+        ServiceState::Waiting,
+        ServiceState::External,
         ServiceState::Blocked,
         ServiceState::Pending,
     ] {

@@ -49,6 +49,16 @@ pub fn to_text(s: &Snapshot) -> String {
         if let Some(why) = &svc.escalation {
             let _ = writeln!(out, "{:<16} escalated: {why}", "");
         }
+        if let Some(owner) = &svc.owner {
+            let _ = writeln!(
+                out,
+                "{:<16} run by another controller, left alone: {owner}; `mcrecover adopt {}` hands it back",
+                "", svc.name
+            );
+        }
+        if let Some(remedy) = svc.remedy.as_deref().filter(|r| !r.is_empty()) {
+            let _ = writeln!(out, "{:<16} waits for an operator: {remedy}", "");
+        }
         if let Some(t) = svc.next_restart_in_s {
             let _ = writeln!(out, "{:<16} next restart in {t:.1}s", "");
         }
@@ -146,5 +156,52 @@ pub async fn direct(cfg: &Config, plan: &Plan, sd: Option<&Systemd>) -> Snapshot
         ),
         services,
         timeline: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(name: &str, state: ServiceState) -> ServiceStatus {
+        ServiceStatus {
+            name: name.into(),
+            stage: Some("core".into()),
+            unit: Some(format!("{name}.service")),
+            unit_state: "inactive/dead".into(),
+            health: HealthStatus::default(),
+            restarts: 0,
+            total_restarts: 0,
+            state,
+            held_by: None,
+            next_restart_in_s: None,
+            escalation: None,
+            remedy: None,
+            owner: None,
+        }
+    }
+
+    #[test]
+    fn external_and_waiting_services_say_who_and_what_to_do() {
+        let mut mcq = svc("mcq", ServiceState::External);
+        mcq.owner = Some("container 0123456789ab (image r/mcq:v2, running)".into());
+        let mut vault = svc("metacrypt", ServiceState::Waiting);
+        vault.remedy = Some("unseal it at https://metacrypt:18080".into());
+        let text = to_text(&Snapshot {
+            services: vec![mcq, vault],
+            ..Snapshot::default()
+        });
+        assert!(
+            text.contains("mcq              core         external"),
+            "{text}"
+        );
+        assert!(
+            text.contains("run by another controller, left alone: container 0123456789ab (image r/mcq:v2, running); `mcrecover adopt mcq` hands it back"),
+            "{text}"
+        );
+        assert!(
+            text.contains("waits for an operator: unseal it at https://metacrypt:18080"),
+            "{text}"
+        );
     }
 }
