@@ -125,8 +125,14 @@ pub async fn recover_with_timeline(
     // The engine's clock is not handed to the callback; this one starts
     // with the run (its Begin event), within a millisecond of it.
     let t0 = std::time::Instant::now();
+    let mut owners: Vec<(String, String)> = Vec::new();
     runner
         .run_until_settled(|w, e| {
+            if let Effect::Note(Note::Foreign { svc, detail, .. }) = e {
+                if let Some(s) = w.services.get(*svc) {
+                    owners.push((s.info.name.clone(), detail.clone()));
+                }
+            }
             let at_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
             timeline.record(w, e, at_ms);
             if let Some(ev) = progress_event(w, e) {
@@ -139,6 +145,9 @@ pub async fn recover_with_timeline(
         })
         .await;
     let mut report = Report::from_world(runner.world(), runner.now());
+    for (svc, detail) in owners {
+        report.set_owner(&svc, detail);
+    }
     let user = cfg.platform.mode == Mode::Rootless;
     for (svc, unit, start_error) in report.unhealthy_units() {
         let found = crate::diagnose::diagnose_unit(&unit, user, &start_error).await;

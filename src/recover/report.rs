@@ -59,6 +59,11 @@ pub enum ServiceStatus {
     /// Not started on purpose (see `RecoverOptions::skip`) and left out of
     /// its stage's gate.
     Skipped,
+    /// Its container was started by another controller: left alone (not
+    /// started, stopped or replaced), only checked; see `owner`.
+    External,
+    /// Runs and waits for an operator (a check answered `operator_wait`).
+    Waiting,
 }
 
 /// Per-stage figures.
@@ -111,6 +116,10 @@ pub struct ServiceReport {
     /// (result signal)`), if it died.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub died: Option<String>,
+    /// What runs instead of its unit's container (status `external`):
+    /// container ID, image, who started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// One step of the critical path: the slowest service of a stage.
@@ -178,6 +187,8 @@ impl Report {
                     (Life::Skipped, _) => ServiceStatus::Skipped,
                     (_, StageStatus::Blocked) => ServiceStatus::Blocked,
                     (Life::Healthy { .. }, _) => ServiceStatus::Healthy,
+                    (Life::Foreign { .. }, _) => ServiceStatus::External,
+                    (Life::Waiting { .. }, _) => ServiceStatus::Waiting,
                     (_, StageStatus::Pending) => ServiceStatus::Pending,
                     _ => ServiceStatus::Unhealthy,
                 };
@@ -192,8 +203,13 @@ impl Report {
                     }
                 }
                 let mut failing = Vec::new();
-                if svc_status == ServiceStatus::Unhealthy {
-                    if s.unit_down() {
+                if svc_status != ServiceStatus::Healthy
+                    && !matches!(
+                        svc_status,
+                        ServiceStatus::Pending | ServiceStatus::Blocked | ServiceStatus::Skipped
+                    )
+                {
+                    if svc_status == ServiceStatus::Unhealthy && s.unit_down() {
                         failing.push(format!("{}/unit: {}", s.info.name, s.unit_reason()));
                     }
                     for c in s.checks.iter().filter(|c| c.passing != Some(true)) {
@@ -218,6 +234,7 @@ impl Report {
                     skipped: s.report.skipped.clone(),
                     restarts: s.report.restarts,
                     died: s.report.died.clone(),
+                    owner: matches!(s.life, Life::Foreign { .. }).then(|| s.reason.clone()),
                 });
             }
             if status == StageStatus::Healthy {
@@ -267,6 +284,18 @@ impl Report {
             .collect()
     }
 
+    /// What runs instead of `svc`'s unit's container (the detail found
+    /// when it was left alone), for a service the report shows `external`.
+    pub(super) fn set_owner(&mut self, svc: &str, detail: String) {
+        if let Some(s) = self
+            .services
+            .iter_mut()
+            .find(|s| s.name == svc && s.status == ServiceStatus::External)
+        {
+            s.owner = Some(detail);
+        }
+    }
+
     pub(super) fn set_diagnoses(&mut self, svc: &str, d: Vec<crate::diagnose::Diagnosis>) {
         if let Some(s) = self.services.iter_mut().find(|s| s.name == svc) {
             s.diagnoses = d;
@@ -302,8 +331,17 @@ impl Report {
                     ServiceStatus::Blocked => "blocked",
                     ServiceStatus::Pending => "pending",
                     ServiceStatus::Skipped => "skipped",
+                    ServiceStatus::External => "external",
+                    ServiceStatus::Waiting => "waiting",
                 };
                 let _ = writeln!(out, "    {:<16} {:<10} {:>8}", s.name, state, t);
+                if let Some(o) = &s.owner {
+                    let _ = writeln!(
+                        out,
+                        "      left alone: {o} (`mcrecover adopt {}` hands it to its unit)",
+                        s.name
+                    );
+                }
                 if let Some(why) = &s.skipped {
                     let _ = writeln!(out, "      not started: {why}");
                 }
