@@ -8,6 +8,7 @@
 //! and (unless ok) a remedy.
 
 pub mod backend;
+mod controllers;
 pub mod net;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -186,6 +187,7 @@ pub async fn run(cfg: &Config, opts: &DoctorOptions) -> DoctorReport {
     f.extend(check_prerequisites(cfg, &opts.system_bus).await);
     f.extend(check_podman(cfg));
     f.extend(check_images(cfg, &containers).await);
+    f.extend(controllers::check_restart_policies(cfg).await);
     f.extend(check_space(cfg));
     DoctorReport::new(f)
 }
