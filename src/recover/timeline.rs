@@ -34,6 +34,11 @@ pub struct ServiceLine {
     pub deaths_ms: Vec<u64>,
     /// It is the slowest service of its stage (the report's critical path).
     pub critical: bool,
+    /// Its latest state when that is `external` (another controller's
+    /// container, left alone) or `waiting` (for an operator): shown next
+    /// to its name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left_as: Option<&'static str>,
 }
 
 /// What happened to one stage and its services.
@@ -151,6 +156,7 @@ impl Timeline {
                 let healthy_at = sv.report.healthy_at.map(|t| t.saturating_sub(w.began_at));
                 let dead = sv.unit_down();
                 if let Some(s) = self.service(&sv.info.name.clone()) {
+                    s.left_as = matches!(*new, "external" | "waiting").then_some(*new);
                     if *new == "starting" && s.has_unit {
                         s.start_ms.get_or_insert(at_ms);
                     } else if *new == "healthy" {
@@ -427,10 +433,11 @@ fn draw_service(
         if s.critical { " critical" } else { "" },
         xml_escape(&s.name)
     );
-    let label = if s.has_unit {
-        s.name.clone()
-    } else {
-        format!("{} (external)", s.name)
+    let label = match (s.has_unit, s.left_as) {
+        (_, Some("external")) => format!("{} (another controller's)", s.name),
+        (_, Some(state)) => format!("{} ({state})", s.name),
+        (true, None) => s.name.clone(),
+        (false, None) => format!("{} (external)", s.name),
     };
     let _ = writeln!(
         o,
