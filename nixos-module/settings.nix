@@ -38,6 +38,21 @@ let
     start_period = opt duration "Grace period after start during which failures do not count (default `0s`).";
   };
 
+  operatorWait = types.submodule {
+    inherit freeformType;
+    options = {
+      status = opt (types.listOf (types.ints.between 100 599)) "http/https: the answer's status is one of these (e.g. `[ 503 ]`).";
+      body_contains = opt types.str "http/https: the body contains this text.";
+      json_true = opt types.str "http/https: this top-level JSON field (or pointer starting with `/`) is `true` (e.g. `sealed`).";
+      grpc_status = opt names "grpc: one of these health statuses or call codes (e.g. `[ \"NOT_SERVING\" ]`).";
+      exit_codes = opt (types.listOf (types.ints.between 1 255)) "exec: one of these exit codes.";
+      remedy = mkOption {
+        type = types.str;
+        description = "What the operator must do (journal, hook, webhook, status).";
+      };
+    };
+  };
+
   check = types.submodule {
     inherit freeformType;
     options = schedule // {
@@ -91,6 +106,7 @@ let
       # kind = "exec"
       argv = opt (types.nonEmptyListOf types.str) "exec: command run on the host; exit 0 passes.";
       user = opt types.str "exec: run as this user (mcrecover running as root only).";
+      operator_wait = opt operatorWait "Answers that mean \"waiting for an operator\" (e.g. a sealed vault): never restarted for them (docs/config.md).";
     };
   };
 
@@ -118,6 +134,7 @@ let
         "block"
         "continue"
       ]) "`block`: later stages wait (default); `continue`: they start anyway.";
+      rto = opt duration "Recovery time objective of the stage, measured by `mcrecover drill --stage`.";
     };
   };
 
@@ -145,6 +162,11 @@ let
       external = opt types.bool "Check-only entry for something running elsewhere.";
       checks = opt (types.listOf check) "Health checks of the service.";
       remedy = opt remedy "What the daemon may do once the service is escalated.";
+      gate = opt (types.enum [
+        "healthy"
+        "running"
+      ]) "What its stage waits for: `healthy` (default), or `running`: also while it waits for an operator.";
+      rto = opt duration "Recovery time objective, measured by `mcrecover drill`.";
     };
   };
 in
@@ -210,6 +232,7 @@ in
     webhook = opt (types.strMatching "https://.+") "HTTPS endpoint that receives the escalation event as a JSON POST.";
     webhook_ca_file = opt absPath "CA bundle for the webhook (default: the system roots).";
     webhook_timeout = opt duration "Time limit of the webhook POST (default `10s`).";
+    wait_reminder = opt duration "A service still waiting for an operator this long gets one reminder (default `1h`).";
     foreign = opt (types.enum [
       "leave"
       "take-over"

@@ -84,6 +84,8 @@ fn snapshot(state: ServiceState, reason: &str) -> Snapshot {
             owner: None,
         }],
         timeline: None,
+        drill: None,
+        last_drill: None,
     }
 }
 

@@ -600,6 +600,37 @@ fn sigkilled_daemon_resumes_without_losing_counts_or_repeating_actions() {
         .filter(|e| e["UNIT"] != unit)
         .collect();
     assert!(others.is_empty(), "{others:#?}");
+
+    // A service that turns sick while the daemon is down: the restarted
+    // daemon finds its unit running the instance it saw healthy and judges
+    // it with the steady thresholds (3 x 1 s here), not as starting (which
+    // would give it the stage's 120 s timeout).
+    let mcq_invocation = p.prop("mcq.service", "InvocationID");
+    let third_pid = p.prop(DAEMON, "MainPID");
+    p.fault("/srv/mcq", "500");
+    ok(
+        &p.sb,
+        p.sb.run_ok(&["systemctl", "kill", "-s", "KILL", DAEMON])
+            .map(|_| ()),
+    );
+    p.wait("systemd to restart the daemon a third time", 60, || {
+        p.prop(DAEMON, "NRestarts") == "3"
+            && p.prop(DAEMON, "ActiveState") == "active"
+            && p.prop(DAEMON, "MainPID") != third_pid
+    });
+    p.wait("the resumed daemon to restart the sick mcq", 60, || {
+        !p.restarts_of("mcq.service").is_empty()
+    });
+    let resumed =
+        p.sb.journal_json(&["-u", DAEMON, "SERVICE=mcq"])
+            .into_iter()
+            .any(|e| field(&e, "MESSAGE").starts_with("unit still runs the instance seen healthy"));
+    assert!(resumed, "{}", daemon_journal(&p.sb));
+    p.clear_fault("/srv/mcq");
+    p.wait_status("mcq healthy again", 60, |st| {
+        state_of(st, "mcq") == "healthy"
+    });
+    assert_ne!(p.prop("mcq.service", "InvocationID"), mcq_invocation);
 }
 
 // 6 ---------------------------------------------------------------------------

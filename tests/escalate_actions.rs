@@ -334,6 +334,7 @@ fn service(volumes: &[&Path]) -> Service {
         requires: Vec::new(),
         remedy: None,
         gate: mcrecover::config::ServiceGate::Healthy,
+        rto: None,
     }
 }
 

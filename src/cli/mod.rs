@@ -20,6 +20,7 @@ mod config;
 mod daemon;
 mod doctor;
 mod drift;
+mod drill;
 mod gate;
 mod generate;
 mod images;
@@ -160,6 +161,29 @@ enum Command {
     Adopt {
         /// Service name.
         service: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// A recovery drill on the running platform (through the daemon): stop a stage's or a
+    /// service's containers (never data), recover them, measure the RTO against the configured
+    /// `rto`. Exit 0 passed, 1 a target exceeded / not back / aborted, 3 refused.
+    #[command(group(clap::ArgGroup::new("scope").args(["stage", "service", "abort"]).required(true)))]
+    Drill {
+        /// Drill this stage.
+        #[arg(long, value_name = "NAME")]
+        stage: Option<String>,
+        /// Drill this service.
+        #[arg(long, value_name = "NAME")]
+        service: Option<String>,
+        /// Print what would be stopped and in which order; stop nothing.
+        #[arg(long, conflicts_with = "abort")]
+        dry_run: bool,
+        /// Abort the drill in progress (what it stopped is recovered at once).
+        #[arg(long)]
+        abort: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -329,6 +353,22 @@ fn run(cli: Cli) -> Result<u8, Exit> {
             status::control(path, &api, &ApiCommand::Restart(service))
         }
         Command::Reload { api } => status::control(path, &api, &ApiCommand::Reload),
+        Command::Drill {
+            stage,
+            service,
+            dry_run,
+            abort,
+            json,
+            api,
+        } => match (stage, service) {
+            _ if abort => drill::abort(&api),
+            (Some(n), _) => drill::run(path, &api, &drill::Scope::Stage(n), dry_run, json),
+            (None, Some(n)) => drill::run(path, &api, &drill::Scope::Service(n), dry_run, json),
+            (None, None) => Err(Exit(
+                common::EXIT_CONFIG,
+                anyhow::anyhow!("say what to drill: --stage NAME or --service NAME"),
+            )),
+        },
         // Every other command runs on a valid configuration.
         Command::CheckConfig { json, strict } => config::check(path, json, strict),
         Command::Plan { format } => config::plan(&load(path)?, format),

@@ -227,10 +227,16 @@ fn load_stage(ctx: &Ctx<'_>, raw_span: &S<RawStage>) -> Result<Stage, ConfigErro
             ],
         )?,
     };
+    let rto = raw
+        .rto
+        .as_ref()
+        .map(|v| nonzero_duration(ctx, v, "rto"))
+        .transpose()?;
     Ok(Stage {
         name: name.clone(),
         services,
         timeout,
         on_failure,
+        rto,
     })
 }

@@ -132,6 +132,9 @@ pub struct Stage {
     pub timeout: Duration,
     /// What happens to later stages on failure.
     pub on_failure: FailurePolicy,
+    /// Recovery time objective of the whole stage (`mcrecover drill`).
+    #[serde(with = "opt_duration_secs")]
+    pub rto: Option<Duration>,
 }
 
 /// A service: a container (with a unit) or an external check-only entry.
@@ -154,6 +157,10 @@ pub struct Service {
     /// When its stage may proceed: once it is healthy (the default), or also
     /// while it waits for an operator (`gate = "running"`).
     pub gate: ServiceGate,
+    /// Recovery time objective: healthy this long after a drill stopped it
+    /// (`mcrecover drill`).
+    #[serde(with = "opt_duration_secs")]
+    pub rto: Option<Duration>,
 }
 
 /// `gate` of a service: what its stage waits for.
@@ -591,5 +598,19 @@ mod duration_secs {
 
     pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+/// Serialize optional durations as fractional seconds (or null).
+mod opt_duration_secs {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    #[allow(clippy::ref_option)]
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_f64(d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
     }
 }

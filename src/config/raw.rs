@@ -101,6 +101,7 @@ pub(crate) struct RawStage {
     pub(crate) services: OptList,
     pub(crate) timeout: OptStr,
     pub(crate) on_failure: OptStr,
+    pub(crate) rto: OptStr,
 }
 
 /// One `[services.<name>]` table.
@@ -123,6 +124,7 @@ pub(crate) struct RawService {
     pub(crate) external: Option<S<bool>>,
     pub(crate) remedy: Option<S<RawRemedy>>,
     pub(crate) gate: OptStr,
+    pub(crate) rto: OptStr,
     /// Read from the spanned document instead (`checks.rs`); listed so that
     /// unknown-key suggestions know it.
     #[allow(dead_code)]

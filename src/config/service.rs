@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use super::error::{ConfigError, Ctx};
-use super::fields::{argv, choice, is_name_part, is_unit_safe, no_control, text};
+use super::fields::{argv, choice, is_name_part, is_unit_safe, no_control, nonzero_duration, text};
 use super::model::{
     BackendChoice, Check, Container, Network, Platform, RestartPolicy, Service, ServiceGate,
 };
@@ -146,6 +146,11 @@ pub(crate) fn load_service(
             ));
         }
     }
+    let rto = raw
+        .rto
+        .as_ref()
+        .map(|v| nonzero_duration(ctx, v, "rto"))
+        .transpose()?;
     let service = Service {
         name,
         description,
@@ -155,6 +160,7 @@ pub(crate) fn load_service(
         requires,
         remedy,
         gate,
+        rto,
     };
     unit_syntax(ctx, key, raw, platform, &service)?;
     Ok(service)

@@ -284,10 +284,32 @@ impl Systemd {
         self.run_job(JobOp::Stop, unit, JobMode::Replace).await
     }
 
+    /// [`Systemd::stop`] with an explicit job mode
+    /// ([`JobMode::IgnoreDependencies`]: units that require it are not
+    /// stopped with it).
+    pub async fn stop_mode(&self, unit: &str, mode: JobMode) -> Result<JobOutcome, DriveError> {
+        self.run_job(JobOp::Stop, unit, mode).await
+    }
+
     /// `RestartUnit(unit, "replace")`, wait for the job, re-read the state.
     /// Same errors as [`Systemd::start`].
     pub async fn restart(&self, unit: &str) -> Result<JobOutcome, DriveError> {
         self.run_job(JobOp::Restart, unit, JobMode::Replace).await
+    }
+
+    /// The manager's `UserspaceTimestamp` (µs): when this manager started.
+    /// Constant for its lifetime: a daemon that cannot read the kernel's
+    /// boot id (`ProcSubset=pid`) tells a restart of its own from a reboot
+    /// (or a restarted user manager, whose units restarted too) by it.
+    pub async fn manager_started_usec(&self) -> Result<u64, DriveError> {
+        self.inner
+            .manager
+            .userspace_timestamp()
+            .await
+            .map_err(|e| DriveError::Bus {
+                action: "UserspaceTimestamp".to_owned(),
+                detail: e.to_string(),
+            })
     }
 
     /// `ResetFailedUnit(unit)`: clear `failed` and the start-rate limit

@@ -43,6 +43,13 @@ pub struct ServiceRecord {
     /// Id of the current "waiting for an operator" episode (its notice and
     /// hook went out), until the service is healthy.
     pub waiting: Option<String>,
+    /// Its unit's `InactiveExitTimestamp` (µs) when it was last seen
+    /// healthy: a daemon restarted on the same boot that finds the unit
+    /// still running that same instance judges it as healthy (steady
+    /// checks, thresholds) instead of as starting (which would give a sick
+    /// service its stage's whole timeout). Dropped on a reboot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy_instance: Option<u64>,
 }
 
 impl ServiceRecord {
@@ -126,6 +133,9 @@ impl PersistedState {
         let recent_from = now_ms.saturating_sub(duration_ms(policy.backoff_reset));
         for rec in self.services.values_mut() {
             rec.prune(now_ms, policy.escalate_window);
+            if !same_boot {
+                rec.healthy_instance = None;
+            }
             rec.backoff_level = if same_boot {
                 let recent = rec.restarts.iter().filter(|&&t| t >= recent_from).count();
                 rec.backoff_level

@@ -8,8 +8,10 @@
 //!
 //! Layout: [`model`] (the world), [`step`] (transitions), [`probe`] (the one
 //! check scheduler), [`policy`] (backoff and escalation arithmetic,
-//! upstreams), [`history`] (what is persisted and what survives a restart).
+//! upstreams), [`history`] (what is persisted and what survives a restart),
+//! [`drill`] (recovery drills: stop a scope, recover it, measure the RTO).
 
+pub mod drill;
 pub mod history;
 pub mod model;
 pub mod policy;
@@ -21,5 +23,6 @@ mod tests;
 #[cfg(test)]
 mod tests_nodes;
 
+pub use drill::{DrillOutcome, DrillResult, DrillScope, ServiceRto};
 pub use model::{Goal, Life, StageId, StagePhase, Svc, SvcId, World};
 pub use step::{next_deadline, step, Effect, Event, Note};

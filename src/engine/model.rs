@@ -118,6 +118,8 @@ pub enum JobKind {
     Start,
     /// `RestartUnit` (the restart policy).
     Restart,
+    /// `StopUnit` (a drill).
+    Stop,
 }
 
 /// A job the engine waits for.
@@ -145,6 +147,8 @@ pub struct SvcInfo {
     /// `gate = "running"`: its stage may proceed while it waits for an
     /// operator (else only once it is healthy).
     pub proceed_while_waiting: bool,
+    /// Its recovery time objective (ms; drills).
+    pub rto_ms: Option<u64>,
 }
 
 /// Figures of the last ramp, for the recovery report.
@@ -339,6 +343,8 @@ pub struct StageInfo {
     pub timeout_ms: u64,
     /// Its gate unit.
     pub gate_unit: String,
+    /// Its recovery time objective (ms; drills).
+    pub rto_ms: Option<u64>,
 }
 
 /// One stage at run time.
@@ -387,6 +393,8 @@ pub struct World {
     pub begun: bool,
     /// Every stage reached healthy once (the "recovery finished" note went out).
     pub ramp_done: bool,
+    /// A recovery drill in progress.
+    pub drill: Option<super::drill::Drill>,
     pub(super) next_token: u64,
 }
 
@@ -440,6 +448,7 @@ impl World {
                         restartable,
                         upstreams,
                         proceed_while_waiting: svc.is_some_and(|s| s.gate == ServiceGate::Running),
+                        rto_ms: svc.and_then(|s| s.rto).map(ms),
                     },
                     life: Life::Idle,
                     unit: None,
@@ -468,6 +477,7 @@ impl World {
                     block: cs.on_failure == FailurePolicy::Block,
                     timeout_ms: ms(cs.timeout),
                     gate_unit: ps.gate.clone(),
+                    rto_ms: cs.rto.map(ms),
                 },
                 phase: StagePhase::Pending,
                 started_at: None,
@@ -490,6 +500,7 @@ impl World {
             began_at: 0,
             begun: false,
             ramp_done: false,
+            drill: None,
             next_token: 1,
         }
     }

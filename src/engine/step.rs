@@ -73,6 +73,10 @@ pub enum Event {
     },
     /// An operator hands an external service back to its unit.
     Adopt(SvcId),
+    /// An operator starts a recovery drill.
+    DrillStart(super::drill::DrillScope),
+    /// An operator aborts the drill in progress.
+    DrillAbort,
     /// A stage's preflight finished.
     PreflightDone {
         /// The stage.
@@ -149,6 +153,16 @@ pub enum Effect {
         /// (else answer with [`Event::Foreign`] instead of restarting).
         replace: bool,
     },
+    /// `StopUnit` with dependencies ignored (a drill: its dependents stay
+    /// up); answer with [`Event::JobDone`].
+    Stop {
+        /// The service.
+        svc: SvcId,
+        /// Token to answer with.
+        token: u64,
+    },
+    /// A drill ended: record its result (journal, state directory, status).
+    DrillDone(super::drill::DrillResult),
     /// Start the stage's gate unit (marks the stage passed in systemd).
     StartGate(StageId),
     /// Probe one check; answer with [`Event::ProbeDone`].
@@ -294,6 +308,10 @@ pub enum Note {
         /// It is taken over (`[watch] foreign = "take-over"`), else left alone.
         taken_over: bool,
     },
+    /// A daemon restarted on the same boot found a service's unit still
+    /// running the instance the previous daemon saw healthy: it is judged
+    /// as healthy (steady checks), not as starting.
+    Resumed(SvcId),
     /// A service that waited for an operator is healthy again.
     WaitOver {
         /// The service.
@@ -346,6 +364,9 @@ pub fn next_deadline(world: &World) -> Option<u64> {
             _ => {}
         }
     }
+    if let Some(d) = &world.drill {
+        at(d.deadline);
+    }
     for st in &world.stages {
         match st.phase {
             StagePhase::Gating { deadline } => at(deadline),
@@ -373,6 +394,8 @@ impl World {
             } => self.on_probe(svc, check, token, (ok, waiting), detail, now, fx),
             Event::Foreign { svc, token, detail } => self.on_foreign(svc, token, &detail, now, fx),
             Event::Adopt(svc) => self.on_adopt(svc, now, fx),
+            Event::DrillStart(scope) => self.drill_start(scope, now, fx),
+            Event::DrillAbort => self.drill_abort(now, fx),
             Event::PreflightDone {
                 stage,
                 token,
@@ -411,7 +434,8 @@ impl World {
             self.start_members(i, now, fx);
             return;
         }
-        // Services in no stage (external ones) are wanted from the start.
+        // Services in no stage (external ones not listed in a stage) are wanted
+        // from the start.
         for svc in 0..self.services.len() {
             if self.services[svc].info.stage.is_none() {
                 self.start_one(svc, now, false, fx);
@@ -449,6 +473,13 @@ impl World {
             return;
         };
         s.job = None;
+        if job.kind == JobKind::Stop {
+            if let Ok((_, state)) = result {
+                s.unit = Some(state);
+            }
+            self.drill_stopped(now, fx);
+            return;
+        }
         match result {
             Ok((job_result, state)) => {
                 if job.kind == JobKind::Start {
@@ -460,11 +491,29 @@ impl World {
                     s.report.active_state = Some(state.active_state.clone());
                     s.report.start_error = None;
                 }
+                // The instance the previous daemon (this boot) saw healthy,
+                // still running: judged as healthy, not as starting.
+                let known = job.kind == JobKind::Start
+                    && matches!(s.life, Life::Starting { .. })
+                    && state.is_active()
+                    && state.inactive_exit_usec > 0
+                    && s.history.healthy_instance == Some(state.inactive_exit_usec);
                 if s.unit
                     .as_ref()
                     .is_none_or(|old| state.inactive_exit_usec >= old.inactive_exit_usec)
                 {
                     s.unit = Some(state);
+                }
+                if known {
+                    fx.push(Effect::Note(Note::Resumed(svc)));
+                    self.healthy(svc, now, fx);
+                    // Judged at once, with the steady thresholds.
+                    for c in &mut self.services[svc].checks {
+                        if c.in_flight.is_none() {
+                            c.due = Some(now);
+                        }
+                    }
+                    return;
                 }
                 if job.kind == JobKind::Restart && s.life == Life::Restarting {
                     // A new failure after this restart is timed from its own start.
@@ -792,6 +841,7 @@ impl World {
             }
             self.evaluate_stages(now, fx);
         }
+        self.drill_progress(now, fx);
         self.schedule_probes(now, fx);
     }
 
@@ -1009,7 +1059,7 @@ impl World {
         );
     }
 
-    fn set_life(&mut self, svc: SvcId, life: Life, fx: &mut Vec<Effect>) {
+    pub(super) fn set_life(&mut self, svc: SvcId, life: Life, fx: &mut Vec<Effect>) {
         let Some(s) = self.services.get_mut(svc) else {
             return;
         };
@@ -1028,6 +1078,15 @@ impl World {
         s.troubled = false;
         s.failing_since = None;
         s.reason.clear();
+        let instance = s
+            .unit
+            .as_ref()
+            .filter(|u| u.inactive_exit_usec > 0)
+            .map(|u| u.inactive_exit_usec);
+        if instance.is_some() && s.history.healthy_instance != instance {
+            s.history.healthy_instance = instance;
+            fx.push(Effect::Persist);
+        }
         if s.report.healthy_at.is_none() {
             s.report.healthy_at = Some(now);
         }
@@ -1047,6 +1106,7 @@ impl World {
             fx.push(Effect::Note(Note::WaitOver { svc, waited_ms }));
         }
         self.set_life(svc, Life::Healthy { since: now }, fx);
+        self.drill_healthy(svc, now);
     }
 
     /// `svc` is failing for `reason`: decide between held, escalated, not
@@ -1055,6 +1115,7 @@ impl World {
         let up = self.troubled_upstream(svc);
         let acts = self.goal.acts();
         let owns = self.owns_restarts();
+        let drilled = self.drilled(svc);
         let policy = self.policy.clone();
         let Some(s) = self.services.get_mut(svc) else {
             return;
@@ -1073,10 +1134,12 @@ impl World {
             Life::Held { by }
         } else if !s.info.restartable || s.info.unit.is_none() || (down && !owns) {
             Life::Failing { restart_at: None }
-        } else if should_escalate(
-            &policy,
-            s.history.restarts_in_window(now, policy.escalate_window),
-        ) {
+        } else if !drilled
+            && should_escalate(
+                &policy,
+                s.history.restarts_in_window(now, policy.escalate_window),
+            )
+        {
             self.escalate(svc, now, fx);
             return;
         } else {
@@ -1366,7 +1429,13 @@ impl World {
         }
     }
 
-    fn start_one(&mut self, svc: SvcId, now: u64, ignore_deps: bool, fx: &mut Vec<Effect>) {
+    pub(super) fn start_one(
+        &mut self,
+        svc: SvcId,
+        now: u64,
+        ignore_deps: bool,
+        fx: &mut Vec<Effect>,
+    ) {
         let timeout = self.timeout_of(svc);
         let acts = self.goal.acts();
         let replace = self.takes_over();

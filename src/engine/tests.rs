@@ -42,6 +42,11 @@ struct Driver {
     /// Services whose container another controller runs: a start or
     /// restart without `replace` is answered with `Event::Foreign`.
     foreign: BTreeSet<String>,
+    /// The running instance (`InactiveExitTimestamp`) of each unit.
+    instances: std::collections::BTreeMap<String, u64>,
+    /// Start jobs find the units running (a daemon restarted): they answer
+    /// with the running instance.
+    resume: bool,
     activations: u64,
 }
 
@@ -65,6 +70,8 @@ impl Driver {
             preflight_bad: BTreeSet::new(),
             sealed: BTreeSet::new(),
             foreign: BTreeSet::new(),
+            instances: std::collections::BTreeMap::new(),
+            resume: false,
             activations: 0,
         }
     }
@@ -128,16 +135,41 @@ impl Driver {
                         // Replaced: the unit's container runs again.
                         self.foreign.remove(&name);
                     }
-                    let result = if self.broken.contains(&name) {
+                    let running = self
+                        .instances
+                        .get(&name)
+                        .copied()
+                        .filter(|_| self.resume && matches!(fx, Effect::Start { .. }));
+                    let result = if let Some(instance) = running {
+                        Ok((
+                            "done".to_string(),
+                            state("active", "running", "success", instance),
+                        ))
+                    } else if self.broken.contains(&name) {
                         Err("job failed".to_string())
                     } else {
                         self.activations += 1;
+                        self.instances.insert(name.clone(), self.activations);
                         Ok((
                             "done".to_string(),
                             state("active", "running", "success", self.activations),
                         ))
                     };
                     self.ev(Event::JobDone { svc, token, result });
+                }
+                Effect::Stop { svc, token } => {
+                    let exit = self.w.services[svc]
+                        .unit
+                        .as_ref()
+                        .map_or(0, |u| u.inactive_exit_usec);
+                    self.ev(Event::JobDone {
+                        svc,
+                        token,
+                        result: Ok((
+                            "done".to_string(),
+                            state("inactive", "dead", "success", exit),
+                        )),
+                    });
                 }
                 Effect::Probe { svc, check, token } => {
                     let name = &self.w.services[svc].info.name;
@@ -809,4 +841,179 @@ fn a_foreign_container_found_at_recovery_counts_for_its_stage_when_healthy() {
     assert_eq!(d.phase(1), StagePhase::Healthy);
     assert!(d.w.settled());
     assert_eq!(d.restarts_of("proxy"), 0);
+}
+
+// ----- drills -------------------------------------------------------------
+
+fn drill_results(d: &Driver) -> Vec<crate::engine::DrillResult> {
+    d.log
+        .iter()
+        .filter_map(|e| match e {
+            Effect::DrillDone(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn healthy_daemon() -> Driver {
+    let mut d = Driver::new(Goal::Daemon);
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(10_000);
+    assert!(d.w.stages.iter().all(|s| s.phase == StagePhase::Healthy));
+    d
+}
+
+#[test]
+fn a_stage_drill_stops_dependents_first_recovers_the_stage_and_measures_the_rto() {
+    use crate::engine::{DrillOutcome, DrillScope};
+    let mut d = healthy_daemon();
+    let (proxy, reg) = (d.id("proxy"), d.id("reg"));
+    d.w.services[reg].info.rto_ms = Some(100);
+    let before = d.log.len();
+    // reg is slow to come back: 500 ms of failing probes.
+    d.bad.insert("reg".into());
+    d.ev(Event::DrillStart(DrillScope::Stage(1)));
+    d.drain();
+    let stops: Vec<usize> = d.log[before..]
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Stop { svc, .. } => Some(*svc),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stops, [reg, proxy], "dependents first");
+    assert!(d.w.drill.is_some());
+    // web's checks fail meanwhile (its upstreams are down): held, never restarted.
+    d.bad.insert("web".into());
+    d.run_for(500);
+    d.bad.clear();
+    d.run_for(5_000);
+    let r = drill_results(&d);
+    assert_eq!(r.len(), 1, "{r:?}");
+    let r = &r[0];
+    assert_eq!(r.scope, "core");
+    assert_eq!(r.outcome, DrillOutcome::Exceeded, "{r:?}");
+    let reg_rto = r.services.iter().find(|s| s.name == "reg").unwrap();
+    assert!(reg_rto.rto_ms.unwrap() >= 500 && reg_rto.exceeded, "{r:?}");
+    assert!(r.rto_ms.unwrap() >= 500);
+    assert_eq!(d.restarts_of("web"), 0);
+    assert_eq!(
+        d.restarts_of("reg"),
+        0,
+        "the drill recovers by starting, not restarting"
+    );
+    assert!(d.w.drill.is_none());
+    assert!(healthy(&d.life("web")) && healthy(&d.life("reg")));
+    assert_eq!(d.phase(1), StagePhase::Healthy);
+}
+
+#[test]
+fn a_drill_is_refused_unless_its_scope_is_healthy() {
+    use crate::engine::DrillScope;
+    let mut d = healthy_daemon();
+    let app = d.id("app");
+    d.broken.insert("app".into());
+    d.kill("app");
+    d.run_for(100);
+    d.ev(Event::DrillStart(DrillScope::Service(app)));
+    assert!(
+        d.log
+            .iter()
+            .any(|e| matches!(e, Effect::Reply(Err(m)) if m.contains("drill refused"))),
+        "{:?}",
+        d.log.last()
+    );
+    assert!(d.w.drill.is_none());
+    let mut r = Driver::new(Goal::Recover);
+    r.ev(Event::Begin);
+    r.drain();
+    r.ev(Event::DrillStart(DrillScope::Stage(0)));
+    assert!(r
+        .log
+        .iter()
+        .any(|e| matches!(e, Effect::Reply(Err(m)) if m.contains("daemon"))));
+}
+
+#[test]
+fn a_drill_never_escalates_and_times_out() {
+    use crate::engine::{DrillOutcome, DrillScope};
+    let mut d = Driver::with(Goal::Daemon, |cfg| cfg.watch.escalate_after = 1);
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(10_000);
+    let app = d.id("app");
+    d.broken.insert("app".into());
+    d.ev(Event::DrillStart(DrillScope::Service(app)));
+    d.drain();
+    // Until its deadline (60 s for the stops + the stage's 120 s).
+    d.run_for(175_000);
+    assert!(!d.log.iter().any(|e| matches!(e, Effect::Escalate { .. })));
+    assert!(d.restarts_of("app") > 1, "restarted with backoff meanwhile");
+    d.run_for(10_000);
+    let r = drill_results(&d);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].outcome, DrillOutcome::TimedOut);
+    // After the drill the ordinary rules apply again.
+    d.run_for(400_000);
+    assert!(d.log.iter().any(|e| matches!(e, Effect::Escalate { .. })));
+}
+
+#[test]
+fn an_aborted_drill_recovers_what_it_stopped() {
+    use crate::engine::{DrillOutcome, DrillScope};
+    let mut d = healthy_daemon();
+    d.ev(Event::DrillStart(DrillScope::Stage(1)));
+    d.ev(Event::DrillAbort);
+    d.drain();
+    d.run_for(5_000);
+    let r = drill_results(&d);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].outcome, DrillOutcome::Aborted);
+    assert!(healthy(&d.life("proxy")) && healthy(&d.life("reg")));
+    assert_eq!(d.phase(1), StagePhase::Healthy);
+}
+
+#[test]
+fn a_restarted_daemon_judges_the_instance_it_saw_healthy_with_steady_checks() {
+    let mut d = Driver::new(Goal::Daemon);
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(10_000);
+    assert!(healthy(&d.life("app")));
+    let app = d.id("app");
+    assert!(d.w.services[app].history.healthy_instance.is_some());
+    // The daemon restarts (same boot): a new world from the persisted
+    // history; the units still run; app's checks now fail.
+    let hist = d.w.history();
+    let cfg = crate::plan::tests::sample();
+    let plan = crate::plan::build(&cfg).unwrap();
+    d.w = World::new(&cfg, &plan, Goal::Daemon, &hist);
+    d.log.clear();
+    d.resume = true;
+    d.bad.insert("app".into());
+    d.ev(Event::Begin);
+    d.drain();
+    assert!(d
+        .log
+        .iter()
+        .any(|e| matches!(e, Effect::Note(Note::Resumed(s)) if *s == app)));
+    // Judged by the steady thresholds (3 failures 10 s apart), not given
+    // its stage's 120 s timeout.
+    d.run_for(35_000);
+    assert!(d.restarts_of("app") >= 1, "{:?}", d.life("app"));
+    // A unit restarted meanwhile (another instance) starts as usual.
+    let mut fresh = Driver::new(Goal::Daemon);
+    fresh.w = World::new(&cfg, &plan, Goal::Daemon, &hist);
+    fresh.bad.insert("app".into());
+    fresh.activations = 1_000;
+    fresh.ev(Event::Begin);
+    fresh.drain();
+    fresh.run_for(35_000);
+    assert!(
+        matches!(fresh.life("app"), Life::Starting { .. }),
+        "{:?}",
+        fresh.life("app")
+    );
+    assert_eq!(fresh.restarts_of("app"), 0);
 }

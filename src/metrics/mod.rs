@@ -103,11 +103,16 @@ impl Metrics {
     }
 
     /// Counts what the effects the daemon carries out tell: escalations
-    /// (`Effect::Escalate`) and waiting episodes (`Effect::OperatorWait`
-    /// without `reminder`).
+    /// (`Effect::Escalate`), waiting episodes (`Effect::OperatorWait`
+    /// without `reminder`) and drill results (`Effect::DrillDone`).
     pub fn effects(&self, w: &World, fx: &[Effect]) {
         let mut any = false;
         for e in fx {
+            if let Effect::DrillDone(r) = e {
+                self.model().drill_done(r);
+                any = true;
+                continue;
+            }
             let (svc, wait) = match e {
                 Effect::Escalate { svc, .. } => (*svc, false),
                 Effect::OperatorWait {

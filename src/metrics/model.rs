@@ -121,6 +121,15 @@ pub struct Model {
     pub(crate) record_ramps: bool,
     services: Vec<SvcEntry>,
     stages: Vec<StageEntry>,
+    /// A recovery drill runs.
+    drilling: bool,
+    /// Drills finished, per outcome.
+    drills: std::collections::BTreeMap<&'static str, u64>,
+    /// Per scope (`kind`, `name`): the last drill's RTO (s, if recovered)
+    /// and whether it passed.
+    drill_scopes: std::collections::BTreeMap<(String, String), (Option<f64>, bool)>,
+    /// Per service: its RTO in the last drill that covered it (s).
+    drill_services: std::collections::BTreeMap<String, f64>,
 }
 
 impl Model {
@@ -137,6 +146,10 @@ impl Model {
             record_ramps: true,
             services: Vec::new(),
             stages: Vec::new(),
+            drilling: false,
+            drills: std::collections::BTreeMap::new(),
+            drill_scopes: std::collections::BTreeMap::new(),
+            drill_services: std::collections::BTreeMap::new(),
         }
     }
 
@@ -229,6 +242,7 @@ impl Model {
     pub(crate) fn update(&mut self, w: &World, snap: &Snapshot) -> bool {
         self.sync(w);
         let mut changed = replace(&mut self.systemd_connected, w.bus_up);
+        changed |= replace(&mut self.drilling, w.drill.is_some());
         changed |= replace(&mut self.recovering, snap.phase == "recovering");
         let record = self.record_ramps;
         for (i, e) in self.services.iter_mut().enumerate() {
@@ -294,6 +308,23 @@ impl Model {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Records a finished drill.
+    pub(crate) fn drill_done(&mut self, r: &crate::engine::DrillResult) {
+        *self.drills.entry(r.outcome.as_str()).or_insert(0) += 1;
+        self.drill_scopes.insert(
+            (r.scope_kind.clone(), r.scope.clone()),
+            (
+                r.rto_ms.map(secs),
+                r.outcome == crate::engine::DrillOutcome::Passed,
+            ),
+        );
+        for s in &r.services {
+            if let Some(ms) = s.rto_ms {
+                self.drill_services.insert(s.name.clone(), secs(ms));
+            }
         }
     }
 
@@ -500,6 +531,58 @@ impl Model {
             "How long the stage's last recovery took, from its start to healthy.",
             g,
             per_stage(&|e| e.recovery_s),
+        );
+        push(
+            "mcrecover_drill_in_progress",
+            "Whether a recovery drill (`mcrecover drill`) runs.",
+            g,
+            vec![gauge(&[], flag(self.drilling))],
+        );
+        push(
+            "mcrecover_drills_total",
+            "Recovery drills finished, by outcome (passed, exceeded, timed-out, aborted).",
+            c,
+            self.drills
+                .iter()
+                .map(|(o, n)| counter(&[("outcome", o)], *n as f64))
+                .collect(),
+        );
+        push(
+            "mcrecover_drill_last_rto_seconds",
+            "The last drill of the scope: from its units stopped to every service healthy again.",
+            g,
+            self.drill_scopes
+                .iter()
+                .filter_map(|((k, n), (rto, _))| {
+                    Some(gauge(
+                        &[("scope_kind", k.as_str()), ("scope", n.as_str())],
+                        (*rto)?,
+                    ))
+                })
+                .collect(),
+        );
+        push(
+            "mcrecover_drill_last_passed",
+            "Whether the last drill of the scope met every recovery time objective.",
+            g,
+            self.drill_scopes
+                .iter()
+                .map(|((k, n), (_, ok))| {
+                    gauge(
+                        &[("scope_kind", k.as_str()), ("scope", n.as_str())],
+                        flag(*ok),
+                    )
+                })
+                .collect(),
+        );
+        push(
+            "mcrecover_drill_service_rto_seconds",
+            "The service's recovery time in the last drill that covered it.",
+            g,
+            self.drill_services
+                .iter()
+                .map(|(n, v)| gauge(&[("service", n.as_str())], *v))
+                .collect(),
         );
         out
     }

@@ -297,7 +297,34 @@ fn promtool_finds_nothing_to_complain_about() {
     m.update(&w, &snap);
     let timer = m.probe_timer(&w);
     timer(0, 0, Duration::from_millis(12));
+    // A drill's result (the drill metrics).
+    let drill = crate::engine::DrillResult {
+        id: "drill-core-1".into(),
+        scope_kind: "stage".into(),
+        scope: "core".into(),
+        outcome: crate::engine::DrillOutcome::Exceeded,
+        stop_ms: Some(400),
+        rto_ms: Some(2_500),
+        target_ms: Some(2_000),
+        services: vec![crate::engine::ServiceRto {
+            name: "proxy".into(),
+            rto_ms: Some(2_500),
+            target_ms: Some(2_000),
+            exceeded: true,
+        }],
+    };
+    m.effects(&w, &[Effect::DrillDone(drill)]);
     let text = m.encode().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        text.contains("mcrecover_drills_total{outcome=\"exceeded\"} 1")
+            && text.contains(
+                "mcrecover_drill_last_rto_seconds{scope_kind=\"stage\",scope=\"core\"} 2.5"
+            )
+            && text.contains("mcrecover_drill_last_passed{scope_kind=\"stage\",scope=\"core\"} 0")
+            && text.contains("mcrecover_drill_service_rto_seconds{service=\"proxy\"} 2.5")
+            && text.contains("mcrecover_drill_in_progress 0"),
+        "{text}"
+    );
     match promtool(&text) {
         Some(said) => assert_eq!(said, "exit Some(0)\n", "promtool on\n{text}"),
         None => {

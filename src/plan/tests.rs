@@ -66,6 +66,7 @@ pub(crate) fn service(name: &str, port: u16) -> Service {
         requires: vec![],
         remedy: None,
         gate: Default::default(),
+        rto: None,
     }
 }
 
@@ -75,6 +76,7 @@ pub(crate) fn stage(name: &str, members: &[&str], policy: FailurePolicy) -> Stag
         services: members.iter().map(|s| s.to_string()).collect(),
         timeout: Duration::from_secs(120),
         on_failure: policy,
+        rto: None,
     }
 }
 
@@ -101,6 +103,7 @@ pub(crate) fn sample() -> Config {
             requires: vec![],
             remedy: None,
             gate: Default::default(),
+            rto: None,
         },
     );
     if let Some(s) = services.get_mut("web") {

@@ -69,6 +69,10 @@ pub struct Timeline {
     pub total_ms: u64,
     /// The report's outcome (`all_healthy`, ...), once finished.
     pub outcome: String,
+    /// Engine time the picture starts at (`None`: the run's beginning;
+    /// a drill's: when it began).
+    #[serde(skip)]
+    pub origin: Option<u64>,
 }
 
 impl Timeline {
@@ -153,7 +157,8 @@ impl Timeline {
                 let Some(sv) = w.services.get(*svc) else {
                     return;
                 };
-                let healthy_at = sv.report.healthy_at.map(|t| t.saturating_sub(w.began_at));
+                let origin = self.origin.unwrap_or(w.began_at);
+                let healthy_at = sv.report.healthy_at.map(|t| t.saturating_sub(origin));
                 let dead = sv.unit_down();
                 if let Some(s) = self.service(&sv.info.name.clone()) {
                     s.left_as = matches!(*new, "external" | "waiting").then_some(*new);
@@ -597,6 +602,7 @@ mod tests {
             platform: "plat & co".to_owned(),
             total_ms: 20_000,
             outcome: "some_failed".to_owned(),
+            origin: None,
             stages: vec![
                 StageLine {
                     name: "base".to_owned(),

@@ -136,6 +136,13 @@ pub(super) fn note(w: &World, note: &Note, now: u64) {
                     "a container of this service was started by another controller; leaving it alone (checked, never stopped or replaced; `mcrecover adopt` hands it back)");
             }
         }
+        Note::Resumed(svc) => {
+            info!(
+                service = name(*svc),
+                unit = unit(*svc),
+                "unit still runs the instance seen healthy before the daemon restarted: judged as healthy (steady checks)"
+            );
+        }
         Note::WaitOver { svc, waited_ms } => {
             info!(
                 service = name(*svc),

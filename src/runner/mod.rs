@@ -353,6 +353,7 @@ impl Runner {
                     replace,
                 } => self.restart(svc, token, reset_failed, replace),
                 Effect::StartGate(stage) => self.start_gate(stage),
+                Effect::Stop { svc, token } => self.stop(svc, token),
                 Effect::Probe { svc, check, token } => self.probe(svc, check, token),
                 Effect::Note(note) => {
                     log::note(&self.world, &note, now);
@@ -593,6 +594,30 @@ impl Runner {
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err(format!(
                     "restart job did not finish within {}s",
+                    RESTART_TIMEOUT.as_secs()
+                )),
+            };
+            let _ = tx.send(Event::JobDone { svc, token, result });
+        });
+    }
+
+    /// A drill's stop: its dependents stay up (dependencies ignored).
+    fn stop(&self, svc: SvcId, token: u64) {
+        let tx = self.tx.clone();
+        let Some((sd, unit)) = self.job_target(svc, token) else {
+            return;
+        };
+        tokio::spawn(async move {
+            let result = match tokio::time::timeout(
+                RESTART_TIMEOUT,
+                sd.stop_mode(&unit, JobMode::IgnoreDependencies),
+            )
+            .await
+            {
+                Ok(Ok(o)) => Ok((o.result, o.state)),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!(
+                    "stop job did not finish within {}s",
                     RESTART_TIMEOUT.as_secs()
                 )),
             };

@@ -5,7 +5,8 @@
 //! `units/dbus/`).
 //!
 //! Server: one object at [`OBJECT_PATH`] with `Status()`, `GetService(s)`,
-//! `Recover()`, `Restart(s)`, `Ack(s)`, `Adopt(s)`, `Reload()`, the properties `Phase` and
+//! `Recover()`, `Restart(s)`, `Ack(s)`, `Adopt(s)`, `Drill(ss)`, `AbortDrill()`,
+//! `Reload()`, the properties `Phase` and
 //! `StatusLine`, and the signal `ServiceStateChanged(s, s, s, s)`, emitted by
 //! a task that watches the engine's snapshots. The caller of a mutating
 //! method is identified by the bus (`GetConnectionCredentials` of the
@@ -171,6 +172,31 @@ impl Recovery {
     ) -> Result<String, ServerError> {
         self.authorize(&hdr, conn, "Ack").await?;
         self.forward(ApiCommand::Ack(service)).await
+    }
+
+    /// Starts a recovery drill of a stage (`kind` = "stage") or a service
+    /// (`kind` = "service"): refused unless everything in scope is healthy;
+    /// answers with the drill's id at once (its progress and result are in
+    /// `Status()`).
+    async fn drill(
+        &self,
+        kind: String,
+        name: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ServerError> {
+        self.authorize(&hdr, conn, "Drill").await?;
+        self.forward(ApiCommand::Drill { kind, name }).await
+    }
+
+    /// Aborts the drill in progress (what it stopped is recovered at once).
+    async fn abort_drill(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ServerError> {
+        self.authorize(&hdr, conn, "AbortDrill").await?;
+        self.forward(ApiCommand::AbortDrill).await
     }
 
     /// Hands a service whose container another controller started back to
@@ -544,6 +570,10 @@ pub async fn call(bus: &ApiBus, cmd: &ApiCommand) -> Result<String, ApiError> {
         ApiCommand::Restart(s) => call_string(&conn, "Restart", &(s.as_str(),)).await,
         ApiCommand::Ack(s) => call_string(&conn, "Ack", &(s.as_str(),)).await,
         ApiCommand::Adopt(s) => call_string(&conn, "Adopt", &(s.as_str(),)).await,
+        ApiCommand::Drill { kind, name } => {
+            call_string(&conn, "Drill", &(kind.as_str(), name.as_str())).await
+        }
+        ApiCommand::AbortDrill => call_string(&conn, "AbortDrill", &()).await,
     }
 }
 

@@ -235,11 +235,23 @@ pub async fn run(opts: DaemonOptions) -> Result<(), WatchError> {
     );
     let store = StateStore::new(dir);
     let mut persisted = store.load()?;
-    let boot = boot_id();
-    persisted.restore(now_ms(SystemTime::now()), boot.as_deref(), &cfg.watch);
-    info!(path = %store.path().display(), services = persisted.services.len(), "state loaded");
-
     let sd = Systemd::connect(&opts.bus).await?;
+    // The kernel's boot id; hidden by the shipped unit's `ProcSubset=pid`:
+    // then the start of the manager the daemon drives (constant until a
+    // reboot, or until a user manager restarts, with its units).
+    let boot = match boot_id() {
+        Some(id) => Some(id),
+        None => sd
+            .manager_started_usec()
+            .await
+            .ok()
+            .filter(|&t| t > 0)
+            .map(|t| format!("manager-{t}")),
+    };
+    persisted.restore(now_ms(SystemTime::now()), boot.as_deref(), &cfg.watch);
+    info!(path = %store.path().display(), services = persisted.services.len(),
+        boot = boot.as_deref().unwrap_or(""), "state loaded");
+
     if opts.install {
         do_install(&opts, &cfg, &sd).await?;
     }
@@ -275,8 +287,10 @@ pub async fn run(opts: DaemonOptions) -> Result<(), WatchError> {
         reply: None,
         timeline: Some(crate::recover::Timeline::of_world(runner.world())),
         timeline_file: None,
-        owners: std::collections::BTreeMap::new(),
         metrics,
+        owners: std::collections::BTreeMap::new(),
+        drill_timeline: None,
+        last_drill: None,
     };
     // The API name is ours or the daemon stops, loudly: another daemon
     // driving the same platform, or a process standing in for the API, is
@@ -367,6 +381,21 @@ fn to_event(w: &World, cmd: &ApiCommand) -> Result<Event, String> {
         ApiCommand::Restart(name) => Event::RestartNow(find(name)?),
         ApiCommand::Ack(name) => Event::Ack(find(name)?),
         ApiCommand::Adopt(name) => Event::Adopt(find(name)?),
+        ApiCommand::Drill { kind, name } => match kind.as_str() {
+            "stage" => Event::DrillStart(crate::engine::DrillScope::Stage(
+                w.stages
+                    .iter()
+                    .position(|s| &s.info.name == name)
+                    .ok_or_else(|| format!("no stage `{name}`"))?,
+            )),
+            "service" => Event::DrillStart(crate::engine::DrillScope::Service(find(name)?)),
+            other => {
+                return Err(format!(
+                    "a drill covers a `stage` or a `service`, not `{other}`"
+                ))
+            }
+        },
+        ApiCommand::AbortDrill => Event::DrillAbort,
         ApiCommand::Reload => Event::Tick,
     })
 }
@@ -434,11 +463,15 @@ struct Shell {
     timeline: Option<crate::recover::Timeline>,
     /// Where the boot recovery's timeline was written.
     timeline_file: Option<String>,
+    /// The Prometheus outputs (`[metrics]`), when configured.
+    metrics: Option<crate::metrics::Exporter>,
     /// Per service, the last container of another controller found for it
     /// (what status shows as `owner` while it is `external`).
     owners: std::collections::BTreeMap<String, String>,
-    /// The Prometheus outputs (`[metrics]`), when configured.
-    metrics: Option<crate::metrics::Exporter>,
+    /// The timeline of the drill in progress.
+    drill_timeline: Option<crate::recover::Timeline>,
+    /// The last drill's result.
+    last_drill: Option<crate::engine::DrillResult>,
 }
 
 impl Shell {
@@ -447,6 +480,7 @@ impl Shell {
     fn carry_out(&mut self, runner: &Runner, fx: Vec<Effect>) {
         let w = runner.world();
         self.record_timeline(runner, &fx);
+        self.record_drill(runner, &fx);
         if let Some(m) = &self.metrics {
             m.metrics().effects(w, &fx);
         }
@@ -471,6 +505,7 @@ impl Shell {
                     reason,
                 } => self.escalate(runner, svc, event_id, restarts, reason),
                 Effect::Remedy { svc, event_id } => self.remedy(runner, svc, event_id),
+                Effect::DrillDone(r) => self.drill_done(runner, r),
                 Effect::AlertBlocked { stage, failing } => {
                     self.alert_blocked(runner, stage, &failing);
                 }
@@ -545,6 +580,57 @@ impl Shell {
             }
             Err(e) => warn!(error = %e, "boot recovery timeline not written"),
         }
+    }
+
+    /// A drill's timeline: every effect from its start (its stops) to its
+    /// end, relative to its start.
+    fn record_drill(&mut self, runner: &Runner, fx: &[Effect]) {
+        let w = runner.world();
+        if let (Some(d), None) = (&w.drill, &self.drill_timeline) {
+            let mut t = crate::recover::Timeline::of_world(w);
+            t.origin = Some(d.began_at);
+            self.drill_timeline = Some(t);
+        }
+        let Some(t) = self.drill_timeline.as_mut() else {
+            return;
+        };
+        let origin = t.origin.unwrap_or(w.began_at);
+        let at = runner.now().saturating_sub(origin);
+        for e in fx {
+            t.record(w, e, at);
+        }
+    }
+
+    /// A drill ended: journal entry, `last-drill.json` and
+    /// `drill-<id>.json`, its timeline (`last-drill-timeline.svg`), status.
+    fn drill_done(&mut self, runner: &Runner, r: crate::engine::DrillResult) {
+        escalate::journal::drill_done(&r);
+        info!(drill_id = %r.id, outcome = r.outcome.as_str(), rto_ms = r.rto_ms, "drill finished");
+        match serde_json::to_vec_pretty(&r) {
+            Ok(json) => {
+                for name in ["last-drill.json".to_owned(), format!("{}.json", r.id)] {
+                    if let Err(e) = self.store.write_atomic(&name, &json, 0o644) {
+                        warn!(file = %name, error = %e, "drill result not written");
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "drill result not serialized"),
+        }
+        if let Some(mut t) = self.drill_timeline.take() {
+            let w = runner.world();
+            let mut report = crate::recover::Report::from_world(w, runner.now());
+            report.total_s =
+                (runner.now().saturating_sub(t.origin.unwrap_or(w.began_at))) as f64 / 1000.0;
+            t.finish(&report);
+            let svg = crate::recover::to_svg(&t);
+            if let Err(e) =
+                self.store
+                    .write_atomic("last-drill-timeline.svg", svg.as_bytes(), 0o644)
+            {
+                warn!(error = %e, "drill timeline not written");
+            }
+        }
+        self.last_drill = Some(r);
     }
 
     fn persist(&self, w: &World) {
@@ -797,6 +883,7 @@ impl Shell {
     fn publish(&mut self, runner: &Runner) {
         let mut snap = snapshot(runner.world(), runner.now(), &self.opts.config_path);
         snap.timeline.clone_from(&self.timeline_file);
+        snap.last_drill.clone_from(&self.last_drill);
         for s in &mut snap.services {
             if s.state == ServiceState::External {
                 if let Some(o) = self.owners.get(&s.name) {
@@ -1036,11 +1123,34 @@ pub fn snapshot(w: &World, now: u64, config: &std::path::Path) -> Snapshot {
         status_line: status_line(w),
         services,
         timeline: None,
+        drill: w.drill.as_ref().map(|d| crate::watch::types::DrillStatus {
+            id: d.id.clone(),
+            phase: match d.phase {
+                crate::engine::drill::DrillPhase::Stopping => "stopping",
+                crate::engine::drill::DrillPhase::Recovering => "recovering",
+            }
+            .to_owned(),
+            services: d
+                .services
+                .iter()
+                .map(|&s| w.services[s].info.name.clone())
+                .collect(),
+            healthy: d
+                .healthy
+                .keys()
+                .map(|&s| w.services[s].info.name.clone())
+                .collect(),
+            elapsed_s: now.saturating_sub(d.began_at) as f64 / 1000.0,
+        }),
+        last_drill: None,
     }
 }
 
 fn strip_ages(s: &Snapshot) -> Snapshot {
     let mut s = s.clone();
+    if let Some(d) = &mut s.drill {
+        d.elapsed_s = 0.0;
+    }
     for svc in &mut s.services {
         svc.health.age_s = None;
         svc.next_restart_in_s = svc.next_restart_in_s.map(|_| 0.0);

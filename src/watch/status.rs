@@ -156,6 +156,8 @@ pub async fn direct(cfg: &Config, plan: &Plan, sd: Option<&Systemd>) -> Snapshot
         ),
         services,
         timeline: None,
+        drill: None,
+        last_drill: None,
     }
 }
 

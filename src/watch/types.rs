@@ -110,6 +110,27 @@ pub struct Snapshot {
     /// directory), once that recovery finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<String>,
+    /// The recovery drill in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillStatus>,
+    /// The last drill's result (also `last-drill.json` in the state directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<crate::engine::DrillResult>,
+}
+
+/// A recovery drill in progress, as status shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillStatus {
+    /// Drill id.
+    pub id: String,
+    /// `stopping` or `recovering`.
+    pub phase: String,
+    /// Its services, with those healthy again.
+    pub services: Vec<String>,
+    /// Those healthy again.
+    pub healthy: Vec<String>,
+    /// Seconds since it began.
+    pub elapsed_s: f64,
 }
 
 /// A control request from the D-Bus API to the engine.
@@ -124,6 +145,15 @@ pub enum ApiCommand {
     /// Hand a service whose container another controller started back to
     /// its unit (the unit's container replaces it).
     Adopt(String),
+    /// Start a recovery drill of a stage or a service.
+    Drill {
+        /// `stage` or `service`.
+        kind: String,
+        /// Its name.
+        name: String,
+    },
+    /// Abort the drill in progress.
+    AbortDrill,
     /// Reload the configuration file (validate first; keep the old one on error).
     Reload,
 }

@@ -184,6 +184,57 @@ pub fn restart_issued(
     }
 }
 
+/// `MESSAGE_ID` of the entry written when a recovery drill ends (priority
+/// `notice` when it passed, `warning` otherwise).
+pub const DRILL_MESSAGE_ID: &str = "6f0e3d1c8b2a4c5d9e7f1a2b3c4d5e6f";
+
+/// Writes the entry of a finished drill: `DRILL_ID`, `SCOPE` (`stage core`),
+/// `OUTCOME`, `RTO_MS`, `TARGET_MS`, `STOP_MS` and `SERVICES`
+/// (`name=rto_ms/target_ms` per service). Falls back to a tracing line
+/// without journald; never fails.
+pub fn drill_done(r: &crate::engine::DrillResult) {
+    use crate::engine::DrillOutcome;
+    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+    let services = r
+        .services
+        .iter()
+        .map(|s| format!("{}={}/{}", s.name, opt(s.rto_ms), opt(s.target_ms)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let rto = r
+        .rto_ms
+        .map_or("not recovered".to_owned(), |ms| format!("{ms} ms"));
+    let message = format!(
+        "drill of {} {}: {} (RTO {rto}{})",
+        r.scope_kind,
+        r.scope,
+        r.outcome.as_str(),
+        r.target_ms
+            .map(|t| format!(", target {t} ms"))
+            .unwrap_or_default()
+    );
+    let fields = vec![
+        ("MESSAGE_ID", DRILL_MESSAGE_ID.to_owned()),
+        ("SYSLOG_IDENTIFIER", SYSLOG_IDENTIFIER.to_owned()),
+        ("DRILL_ID", r.id.clone()),
+        ("SCOPE", format!("{} {}", r.scope_kind, r.scope)),
+        ("OUTCOME", r.outcome.as_str().to_owned()),
+        ("RTO_MS", opt(r.rto_ms)),
+        ("TARGET_MS", opt(r.target_ms)),
+        ("STOP_MS", opt(r.stop_ms)),
+        ("SERVICES", services),
+    ];
+    let priority = if r.outcome == DrillOutcome::Passed {
+        Priority::Notice
+    } else {
+        Priority::Warning
+    };
+    if let Err(why) = send(priority, &message, &fields) {
+        tracing::warn!(drill_id = %r.id, outcome = r.outcome.as_str(), message_id = DRILL_MESSAGE_ID,
+            journal = %why, "{message}");
+    }
+}
+
 /// One native-protocol datagram; `Err` says why it was not sent.
 fn send(
     priority: Priority,
