@@ -734,6 +734,13 @@ fn gate_running_lets_the_stage_proceed_and_dependents_are_held() {
         "core proceeds while proxy waits"
     );
     assert!(d.starts_of("web") > 0);
+    d.run_for(10_000);
+    let text = crate::recover::Report::from_world(&d.w, d.now).to_text();
+    assert!(
+        text.contains("waiting for an operator: unseal it")
+            && text.contains("result: every stage up; waiting for an operator: proxy"),
+        "{text}"
+    );
     // reg (after proxy) fails meanwhile: held, not restarted.
     d.bad.insert("reg".into());
     d.run_for(60_000);

@@ -120,6 +120,9 @@ pub struct ServiceReport {
     /// container ID, image, who started it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// What the operator must do (status `waiting`: the check's `remedy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remedy: Option<String>,
 }
 
 /// One step of the critical path: the slowest service of a stage.
@@ -235,6 +238,11 @@ impl Report {
                     restarts: s.report.restarts,
                     died: s.report.died.clone(),
                     owner: matches!(s.life, Life::Foreign { .. }).then(|| s.reason.clone()),
+                    remedy: if matches!(s.life, Life::Waiting { .. }) {
+                        s.waiting_check().and_then(|c| c.spec.remedy.clone())
+                    } else {
+                        None
+                    },
                 });
             }
             if status == StageStatus::Healthy {
@@ -342,6 +350,9 @@ impl Report {
                         s.name
                     );
                 }
+                if let Some(r) = &s.remedy {
+                    let _ = writeln!(out, "      waiting for an operator: {r}");
+                }
                 if let Some(why) = &s.skipped {
                     let _ = writeln!(out, "      not started: {why}");
                 }
@@ -372,10 +383,22 @@ impl Report {
                 .collect();
             let _ = writeln!(out, "  critical path: {} = {sum:.2}s", path.join(" -> "));
         }
+        let waiting: Vec<&str> = self
+            .services
+            .iter()
+            .filter(|s| s.status == ServiceStatus::Waiting)
+            .map(|s| s.name.as_str())
+            .collect();
         let verdict = match self.outcome {
-            Outcome::AllHealthy => "all services healthy",
-            Outcome::SomeFailed => "some services failed (exit 1)",
-            Outcome::Blocked => "recovery blocked (exit 3)",
+            // A stage may proceed while a member waits for an operator
+            // (`gate = "running"`): say so instead of "all healthy".
+            Outcome::AllHealthy if !waiting.is_empty() => format!(
+                "every stage up; waiting for an operator: {} (see its remedy above)",
+                waiting.join(", ")
+            ),
+            Outcome::AllHealthy => "all services healthy".to_owned(),
+            Outcome::SomeFailed => "some services failed (exit 1)".to_owned(),
+            Outcome::Blocked => "recovery blocked (exit 3)".to_owned(),
         };
         let _ = writeln!(out, "  result: {verdict}");
         out
