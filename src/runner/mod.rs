@@ -108,6 +108,11 @@ pub struct Runner {
     /// detail, if one holds the name.
     owner_tx: mpsc::UnboundedSender<(SvcId, Option<String>)>,
     owner_rx: mpsc::UnboundedReceiver<(SvcId, Option<String>)>,
+    /// Held services whose look waits for the unit to be fully down (it
+    /// was seen `deactivating` after its process died: its stop commands
+    /// still run, and a deploy's `--replace` may not have created its
+    /// container yet).
+    deferred: std::collections::BTreeSet<SvcId>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -160,6 +165,7 @@ impl Runner {
             held: std::collections::BTreeMap::new(),
             owner_tx,
             owner_rx,
+            deferred: std::collections::BTreeSet::new(),
         }
     }
 
@@ -288,7 +294,20 @@ impl Runner {
                     Some(c) => {
                         if let Some(svc) = self.world.by_unit(&c.unit) {
                             if let Some(held) = self.held.get_mut(&svc) {
+                                let fully_down = unit_gone(&c.state);
+                                let up = !crate::engine::model::unit_is_down(&c.state);
                                 held.push(c.state);
+                                if self.deferred.contains(&svc) && (fully_down || up) {
+                                    self.deferred.remove(&svc);
+                                    if fully_down {
+                                        self.spawn_look(svc);
+                                    } else if let Some(held) = self.held.remove(&svc) {
+                                        // Up again before the look: nothing to look for.
+                                        for state in held {
+                                            let _ = self.tx.send(Event::Unit { svc, state });
+                                        }
+                                    }
+                                }
                             } else if self.look_before_death(svc, &c.state) {
                                 self.held.insert(svc, vec![c.state]);
                             } else {
@@ -510,8 +529,13 @@ impl Runner {
     /// ended the unit's container, and so the unit), the engine hears that
     /// first and leaves the service alone: no restart is issued, counted or
     /// logged. The unit's states are held back meanwhile and delivered in
-    /// order after the look. Returns whether a look was started.
-    fn look_before_death(&self, svc: SvcId, state: &crate::drive::UnitState) -> bool {
+    /// order after the look. A unit seen `deactivating` after its process
+    /// died is looked at once it is fully down (`inactive`/`failed`): its
+    /// stop commands run podman too, after the deploy's, so by then the
+    /// deployed container exists (the restart could not start earlier
+    /// anyway: systemd runs it after the stop). Returns whether its states
+    /// are held.
+    fn look_before_death(&mut self, svc: SvcId, state: &crate::drive::UnitState) -> bool {
         if !self.world.goal.acts() || !crate::engine::model::unit_is_down(state) {
             return false;
         }
@@ -529,15 +553,26 @@ impl Runner {
         if !up_before || !watched || s.job.is_some() {
             return false;
         }
-        let Some(check) = self.owner_check(svc, false) else {
+        if self.owner_check(svc, false).is_none() {
             return false;
-        };
+        }
+        if unit_gone(state) {
+            self.spawn_look(svc);
+        } else {
+            self.deferred.insert(svc);
+        }
+        true
+    }
+
+    /// The look of [`Runner::look_before_death`]; its result comes back on
+    /// `owner_rx`.
+    fn spawn_look(&self, svc: SvcId) {
+        let check = self.owner_check(svc, false);
         let tx = self.owner_tx.clone();
         tokio::spawn(async move {
-            let found = owner_holds(Some(check)).await;
+            let found = owner_holds(check).await;
             let _ = tx.send((svc, found));
         });
-        true
     }
 
     fn start(&self, svc: SvcId, token: u64, ignore_deps: bool, replace: bool) {
@@ -721,6 +756,12 @@ impl Runner {
             }
         });
     }
+}
+
+/// The unit is fully down (`inactive`, `failed`, gone): its stop commands
+/// have run.
+fn unit_gone(s: &crate::drive::UnitState) -> bool {
+    matches!(s.active_state.as_str(), "inactive" | "failed") || s.is_not_found()
 }
 
 /// The ownership check before a start or restart job ([`owner`]).

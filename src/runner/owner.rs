@@ -255,7 +255,7 @@ pub(super) async fn check_before_job(
             Some(c.detail())
         }
         Ok(None) => {
-            tracing::debug!(
+            tracing::info!(
                 service,
                 unit,
                 container,
