@@ -312,6 +312,7 @@ impl Runner {
                                 self.held.insert(svc, vec![c.state]);
                             } else {
                                 return Event::Unit { svc, state: c.state };
+                            }
                         }
                     }
                     None => {
