@@ -200,7 +200,8 @@ async fn with_restart_policy(
 /// `Ok(Some(..))` with what it is, `Ok(None)` when the name is free or
 /// the unit's own, `Err` when podman could not tell (the caller then goes
 /// ahead: an unknown owner is not a foreign one). One `podman ps`
-/// (about 50 ms directly or as a transient unit, measured in the sandbox).
+/// (46-66 ms as a transient unit in the sandbox, more while many run at
+/// once: see docs/daemon.md).
 pub async fn foreign_container(
     cfg: &Config,
     runner: &PodmanRunner,
