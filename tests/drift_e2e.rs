@@ -192,10 +192,10 @@ fn drift_after_a_deploy_outside_the_unit() {
         "/srv/mcq/mcq.toml",
     ];
     ok(&sb, sb.run_as_ok(UID, &deploy));
-    // The replaced container was the unit's main process: the unit stops and
-    // its ExecStop/ExecStopPost remove the container of that name (the
-    // controller fight of issue 13, part 2, not this test's subject). Once
-    // the unit has settled, deploy again: nothing fights it now.
+    // The replaced container was the unit's main process: the unit stops.
+    // Its ExecStop/ExecStopPost act only on a container labelled with the
+    // unit (issue 13, part 2), so the deployed one stays; should an older
+    // unit file have removed it anyway, deploy again once the unit settled.
     ok(
         &sb,
         sb.wait_until("mcq.service to stop", Duration::from_secs(60), || {
