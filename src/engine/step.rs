@@ -761,7 +761,18 @@ impl World {
             return;
         };
         match (token, s.job) {
-            (Some(t), Some(job)) if job.token == t => s.job = None,
+            (Some(t), Some(job)) if job.token == t => {
+                s.job = None;
+                if job.kind == JobKind::Restart {
+                    // The restart was not carried out: it does not count
+                    // (backoff, escalation window, totals).
+                    s.history.restarts.pop();
+                    s.history.backoff_level = s.history.backoff_level.saturating_sub(1);
+                    s.history.total_restarts = s.history.total_restarts.saturating_sub(1);
+                    s.report.restarts = s.report.restarts.saturating_sub(1);
+                    fx.push(Effect::Persist);
+                }
+            }
             // Another job is in flight: it decides.
             (_, Some(_)) => return,
             _ => {}

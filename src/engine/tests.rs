@@ -1024,3 +1024,27 @@ fn a_restarted_daemon_judges_the_instance_it_saw_healthy_with_steady_checks() {
     );
     assert_eq!(fresh.restarts_of("app"), 0);
 }
+
+#[test]
+fn a_restart_withheld_for_another_controllers_container_does_not_count() {
+    let mut d = Driver::new(Goal::Daemon);
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(10_000);
+    let app = d.id("app");
+    let before = d.w.services[app].history.clone();
+    // Its checks fail (another controller's container answers badly): the
+    // restart finds that container and is withheld.
+    d.foreign.insert("app".into());
+    d.bad.insert("app".into());
+    d.run_for(60_000);
+    assert!(
+        matches!(d.life("app"), Life::Foreign { .. }),
+        "{:?}",
+        d.life("app")
+    );
+    let after = &d.w.services[app].history;
+    assert_eq!(after.total_restarts, before.total_restarts);
+    assert_eq!(after.restarts, before.restarts);
+    assert_eq!(after.backoff_level, before.backoff_level);
+}
