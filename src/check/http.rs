@@ -161,7 +161,7 @@ where
             return Err(waiting());
         }
         progress.waiting_for(format!("body of {target}"));
-        let body = read_body(response.into_body(), target).await?;
+        let body = read_body(response.into_body(), target, None).await?;
         if wait_body_matches(w, &body) {
             return Err(waiting());
         }
@@ -173,42 +173,21 @@ where
     let Some(needle) = &check.body_contains else {
         return Ok(format!("HTTP {status}"));
     };
-
     progress.waiting_for(format!("body of {target}"));
-    let mut body = response.into_body();
-    let mut buf: Vec<u8> = Vec::new();
-    while buf.len() < BODY_LIMIT {
-        let Some(frame) = body.frame().await else {
-            break;
-        };
-        let frame = frame.map_err(|e| {
-            Failed::from(format!(
-                "HTTP: reading body of {target} failed: {}",
-                error_chain(&e)
-            ))
-        })?;
-        if let Ok(data) = frame.into_data() {
-            buf.extend_from_slice(&data);
-            if contains(&buf, needle.as_bytes()) {
-                return Ok(format!("HTTP {status}"));
-            }
-        }
-    }
-    buf.truncate(BODY_LIMIT);
-    if contains(&buf, needle.as_bytes()) {
-        Ok(format!("HTTP {status}"))
-    } else {
-        Err(Failed::from(format!(
-            "body of {target} does not contain `{needle}` (HTTP {status}, {} bytes read)",
-            buf.len()
-        )))
-    }
+    let body = read_body(response.into_body(), target, Some(needle.as_bytes())).await?;
+    judge(check, status, &body, target)
 }
 
-/// At most [`BODY_LIMIT`] bytes of `body`.
-async fn read_body(mut body: hyper::body::Incoming, target: &str) -> Result<Vec<u8>, Failed> {
+/// At most [`BODY_LIMIT`] bytes of `body`; no more once they contain
+/// `until` (a health endpoint that streams must not keep the probe waiting
+/// for its end).
+async fn read_body(
+    mut body: hyper::body::Incoming,
+    target: &str,
+    until: Option<&[u8]>,
+) -> Result<Vec<u8>, Failed> {
     let mut buf: Vec<u8> = Vec::new();
-    while buf.len() < BODY_LIMIT {
+    while buf.len() < BODY_LIMIT && !until.is_some_and(|n| contains(&buf, n)) {
         let Some(frame) = body.frame().await else {
             break;
         };
