@@ -59,8 +59,16 @@ fn man_pages_one_per_command() {
     let page = std::fs::read_to_string(dir.path().join("mcrecover-status.1")).unwrap();
     assert!(page.contains(".TH"), "not a man page: {page}");
     let drill = std::fs::read_to_string(dir.path().join("mcrecover-drill.1")).unwrap();
-    for option in ["\\-\\-stage", "\\-\\-service", "\\-\\-dry\\-run", "\\-\\-abort"] {
-        assert!(drill.contains(option), "mcrecover-drill.1 lacks {option}:\n{drill}");
+    for option in [
+        "\\-\\-stage",
+        "\\-\\-service",
+        "\\-\\-dry\\-run",
+        "\\-\\-abort",
+    ] {
+        assert!(
+            drill.contains(option),
+            "mcrecover-drill.1 lacks {option}:\n{drill}"
+        );
     }
 }
 

@@ -625,14 +625,7 @@ impl Runner {
                     debug!(unit = %unit, error = %e, "reset-failed before restart");
                 }
             }
-            let result = match tokio::time::timeout(RESTART_TIMEOUT, sd.restart(&unit)).await {
-                Ok(Ok(o)) => Ok((o.result, o.state)),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!(
-                    "restart job did not finish within {}s",
-                    RESTART_TIMEOUT.as_secs()
-                )),
-            };
+            let result = bounded_job("restart", sd.restart(&unit)).await;
             let _ = tx.send(Event::JobDone { svc, token, result });
         });
     }
@@ -644,19 +637,8 @@ impl Runner {
             return;
         };
         tokio::spawn(async move {
-            let result = match tokio::time::timeout(
-                RESTART_TIMEOUT,
-                sd.stop_mode(&unit, JobMode::IgnoreDependencies),
-            )
-            .await
-            {
-                Ok(Ok(o)) => Ok((o.result, o.state)),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!(
-                    "stop job did not finish within {}s",
-                    RESTART_TIMEOUT.as_secs()
-                )),
-            };
+            let job = sd.stop_mode(&unit, JobMode::IgnoreDependencies);
+            let result = bounded_job("stop", job).await;
             let _ = tx.send(Event::JobDone { svc, token, result });
         });
     }
@@ -756,6 +738,22 @@ impl Runner {
                 }
             }
         });
+    }
+}
+
+/// A restart or stop job given at most [`RESTART_TIMEOUT`], as the engine's
+/// job result: `(job result, unit state after it)` or why it failed.
+async fn bounded_job(
+    what: &str,
+    job: impl std::future::Future<Output = Result<crate::drive::JobOutcome, crate::drive::DriveError>>,
+) -> Result<(String, crate::drive::UnitState), String> {
+    match tokio::time::timeout(RESTART_TIMEOUT, job).await {
+        Ok(Ok(o)) => Ok((o.result, o.state)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "{what} job did not finish within {}s",
+            RESTART_TIMEOUT.as_secs()
+        )),
     }
 }
 
