@@ -108,6 +108,12 @@ fn run() -> (World, u64, Vec<Effect>) {
     (w, now, all)
 }
 
+/// The sample of `series` in `text` has the value `value`.
+fn expect_sample(text: &str, series: &str, value: &str) {
+    let l = sample_line(text, series);
+    assert!(l.ends_with(&format!(" {value}")), "{l}");
+}
+
 fn sample_line<'a>(text: &'a str, prefix: &str) -> &'a str {
     text.lines()
         .find(|l| l.starts_with(prefix))
@@ -141,51 +147,47 @@ fn a_recovered_platform_and_a_restart() {
     timer(app_id, 0, Duration::from_millis(3));
     let text = m.encode().unwrap_or_else(|e| panic!("{e}"));
     let stage = app.stage.clone().unwrap_or_default();
-    let l = sample_line(
+    expect_sample(
         &text,
         &format!("mcrecover_service_restarts_total{{service=\"app\",stage=\"{stage}\"}}"),
+        "1",
     );
-    assert!(l.ends_with(" 1"), "{l}");
-    let l = sample_line(
+    expect_sample(
         &text,
         &format!("mcrecover_service_state{{service=\"app\",stage=\"{stage}\",state=\"healthy\"}}"),
+        "1",
     );
-    assert!(l.ends_with(" 1"), "{l}");
-    let l = sample_line(
+    expect_sample(
         &text,
         &format!(
             "mcrecover_service_state{{service=\"app\",stage=\"{stage}\",state=\"unhealthy\"}}"
         ),
+        "0",
     );
-    assert!(l.ends_with(" 0"), "{l}");
-    let l = sample_line(
+    expect_sample(
         &text,
         &format!("mcrecover_service_escalations_total{{service=\"app\",stage=\"{stage}\"}}"),
+        "1",
     );
-    assert!(l.ends_with(" 1"), "{l}");
     let check = &w.services[app_id].checks[0].spec.name;
-    let l = sample_line(
+    expect_sample(
         &text,
         &format!("mcrecover_check_duration_seconds_count{{service=\"app\",check=\"{check}\"}}"),
+        "2",
     );
-    assert!(l.ends_with(" 2"), "{l}");
-    let l = sample_line(
-        &text,
-        &format!(
+    expect_sample(&text, &format!(
             "mcrecover_check_duration_seconds_bucket{{service=\"app\",check=\"{check}\",le=\"0.005\"}}"
-        ),
-    );
-    assert!(l.ends_with(" 1"), "{l}");
-    let l = sample_line(
+        ), "1");
+    expect_sample(
         &text,
         &format!("mcrecover_check_last_duration_seconds{{service=\"app\",check=\"{check}\"}}"),
+        "0.003",
     );
-    assert!(l.ends_with(" 0.003"), "{l}");
-    let l = sample_line(
+    expect_sample(
         &text,
         &format!("mcrecover_check_last_success{{service=\"app\",check=\"{check}\"}}"),
+        "1",
     );
-    assert!(l.ends_with(" 1"), "{l}");
     for st in &w.stages {
         let l = sample_line(
             &text,
@@ -251,13 +253,16 @@ fn a_reload_keeps_counters_and_a_restored_counter_never_goes_down() {
     let snap = snapshot(&fresh, now, std::path::Path::new("/etc/x.toml"));
     m.update(&fresh, &snap);
     let text = m.encode().unwrap_or_else(|e| panic!("{e}"));
-    let l = sample_line(&text, "mcrecover_service_restarts_total{service=\"app\"");
-    assert!(l.ends_with(" 1"), "{l}");
-    let l = sample_line(
+    expect_sample(
+        &text,
+        "mcrecover_service_restarts_total{service=\"app\"",
+        "1",
+    );
+    expect_sample(
         &text,
         "mcrecover_service_operator_waits_total{service=\"app\"",
+        "1",
     );
-    assert!(l.ends_with(" 1"), "{l}");
     // Recovery figures of the boot recovery stay.
     assert!(text.contains("mcrecover_stage_last_recovery_duration_seconds{"));
     assert!(text.contains("mcrecover_config_last_reload_successful 1\n"));
