@@ -203,6 +203,37 @@ fn assert_stage_order(sb: &Sandbox, uid: Option<u32>, rep: &Value) {
     }
 }
 
+/// Whether every stage's gate unit passed on the engine's verdict (`true`:
+/// "not probed again", src/runner/verdict.rs) or by probing (`false`).
+fn assert_gates_used_verdict(sb: &Sandbox, verdict: bool) {
+    for stage in STAGES {
+        let unit = format!("metacircular-{stage}-gate.service");
+        let mut text = String::new();
+        let res = sb.wait_until(
+            &format!("{unit}'s verdict line in the journal"),
+            Duration::from_secs(10),
+            || {
+                // The gate command's own line (`stage NAME: all N services
+                // healthy ...`), from the system or the user manager.
+                let tag = format!("stage {stage}: all ");
+                text = sb
+                    .journal_args(&["-t", "mcrecover"])
+                    .lines()
+                    .filter(|l| l.contains(&tag))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                Ok(!text.is_empty())
+            },
+        );
+        ok(sb, res);
+        assert_eq!(
+            text.contains("not probed again"),
+            verdict,
+            "{unit} (verdict expected: {verdict}):\n{text}"
+        );
+    }
+}
+
 #[test]
 fn rootful_quadlet_recovers_all_stages_in_order() {
     let Some(sb) = platform("e2e-rootful-quadlet", false, true) else {
@@ -218,6 +249,9 @@ fn rootful_quadlet_recovers_all_stages_in_order() {
         "/etc/containers/systemd/mcns.container"
     );
     assert_stage_order(&sb, None, &rep);
+    // The gate units took recover's verdict (/run/mcrecover) instead of
+    // probing the stages again.
+    assert_gates_used_verdict(&sb, true);
 }
 
 #[test]
@@ -247,6 +281,8 @@ fn rootless_service_backend_recovers_as_mcp() {
         home.join(".config/systemd/user/mcns.service")
     );
     assert_stage_order(&sb, Some(UID), &rep);
+    // ... through $XDG_RUNTIME_DIR/mcrecover for the user manager's gates.
+    assert_gates_used_verdict(&sb, true);
 }
 
 #[test]
@@ -296,6 +332,8 @@ fn systemctl_start_target_alone_recovers_in_stage_order() {
         }
     }
     assert_stage_order(&sb, None, &rep);
+    // Nobody handed the gates a verdict: they probed.
+    assert_gates_used_verdict(&sb, false);
     for stage in STAGES {
         let out = mcrecover(&sb, None, &["gate", "--config", &cfg, "--stage", stage]);
         assert_eq!(out.status.code(), Some(0), "stage {stage} healthy");

@@ -18,6 +18,13 @@ pub(super) fn run(cfg: &Config, stage: &str) -> Result<u8, Exit> {
         };
         let timeout = cfg.stages.get(index).map_or(0, |s| s.timeout.as_secs());
         let members = plan.stages.get(index).map_or(0, |s| s.services.len());
+        if let Some(age) = mcrecover::runner::verdict::take(cfg, stage) {
+            eprintln!(
+                "stage {stage}: all {members} services healthy (seen by mcrecover {} ms ago; not probed again)",
+                age.as_millis()
+            );
+            return Ok(0);
+        }
         let result = recover::gate(cfg, &plan, index, exec_via(cfg).await).await;
         if result.healthy {
             eprintln!("stage {stage}: all {members} services healthy");

@@ -6,8 +6,11 @@
 //! Cadences:
 //! - [`Cadence::Fast`] while a service is starting (after a start or a
 //!   restart, and while its stage is gated): a failed probe is retried after
-//!   a short pause ([`FIRST_RETRY_PAUSE_MS`] doubling up to
-//!   [`MAX_RETRY_PAUSE_MS`]), a passed one at once until `success_threshold`
+//!   a short pause: [`FIRST_RETRY_PAUSE_MS`] for the first
+//!   [`FAST_WINDOW_MS`] (a service that becomes ready then is seen within
+//!   one pause plus one probe: the stage transition waits for no longer),
+//!   then doubling up to [`MAX_RETRY_PAUSE_MS`] (a slow starter is not
+//!   hammered for minutes); a passed one at once until `success_threshold`
 //!   successes in a row; failures do not count (the service's start deadline
 //!   decides).
 //! - [`Cadence::Steady`] once healthy: every `interval`; `failing` after
@@ -29,6 +32,10 @@ use crate::config::Check;
 pub const FIRST_RETRY_PAUSE_MS: u64 = 25;
 /// Longest pause between two probes of a failing check while starting.
 pub const MAX_RETRY_PAUSE_MS: u64 = 100;
+/// How long after entering the fast cadence the pause stays at
+/// [`FIRST_RETRY_PAUSE_MS`] before it starts doubling (issue 15: stage
+/// transitions; a stand-in that needs 0.4-2.6 s is seen within 25 ms).
+pub const FAST_WINDOW_MS: u64 = 5_000;
 /// Longest pause between two probes of a check that answered "waiting for
 /// an operator".
 pub const WAIT_POLL_MS: u64 = 1_000;
@@ -116,6 +123,8 @@ pub struct CheckRun {
     successes: u32,
     failures: u32,
     pause: u64,
+    /// When the fast cadence began (its pause doubles after [`FAST_WINDOW_MS`]).
+    fast_since: u64,
     grace_until: u64,
 }
 
@@ -133,6 +142,7 @@ impl CheckRun {
             successes: 0,
             failures: 0,
             pause: FIRST_RETRY_PAUSE_MS,
+            fast_since: 0,
             grace_until: 0,
         }
     }
@@ -144,6 +154,7 @@ impl CheckRun {
         *self = CheckRun::new(spec);
         self.cadence = cadence;
         self.due = Some(now);
+        self.fast_since = now;
     }
 
     /// Keep the verdict, change the cadence: steady from `now` (next probe
@@ -172,6 +183,7 @@ impl CheckRun {
             }
             Cadence::Fast => {
                 self.pause = FIRST_RETRY_PAUSE_MS;
+                self.fast_since = now;
                 if self.in_flight.is_none() {
                     self.due = Some(now);
                 }
@@ -256,7 +268,9 @@ impl CheckRun {
                         self.passing = None;
                     }
                     self.due = Some(now.saturating_add(self.pause));
-                    self.pause = (self.pause * 2).min(MAX_RETRY_PAUSE_MS);
+                    if now.saturating_sub(self.fast_since) >= FAST_WINDOW_MS {
+                        self.pause = (self.pause * 2).min(MAX_RETRY_PAUSE_MS);
+                    }
                 }
             }
             Cadence::Steady => {
@@ -358,14 +372,26 @@ mod tests {
         assert!(c.on_result(7, false, false, "refused".into(), 5));
         assert_eq!(c.passing, None, "failures do not count while starting");
         assert_eq!(c.due, Some(5 + FIRST_RETRY_PAUSE_MS));
+        // The pause stays short for the fast window...
         probe(&mut c, 40, false);
-        assert_eq!(c.due, Some(40 + 2 * FIRST_RETRY_PAUSE_MS));
-        probe(&mut c, 100, false);
-        probe(&mut c, 300, false);
-        assert_eq!(c.due, Some(300 + MAX_RETRY_PAUSE_MS));
-        probe(&mut c, 400, true);
-        assert_eq!(c.due, Some(400), "a success is retried at once");
-        probe(&mut c, 401, true);
+        assert_eq!(c.due, Some(40 + FIRST_RETRY_PAUSE_MS));
+        probe(&mut c, FAST_WINDOW_MS - 1, false);
+        assert_eq!(c.due, Some(FAST_WINDOW_MS - 1 + FIRST_RETRY_PAUSE_MS));
+        // ...then doubles up to the longest pause.
+        probe(&mut c, FAST_WINDOW_MS, false);
+        assert_eq!(c.due, Some(FAST_WINDOW_MS + FIRST_RETRY_PAUSE_MS));
+        probe(&mut c, FAST_WINDOW_MS + 100, false);
+        assert_eq!(c.due, Some(FAST_WINDOW_MS + 100 + 2 * FIRST_RETRY_PAUSE_MS));
+        probe(&mut c, FAST_WINDOW_MS + 200, false);
+        probe(&mut c, FAST_WINDOW_MS + 300, false);
+        assert_eq!(c.due, Some(FAST_WINDOW_MS + 300 + MAX_RETRY_PAUSE_MS));
+        probe(&mut c, FAST_WINDOW_MS + 400, true);
+        assert_eq!(
+            c.due,
+            Some(FAST_WINDOW_MS + 400),
+            "a success is retried at once"
+        );
+        probe(&mut c, FAST_WINDOW_MS + 401, true);
         assert_eq!(c.passing, Some(true));
     }
 

@@ -11,6 +11,7 @@
 mod log;
 pub mod owner;
 mod preflight;
+pub mod verdict;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -113,6 +114,10 @@ pub struct Runner {
     /// still run, and a deploy's `--replace` may not have created its
     /// container yet).
     deferred: std::collections::BTreeSet<SvcId>,
+    /// Gate unit start jobs in flight: `recover` waits for them before it
+    /// returns (the last stage's gate, and so `metacircular.target`, is
+    /// active when it exits).
+    gates: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -166,6 +171,7 @@ impl Runner {
             owner_tx,
             owner_rx,
             deferred: std::collections::BTreeSet::new(),
+            gates: Vec::new(),
         }
     }
 
@@ -372,7 +378,12 @@ impl Runner {
                     reset_failed,
                     replace,
                 } => self.restart(svc, token, reset_failed, replace),
-                Effect::StartGate(stage) => self.start_gate(stage),
+                Effect::StartGate(stage) => {
+                    self.gates.retain(|g| !g.is_finished());
+                    if let Some(g) = self.start_gate(stage) {
+                        self.gates.push(g);
+                    }
+                }
                 Effect::Stop { svc, token } => self.stop(svc, token),
                 Effect::Probe { svc, check, token } => self.probe(svc, check, token),
                 Effect::Note(note) => {
@@ -397,6 +408,9 @@ impl Runner {
             for e in self.handle(ev) {
                 on_effect(&self.world, &e);
             }
+        }
+        for gate in std::mem::take(&mut self.gates) {
+            let _ = gate.await;
         }
     }
 
@@ -643,19 +657,25 @@ impl Runner {
         });
     }
 
-    fn start_gate(&self, stage: StageId) {
-        let Some(sd) = self.sd() else {
-            return;
-        };
-        let Some(st) = self.world.stages.get(stage) else {
-            return;
-        };
+    fn start_gate(&self, stage: StageId) -> Option<tokio::task::JoinHandle<()>> {
+        let sd = self.sd()?;
+        let st = self.world.stages.get(stage)?;
         let (name, gate) = (st.info.name.clone(), st.info.gate_unit.clone());
-        tokio::spawn(async move {
+        // The engine has just seen the stage healthy: tell the gate unit, so
+        // that it does not probe it all once more (docs/recovery.md).
+        match verdict::write(&self.cfg, &name) {
+            Ok(path) => {
+                debug!(stage = %name, path = %path.display(), "stage verdict written for its gate")
+            }
+            Err(e) => {
+                debug!(stage = %name, error = %e, "no stage verdict for its gate (it probes)")
+            }
+        }
+        Some(tokio::spawn(async move {
             if let Err(e) = sd.start(&gate).await {
                 warn!(stage = %name, unit = %gate, error = %e, "gate unit did not pass after the stage was healthy");
             }
-        });
+        }))
     }
 
     fn probe(&self, svc: SvcId, check: usize, token: u64) {

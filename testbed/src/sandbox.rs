@@ -1274,7 +1274,9 @@ impl Sandbox {
         self.journal_args(&[])
     }
 
-    fn journal_args(&self, args: &[&str]) -> String {
+    /// The sandbox journal's lines (`short-precise`) for `journalctl ARGS`
+    /// (e.g. `["-t", "mcrecover"]`: one syslog identifier, any manager).
+    pub fn journal_args(&self, args: &[&str]) -> String {
         let mut argv = vec!["journalctl", "--no-pager", "-q", "-o", "short-precise"];
         argv.extend_from_slice(args);
         let out = self.run(&argv);
