@@ -118,7 +118,16 @@ pub struct Runner {
     /// returns (the last stage's gate, and so `metacircular.target`, is
     /// active when it exits).
     gates: Vec<tokio::task::JoinHandle<()>>,
+    /// When the ownership look after a service's unit went down last found
+    /// the name free: a restart issued within [`LOOK_FRESH`] of it does
+    /// not look again (the same answer, about 100 ms later on the path to
+    /// the container's return; issue 15).
+    looked_free: std::collections::BTreeMap<SvcId, Instant>,
 }
+
+/// How long the ownership look after a unit went down stands in for the
+/// look before its restart.
+const LOOK_FRESH: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Runner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -172,6 +181,7 @@ impl Runner {
             owner_rx,
             deferred: std::collections::BTreeSet::new(),
             gates: Vec::new(),
+            looked_free: std::collections::BTreeMap::new(),
         }
     }
 
@@ -284,7 +294,10 @@ impl Runner {
                     // The look is done: what it found first, then the
                     // unit's states in the order they came.
                     if let Some(detail) = foreign {
+                        self.looked_free.remove(&svc);
                         let _ = self.tx.send(Event::Foreign { svc, token: None, detail });
+                    } else {
+                        self.looked_free.insert(svc, Instant::now());
                     }
                     for state in self.held.remove(&svc).unwrap_or_default() {
                         let _ = self.tx.send(Event::Unit { svc, state });
@@ -619,12 +632,24 @@ impl Runner {
         });
     }
 
-    fn restart(&self, svc: SvcId, token: u64, reset_failed: bool, replace: bool) {
+    fn restart(&mut self, svc: SvcId, token: u64, reset_failed: bool, replace: bool) {
         let tx = self.tx.clone();
         let Some((sd, unit)) = self.job_target(svc, token) else {
             return;
         };
-        let check = self.owner_check(svc, replace);
+        // The look after its unit went down just found the name free: that
+        // look ran once the unit's stop had finished (a deploy's container
+        // exists by then), so it answers for this restart too.
+        let fresh = self
+            .looked_free
+            .remove(&svc)
+            .is_some_and(|at| at.elapsed() < LOOK_FRESH);
+        let check = if fresh {
+            debug!(unit = %unit, "ownership looked at just now: restarting without another look");
+            None
+        } else {
+            self.owner_check(svc, replace)
+        };
         tokio::spawn(async move {
             if let Some(detail) = owner_holds(check).await {
                 let _ = tx.send(Event::Foreign {
