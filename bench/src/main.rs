@@ -61,6 +61,14 @@ struct Cli {
     /// Also write the raw measurements as JSON here.
     #[arg(long)]
     raw: Option<PathBuf>,
+    /// The sandboxes' base for the items that boot one (recovery, reaction,
+    /// footprint, scale-start): `bookworm` (the host's systemd 252 and
+    /// podman 4.3) or `trixie` (the testbed's Debian trixie root
+    /// filesystem: systemd 257, podman 5.4; `scripts/build-trixie-rootfs`).
+    /// Rows measured on trixie are items of their own (`reaction-trixie`,
+    /// ...).
+    #[arg(long, env = "MCBENCH_BASE", default_value = "bookworm")]
+    base: String,
     /// Items to run (default all): recovery reaction footprint scale-config
     /// scale-validation scale-checks scale-start, or 1 2 3 4 / scale.
     items: Vec<String>,
@@ -78,6 +86,8 @@ pub struct Ctx {
     pub mcbench: PathBuf,
     /// Raw measurements, by item.
     pub raw: serde_json::Map<String, serde_json::Value>,
+    /// The sandboxes' base (`--base`); `None`: the host's own.
+    pub base: Option<mcrecover_testbed::Base>,
 }
 
 fn expand(items: &[String]) -> Result<Vec<String>> {
@@ -147,7 +157,19 @@ fn run() -> Result<()> {
         mcrecover,
         mcbench: std::env::current_exe()?,
         raw: serde_json::Map::new(),
+        base: match cli.base.as_str() {
+            "bookworm" | "host" => None,
+            "trixie" => {
+                if let Some(why) = mcrecover_testbed::trixie_missing() {
+                    bail!("--base trixie: {why}");
+                }
+                Some(mcrecover_testbed::Base::trixie().map_err(|e| anyhow::anyhow!("{e}"))?)
+            }
+            other => bail!("unknown --base `{other}` (bookworm, trixie)"),
+        },
     };
+    let suffix = if ctx.base.is_some() { "-trixie" } else { "" };
+    let items_run: Vec<String> = items.iter().map(|i| format!("{i}{suffix}")).collect();
     eprintln!("mcbench: machine: {}", report::machine());
     let mut rows: Vec<Row> = Vec::new();
     for item in &items {
@@ -163,10 +185,20 @@ fn run() -> Result<()> {
             "scale-start" => scale::start(&mut ctx),
             _ => unreachable!("expanded"),
         };
-        let got = got.unwrap_or_else(|e| {
+        let mut got = got.unwrap_or_else(|e| {
             eprintln!("mcbench: {item} failed: {e:#}");
             vec![Row::skipped(item, "(item failed)", "", &format!("{e:#}"))]
         });
+        if ctx.base.is_some() {
+            for r in &mut got {
+                r.item.push_str(suffix);
+                r.note = format!(
+                    "trixie sandbox (systemd 257, podman 5.4){}{}",
+                    if r.note.is_empty() { "" } else { "; " },
+                    r.note
+                );
+            }
+        }
         eprintln!("mcbench: {item} took {:.1}s", t.elapsed().as_secs_f64());
         eprint!("{}", report::text_table(&got));
         rows.extend(got);
@@ -180,7 +212,7 @@ fn run() -> Result<()> {
             &root.join("docs/performance.md"),
             &root.join("docs/performance.json"),
             &rows,
-            &items,
+            &items_run,
             cli.quick,
         )?;
         eprintln!("mcbench: wrote docs/performance.md and docs/performance.json");

@@ -313,11 +313,16 @@ pub(crate) fn write_docs(
     all.retain(|r| !items_run.contains(&r.item));
     all.extend(rows.iter().cloned());
     let order = crate::ITEMS;
+    // Each item, then its trixie rows (`ITEM-trixie`).
     all.sort_by_key(|r| {
+        let (base, trixie) = match r.item.strip_suffix("-trixie") {
+            Some(b) => (b, 1),
+            None => (r.item.as_str(), 0),
+        };
         order
             .iter()
-            .position(|i| *i == r.item)
-            .unwrap_or(usize::MAX)
+            .position(|i| *i == base)
+            .map_or(usize::MAX, |p| 2 * p + trixie)
     });
     let machine = machine();
     let stored = Stored {
@@ -329,7 +334,7 @@ pub(crate) fn write_docs(
     let mut gen = format!(
         "{BEGIN}\n\nMachine: {machine}.\nLast run: `scripts/bench{}{}` at {}. Rows keep the time and load of their own run.\n\n",
         if quick { " --quick" } else { "" },
-        if items_run.len() == crate::ITEMS.len() {
+        if items_run.len() == crate::ITEMS.len() && !items_run[0].ends_with("-trixie") {
             String::new()
         } else {
             format!(" {}", items_run.join(" "))

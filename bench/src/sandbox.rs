@@ -20,7 +20,10 @@ pub(crate) const UNIT_DIR: &str = "/run/systemd/system";
 /// in /usr/bin inside. No quadlet (plain `.service` units).
 pub(crate) fn platform(name: &str, ctx: &Ctx) -> Result<Sandbox> {
     mcrecover_testbed::check_prerequisites().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut opts = SandboxOptions::metacircular(name);
+    let mut opts = match &ctx.base {
+        Some(base) => SandboxOptions::metacircular_on(name, base.clone()),
+        None => SandboxOptions::metacircular(name),
+    };
     opts.rootless_user = None;
     opts.quadlet_generator = None;
     let t = Instant::now();

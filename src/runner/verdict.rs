@@ -207,7 +207,11 @@ checks = [{{ kind = "tcp", address = "127.0.0.1:{check_port}" }}]
         write_in(&dir, "core", &line("abc", now_usec())).unwrap_or_else(|e| panic!("{e}"));
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(take_in(&dir, "gate-core", "abc"), None, "group/world-writable");
+        assert_eq!(
+            take_in(&dir, "gate-core", "abc"),
+            None,
+            "group/world-writable"
+        );
     }
 
     #[test]
