@@ -289,6 +289,10 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
         }
     }
     let _ = sandbox::reset(&sb, &all_units);
+    // Issue 15 item 3: the launch floor with nothing else running.
+    let floor_n = if ctx.quick { 3 } else { 7 };
+    let (floor_podman, floor_unit) = launch_floor(&sb, &all_units, floor_n)?;
+    raw.push(json!({"launch_floor_podman_ms": floor_podman, "launch_floor_unit_ms": floor_unit}));
     ctx.raw.insert("recovery".into(), Value::Array(raw));
 
     let pick = |who: &str, f: fn(&Trial) -> f64| -> Vec<f64> {
@@ -356,6 +360,53 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
     ] {
         rows.push(Row::new("recovery", name, "").summary(summarize(&pick("mcrecover", f)), "ms"));
     }
+    // Issue 15 item 2: each stage transition (stage ready → the next
+    // stage's first unit leaves inactive), the first stage's start excluded.
+    let transitions: Vec<f64> = results
+        .iter()
+        .filter(|t| t.who == "mcrecover")
+        .flat_map(|t| t.stages.iter().skip(1).map(|(_, v)| v[0]))
+        .filter(|d| d.is_finite())
+        .collect();
+    let tr = summarize(&transitions);
+    rows.push(
+        Row::new(
+            "recovery",
+            "stage ready → next stage's first unit starts, per transition",
+            "≤ 50 ms",
+        )
+        .summary(tr, "ms")
+        .pass(tr.is_some_and(|t| t.median <= 50.0))
+        .note("the slowest stand-in of a stage writes .standin/ready → InactiveExitTimestamp of the next stage's first unit; 3 transitions per run; includes the last probe's detection, the engine, the gate unit on the engine's verdict and systemd's start job"),
+    );
+    let fp = summarize(&floor_podman);
+    let fu = summarize(&floor_unit);
+    rows.push(
+        Row::new("recovery", "launch floor: `podman run -d` of one stand-in alone", "")
+            .summary(fp, "ms")
+            .note("mcq's own podman run line (no --sdnotify, another name), nothing else running: command spawn → the stand-in's process start (.standin/started); then removed"),
+    );
+    rows.push(
+        Row::new("recovery", "launch floor: `systemctl start` of one unit alone", "")
+            .summary(fu, "ms")
+            .note("mcq.service with job mode ignore-dependencies, nothing else running: spawn → the stand-in's process start"),
+    );
+    if let (Some(total), Some(cp), Some(f)) = (m_total, m_cp, fu) {
+        let n = STAGES.len() as f64;
+        let goal = cp.median + n * (f.median + 50.0);
+        let mut r = Row::new(
+            "recovery",
+            "time to all healthy vs critical path + per stage (unit launch floor + 50 ms)",
+            "≤ 1.00×",
+        );
+        r.measured = format!("{} ms vs {} ms", fmt_num(total.median), fmt_num(goal));
+        r.spread = format!("medians (n={})", total.n);
+        r = r
+            .ratio(format!("{}×", fmt_num(total.median / goal)))
+            .pass(total.median <= goal)
+            .note("issue 15 item 3, read per stage: each stage pays one launch (its units start in parallel); the floor is the systemctl start row above");
+        rows.push(r);
+    }
     rows.push(
         Row::new("recovery", "time to all healthy, 1 s polling baseline", "")
             .summary(b_total, "ms")
@@ -386,6 +437,67 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
         r.pass(ok2 && !ratio2.is_empty())
     });
     Ok(rows)
+}
+
+/// The launch floor, `n` times each with nothing else running: (`podman
+/// run -d` of mcq's own command line under another name, `systemctl start`
+/// of mcq.service with dependencies ignored), spawn → the stand-in's
+/// process start (its `.standin/started`), in ms.
+fn launch_floor(sb: &Sandbox, all_units: &[String], n: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    let unit_text = std::fs::read_to_string(sb.host_path(&format!("{UNIT_DIR}/mcq.service")))
+        .context("rendered mcq.service")?;
+    let exec = unit_text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .context("mcq.service has no ExecStart=")?
+        .replace(" --sdnotify=conmon", "")
+        .replace("--name mcq ", "--name mcbench-floor ");
+    let dir = metacircular_service("mcq")
+        .map(|x| x.standin_dir)
+        .context("mcq")?;
+    let started = sb.host_path(&format!("{dir}/.standin/started"));
+    let wait_started = |t0: f64| -> Result<f64> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(t) = std::fs::read_to_string(&started)
+                .ok()
+                .and_then(|s| s.trim().parse::<f64>().ok())
+                .filter(|&t| t >= t0 - 1.0)
+            {
+                return Ok(t - t0);
+            }
+            if Instant::now() > deadline {
+                bail!("the stand-in did not start within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    let (mut podman, mut unit) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        sandbox::reset(sb, all_units)?;
+        let _ = std::fs::remove_file(&started);
+        std::thread::sleep(Duration::from_millis(300));
+        let t0 = now_ms();
+        sandbox::run_ok(sb, &["sh", "-c", &exec])?;
+        podman.push(wait_started(t0)?);
+        let _ = sb.run(&["podman", "rm", "-f", "-t", "0", "mcbench-floor"]);
+        let _ = std::fs::remove_file(&started);
+        std::thread::sleep(Duration::from_millis(300));
+        let t0 = now_ms();
+        sandbox::run_ok(
+            sb,
+            &[
+                "systemctl",
+                "start",
+                "--no-block",
+                "--job-mode=ignore-dependencies",
+                "mcq.service",
+            ],
+        )?;
+        unit.push(wait_started(t0)?);
+    }
+    sandbox::reset(sb, all_units)?;
+    Ok((podman, unit))
 }
 
 /// `mcbench __baseline --config P --prefix bl- --interval-ms 1000`, run inside
