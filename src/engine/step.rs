@@ -1244,6 +1244,17 @@ impl World {
             if !probing {
                 continue;
             }
+            // A container whose start (or restart) job still runs is not
+            // running yet: probing it is pointless, and under rootful podman
+            // 5 a TCP probe in the moment between podman reserving the host
+            // port and its DNAT rule would be accepted by conmon's
+            // reservation socket and pass before the service listens (seen
+            // in the trixie testbed). Due probes go out once the job is done.
+            if matches!(self.services[svc].life, Life::Starting { .. })
+                && self.services[svc].job.is_some()
+            {
+                continue;
+            }
             for check in 0..self.services[svc].checks.len() {
                 let token = self.next_token + 1;
                 if self.services[svc].checks[check].take_due(now, token) {

@@ -281,6 +281,48 @@ fn recover_ramps_stage_by_stage_and_settles() {
 }
 
 #[test]
+fn a_starting_service_is_probed_only_once_its_start_job_is_done() {
+    let mut d = Driver::new(Goal::Recover);
+    d.ev(Event::Begin);
+    let Some(Effect::Preflight { stage, token, .. }) = d
+        .queue
+        .iter()
+        .find(|e| matches!(e, Effect::Preflight { .. }))
+        .cloned()
+    else {
+        panic!("no preflight: {:?}", d.queue)
+    };
+    d.queue.clear();
+    d.ev(Event::PreflightDone {
+        stage,
+        token,
+        problems: vec![],
+    });
+    let dns = d.id("dns");
+    assert!(
+        d.queue
+            .iter()
+            .any(|e| matches!(e, Effect::Start { svc, .. } if *svc == dns)),
+        "{:?}",
+        d.queue
+    );
+    assert!(
+        !d.queue
+            .iter()
+            .any(|e| matches!(e, Effect::Probe { svc, .. } if *svc == dns)),
+        "probed while its start job runs: {:?}",
+        d.queue
+    );
+    // The job is done (the unit is active): probed at once, healthy.
+    d.drain();
+    assert!(d
+        .log
+        .iter()
+        .any(|e| matches!(e, Effect::Probe { svc, .. } if *svc == dns)));
+    assert!(healthy(&d.life("dns")));
+}
+
+#[test]
 fn a_unit_dying_while_its_stage_is_gated_is_restarted_at_once() {
     let mut d = Driver::new(Goal::Recover);
     d.bad.insert("proxy".into());
