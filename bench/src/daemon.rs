@@ -96,8 +96,15 @@ fn platform_with_daemon(ctx: &Ctx, name: &str, interval: &str) -> Result<(Sandbo
     Ok((sb, config))
 }
 
+/// `MCBENCH_DAEMON_ENV`: space-separated `NAME=VALUE` pairs for the daemon's
+/// environment (e.g. `MALLOC_ARENA_MAX=1`), to measure a unit setting.
 fn start_daemon(sb: &Sandbox, config: &str) -> Result<()> {
-    let out = sb.run(&[
+    let env: Vec<String> = std::env::var("MCBENCH_DAEMON_ENV")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|kv| format!("Environment={kv}"))
+        .collect();
+    let mut argv = vec![
         "systemd-run",
         "--unit",
         DAEMON_UNIT,
@@ -107,6 +114,11 @@ fn start_daemon(sb: &Sandbox, config: &str) -> Result<()> {
         "NotifyAccess=main",
         "-p",
         "TimeoutStartSec=180",
+    ];
+    for e in &env {
+        argv.extend(["-p", e.as_str()]);
+    }
+    argv.extend([
         "/usr/bin/mcrecover",
         "daemon",
         "--config",
@@ -120,6 +132,7 @@ fn start_daemon(sb: &Sandbox, config: &str) -> Result<()> {
         "--api-bus",
         "none",
     ]);
+    let out = sb.run(&argv);
     if !out.status.success() {
         let j = String::from_utf8_lossy(
             &sb.run(&["journalctl", "-u", DAEMON_UNIT, "--no-pager", "-n", "40"])
@@ -411,8 +424,107 @@ fn unit_cgroup(sb: &Sandbox, unit: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(base).join(rel.trim().trim_start_matches('/')))
 }
 
-/// Samples `unit`'s cgroup every second for `secs`: (RSS MiB samples, CPU % of a core).
-fn measure(sb: &Sandbox, unit: &str, secs: u64) -> Result<(Vec<f64>, f64)> {
+/// What a process's RSS is made of (KiB), from /proc/PID/smaps: the pages of
+/// its own executable's mappings, of other files (libraries, locale), and
+/// anonymous ones (heap, stacks, relocated data); the three add up to Rss.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct RssSplit {
+    binary: u64,
+    other_files: u64,
+    anonymous: u64,
+}
+
+impl std::ops::AddAssign for RssSplit {
+    fn add_assign(&mut self, o: Self) {
+        self.binary += o.binary;
+        self.other_files += o.other_files;
+        self.anonymous += o.anonymous;
+    }
+}
+
+/// [`RssSplit`] of an smaps text; `exe_inode` identifies the executable's
+/// mappings (paths are not comparable across the sandbox's mount namespace).
+fn rss_split(smaps: &str, exe_inode: Option<u64>) -> RssSplit {
+    let mut split = RssSplit::default();
+    // (is the executable, has a file, Rss, Anonymous) of the current mapping.
+    let mut cur: Option<(bool, bool, u64, u64)> = None;
+    let mut flush = |cur: &mut Option<(bool, bool, u64, u64)>| {
+        if let Some((exe, file, rss, anon)) = cur.take() {
+            split.anonymous += anon;
+            let f = rss.saturating_sub(anon);
+            if exe {
+                split.binary += f;
+            } else if file {
+                split.other_files += f;
+            } else {
+                // Non-file mappings ([heap], [stack], anon) whose pages are
+                // not counted as Anonymous (e.g. the vdso): anonymous here.
+                split.anonymous += f;
+            }
+        }
+    };
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        let kib = || {
+            line.split_whitespace()
+                .nth(1)
+                .and_then(|k| k.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        if first == "Rss:" {
+            if let Some(c) = cur.as_mut() {
+                c.2 = kib();
+            }
+        } else if first == "Anonymous:" {
+            if let Some(c) = cur.as_mut() {
+                c.3 = kib();
+            }
+        } else if first.contains('-') && !first.ends_with(':') {
+            // A mapping header: start-end perms offset dev inode [path].
+            flush(&mut cur);
+            let inode = words
+                .nth(3)
+                .and_then(|i| i.parse::<u64>().ok())
+                .unwrap_or(0);
+            let exe = inode != 0 && Some(inode) == exe_inode;
+            cur = Some((exe, inode != 0, 0, 0));
+        }
+    }
+    flush(&mut cur);
+    split
+}
+
+/// Σ [`RssSplit`] of the processes in host cgroup dir `cg`.
+fn cgroup_split(cg: &std::path::Path) -> RssSplit {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = RssSplit::default();
+    let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
+    for p in procs.lines() {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{p}/smaps")) {
+            let ino = std::fs::metadata(format!("/proc/{p}/exe"))
+                .ok()
+                .map(|m| m.ino());
+            total += rss_split(&text, ino);
+        }
+    }
+    total
+}
+
+/// What [`measure`] saw.
+struct Measured {
+    /// RSS samples, MiB.
+    rss: Vec<f64>,
+    /// CPU % of a core over the window.
+    cpu: f64,
+    /// The split at the start and at the end of the window.
+    first: RssSplit,
+    last: RssSplit,
+}
+
+/// Samples `unit`'s cgroup every second for `secs`; the RSS split once a
+/// minute too (logged), so a long window shows how the anonymous part grows.
+fn measure(sb: &Sandbox, unit: &str, secs: u64) -> Result<Measured> {
     let cg = unit_cgroup(sb, unit)?;
     if !cg.join("cgroup.procs").exists() {
         let status = String::from_utf8_lossy(
@@ -431,13 +543,25 @@ fn measure(sb: &Sandbox, unit: &str, secs: u64) -> Result<(Vec<f64>, f64)> {
         );
     }
     let (_, u0) = cgroup_sample(&cg);
+    let first = cgroup_split(&cg);
     let t = Instant::now();
     let mut rss = Vec::new();
     while t.elapsed().as_secs() < secs {
         std::thread::sleep(Duration::from_secs(1));
         rss.push(cgroup_sample(&cg).0 as f64 / 1024.0);
+        if secs > 120 && rss.len() % 60 == 0 {
+            let s = cgroup_split(&cg);
+            eprintln!(
+                "mcbench: {unit} at {} s: binary {} KiB, other files {} KiB, anonymous {} KiB",
+                rss.len(),
+                s.binary,
+                s.other_files,
+                s.anonymous
+            );
+        }
     }
     let (_, u1) = cgroup_sample(&cg);
+    let last = cgroup_split(&cg);
     let cpu = 100.0 * (u1.saturating_sub(u0)) as f64 / 1e6 / t.elapsed().as_secs_f64();
     // What the RSS is made of (anonymous = heap and stacks; the rest is
     // file-backed, mostly the mapped binary and libraries), for the log.
@@ -462,7 +586,16 @@ fn measure(sb: &Sandbox, unit: &str, secs: u64) -> Result<(Vec<f64>, f64)> {
             );
         }
     }
-    Ok((rss, cpu))
+    eprintln!(
+        "mcbench: {unit}: binary {} KiB, other files {} KiB, anonymous {} KiB (start of the window: {} / {} / {})",
+        last.binary, last.other_files, last.anonymous, first.binary, first.other_files, first.anonymous
+    );
+    Ok(Measured {
+        rss,
+        cpu,
+        first,
+        last,
+    })
 }
 
 /// A monitrc with checks equivalent to the example's (5 s cycle).
@@ -518,15 +651,23 @@ fn monitrc() -> String {
 /// Item 3.
 pub(crate) fn footprint(ctx: &mut Ctx) -> Result<Vec<Row>> {
     let secs = if ctx.quick { 15 } else { 60 };
+    // The daemon's window: MCBENCH_SOAK_SECS (e.g. 3600) for a soak, whose
+    // anonymous-RSS growth is the figure to watch; monit keeps `secs`.
+    let d_secs = std::env::var("MCBENCH_SOAK_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(secs);
     let (sb, _config) = platform_with_daemon(ctx, "bench-footprint", "5s")?;
     std::thread::sleep(Duration::from_secs(5));
-    let (d_rss, d_cpu) = measure(&sb, DAEMON_UNIT, secs)?;
+    let dm = measure(&sb, DAEMON_UNIT, d_secs)?;
+    let (d_rss, d_cpu) = (&dm.rss, dm.cpu);
     let _ = sb.run(&["systemctl", "stop", DAEMON_UNIT]);
     // monit, same endpoints, same window.
     let monit = ["/usr/bin/monit", "/usr/sbin/monit"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists());
-    let mut monit_res: Result<(Vec<f64>, f64)> = Err(anyhow::anyhow!(
+    let mut monit_res: Result<Measured> = Err(anyhow::anyhow!(
         "monit not installed (apt-get install -y monit)"
     ));
     if let Some(monit) = monit {
@@ -563,23 +704,55 @@ pub(crate) fn footprint(ctx: &mut Ctx) -> Result<Vec<Row>> {
             ctx.raw.insert("monit-log".into(), json!(log));
         }
     }
-    let d = summarize(&d_rss);
+    let d = summarize(d_rss);
     let d_max = d_rss.iter().cloned().fold(0.0, f64::max);
     let mut rows = vec![
         Row::new("footprint", "daemon RSS (12 services, 5 s interval)", "≤ 15 MiB")
             .summary(d, "MiB")
             .pass(d_max <= 15.0 && d.is_some())
-            .note(format!("Σ VmRSS of the daemon unit's cgroup processes, sampled every 1 s for {secs} s (max {} MiB); rootful sandbox, mcrecover daemon as a transient Type=notify service, restart_owner = mcrecover", fmt_num(d_max))),
+            .note(format!("Σ VmRSS of the daemon unit's cgroup processes, sampled every 1 s for {d_secs} s (max {} MiB); rootful sandbox, mcrecover daemon as a transient Type=notify service, restart_owner = mcrecover", fmt_num(d_max))),
+        {
+            let mut r = Row::new("footprint", "  of which the mapped binary", "");
+            r.measured = format!("{} MiB", fmt_num(dm.last.binary as f64 / 1024.0));
+            r.spread = "end of the window".into();
+            r.note = format!(
+                "/proc/PID/smaps at the end of the window: file-backed Rss of the executable's mappings; other files (libraries) {} MiB",
+                fmt_num(dm.last.other_files as f64 / 1024.0)
+            );
+            r
+        },
+        {
+            let mut r = Row::new("footprint", "  of which anonymous (heap, stacks)", "");
+            r.measured = format!("{} MiB", fmt_num(dm.last.anonymous as f64 / 1024.0));
+            r.spread = "end of the window".into();
+            r.note = "/proc/PID/smaps Anonymous (+ the Rss of mappings without a file)".into();
+            r
+        },
+        {
+            let growth = dm.last.anonymous as f64 - dm.first.anonymous as f64;
+            let mut r = Row::new("footprint", "daemon anonymous RSS growth over the window", "");
+            r.measured = format!("{} KiB", fmt_num(growth));
+            r.spread = format!("{d_secs} s window");
+            r.note = format!(
+                "anonymous {} → {} KiB from the window's start to its end (MCBENCH_SOAK_SECS sets the window, e.g. 3600)",
+                dm.first.anonymous, dm.last.anonymous
+            );
+            r
+        },
         {
             let mut r = Row::new("footprint", "daemon CPU", "≤ 0.5 % of a core");
             r.measured = format!("{} %", fmt_num(d_cpu));
-            r.spread = format!("{secs} s window");
+            r.spread = format!("{d_secs} s window");
             r.note = "cgroup cpu.stat usage_usec delta / wall".into();
             r.pass(d_cpu <= 0.5)
         },
     ];
     match monit_res {
-        Ok((m_rss, m_cpu)) => {
+        Ok(Measured {
+            rss: m_rss,
+            cpu: m_cpu,
+            ..
+        }) => {
             let m = summarize(&m_rss);
             let ratio = match (d, m) {
                 (Some(d), Some(m)) if m.median > 0.0 => d.median / m.median,
@@ -610,6 +783,37 @@ pub(crate) fn footprint(ctx: &mut Ctx) -> Result<Vec<Row>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn splits_rss_by_mapping() {
+        let smaps = "\
+55d0c0000000-55d0c0100000 r--p 00000000 00:2f 4242 /usr/bin/mcrecover
+Size:               1024 kB
+Rss:                 800 kB
+Anonymous:             0 kB
+55d0c0100000-55d0c0200000 rw-p 00100000 00:2f 4242 /usr/bin/mcrecover
+Rss:                  40 kB
+Anonymous:            30 kB
+55d0c1000000-55d0c1100000 rw-p 00000000 00:00 0 [heap]
+Rss:                 500 kB
+Anonymous:           500 kB
+7f0000000000-7f0000100000 r-xp 00000000 fe:01 77 /usr/lib/x86_64-linux-gnu/libc.so.6
+Rss:                 900 kB
+Anonymous:             0 kB
+7ffc00000000-7ffc00002000 r-xp 00000000 00:00 0 [vdso]
+Rss:                   4 kB
+Anonymous:             0 kB
+";
+        let s = super::rss_split(smaps, Some(4242));
+        assert_eq!(
+            s,
+            super::RssSplit {
+                binary: 810,
+                other_files: 900,
+                anonymous: 534
+            }
+        );
+    }
+
     #[test]
     fn drops_one_table() {
         let t = "[platform]\na = 1\n\n[watch]\nb = 2\n# c\n[[stages]]\nd = 3\n";
