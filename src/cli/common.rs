@@ -20,8 +20,10 @@ pub(super) struct Exit(pub(super) u8, pub(super) anyhow::Error);
 
 pub(super) fn init_tracing(default_level: &str) {
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MCRECOVER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let filter = log_filter(
+        std::env::var("MCRECOVER_LOG").ok().as_deref(),
+        default_level,
+    );
     let journald = if std::env::var_os("JOURNAL_STREAM").is_some() {
         // Fields land unprefixed (SERVICE=, UNIT=, STAGE=, CHECK=) so
         // `journalctl SERVICE=mcns` works.
@@ -43,6 +45,17 @@ pub(super) fn init_tracing(default_level: &str) {
         .with(journald)
         .with(fmt)
         .init();
+}
+
+/// The filter of `MCRECOVER_LOG` (`debug`, `mcrecover=debug,zbus=warn`: a
+/// default level and levels per target; no span or field filters, which
+/// would link a regex engine into the daemon), else of `default_level`.
+fn log_filter(env: Option<&str>, default_level: &str) -> tracing_subscriber::filter::Targets {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    env.filter(|v| !v.trim().is_empty())
+        .and_then(|v| v.parse::<Targets>().ok())
+        .or_else(|| default_level.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
 }
 
 /// Colour (ANSI escape sequences) on stderr only for a terminal that can
@@ -223,6 +236,21 @@ pub(super) async fn exec_via(cfg: &Config) -> mcrecover::check::ExecVia {
 mod tests {
     use super::*;
     use std::ffi::OsStr;
+
+    #[test]
+    fn mcrecover_log_sets_levels_per_target() {
+        use tracing::Level;
+        let f = log_filter(Some("mcrecover=debug,zbus=warn"), "info");
+        assert!(f.would_enable("mcrecover::watch", &Level::DEBUG));
+        assert!(!f.would_enable("zbus::conn", &Level::INFO));
+        // Unset, empty or unparsable: the command's default.
+        for env in [None, Some(""), Some("mcrecover=loud")] {
+            let f = log_filter(env, "warn");
+            assert!(f.would_enable("mcrecover", &Level::WARN), "{env:?}");
+            assert!(!f.would_enable("mcrecover", &Level::INFO), "{env:?}");
+        }
+        assert!(log_filter(Some("debug"), "warn").would_enable("hyper", &Level::DEBUG));
+    }
 
     #[test]
     fn colour_only_on_a_terminal_that_wants_it() {
