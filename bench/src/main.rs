@@ -15,6 +15,7 @@
 //! with scale-validation's dependency edges when a shape is given (for profiling).
 
 mod daemon;
+mod peers;
 mod recovery;
 mod report;
 mod sandbox;
@@ -37,6 +38,7 @@ pub const ITEMS: &[&str] = &[
     "scale-validation",
     "scale-checks",
     "scale-start",
+    "peer-gating",
 ];
 
 #[derive(Parser, Debug)]
@@ -106,6 +108,7 @@ fn expand(items: &[String]) -> Result<Vec<String>> {
                 "scale-checks",
                 "scale-start",
             ],
+            "7" | "peer-gating" => vec!["peer-gating"],
             "scale-config" | "scale-validation" | "scale-checks" | "scale-start" => {
                 vec![i.as_str()]
             }
@@ -183,6 +186,7 @@ fn run() -> Result<()> {
             "scale-validation" => validation::run(&mut ctx),
             "scale-checks" => scale::checks(&mut ctx),
             "scale-start" => scale::start(&mut ctx),
+            "peer-gating" => peers::run(&mut ctx),
             _ => unreachable!("expanded"),
         };
         let mut got = got.unwrap_or_else(|e| {

@@ -40,7 +40,7 @@ pub(crate) const DELAYS: &[(&str, u64)] = &[
     ("sgardd", 1900),
 ];
 
-const STAGES: &[(&str, &[&str])] = &[
+pub(crate) const STAGES: &[(&str, &[&str])] = &[
     ("foundation", &["mcns"]),
     (
         "core",
@@ -58,13 +58,13 @@ const STAGES: &[(&str, &[&str])] = &[
 
 /// One recovery measured from outside.
 #[derive(Debug, Clone, serde::Serialize)]
-struct Trial {
-    who: &'static str,
+pub(crate) struct Trial {
+    pub(crate) who: &'static str,
     /// Wall time, spawn to exit (ms).
-    total_ms: f64,
+    pub(crate) total_ms: f64,
     /// Sum over stages of the slowest stand-in's ready − started.
-    critical_ms: f64,
-    overhead_ms: f64,
+    pub(crate) critical_ms: f64,
+    pub(crate) overhead_ms: f64,
     /// Σ over stages: first container process start − previous stage ready (or t0).
     gap_ms: f64,
     /// Of `gap_ms`: previous stage ready (or t0) → first unit of the stage leaves inactive.
@@ -89,7 +89,13 @@ fn read_ms(sb: &Sandbox, path: &str) -> Option<f64> {
 }
 
 /// Decomposes one run from the stand-ins' timestamps and the units' start times.
-fn analyse(sb: &Sandbox, who: &'static str, prefix: &str, t0: f64, t1: f64) -> Result<Trial> {
+pub(crate) fn analyse(
+    sb: &Sandbox,
+    who: &'static str,
+    prefix: &str,
+    t0: f64,
+    t1: f64,
+) -> Result<Trial> {
     let mut units = Vec::new();
     for (_, svcs) in STAGES {
         for s in *svcs {
@@ -170,7 +176,7 @@ fn analyse(sb: &Sandbox, who: &'static str, prefix: &str, t0: f64, t1: f64) -> R
     })
 }
 
-fn clear_standin_files(sb: &Sandbox) {
+pub(crate) fn clear_standin_files(sb: &Sandbox) {
     for (s, _) in DELAYS {
         if let Some(x) = metacircular_service(s) {
             let _ =
