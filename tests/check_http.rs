@@ -287,3 +287,77 @@ async fn hanging_servers_time_out() {
         format!("timed out after 300ms waiting for HTTP response from {url}")
     );
 }
+
+/// Start an HTTPS server like [`start_https`] that counts the handshakes
+/// that resumed a session; returns its address and the count.
+async fn start_https_counting(
+    pki: &Pki,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let acceptor = TlsAcceptor::from(pki.server_config(&[b"http/1.1"]));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let resumed = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = resumed.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let count = count.clone();
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(stream).await {
+                    if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
+                    serve(tls).await;
+                }
+            });
+        }
+    });
+    (addr, resumed)
+}
+
+/// Probes of the same server reuse one TLS configuration and so resume the
+/// session; a CA file changed on disk is used from the next probe on, with
+/// a full handshake (a resumed session must not hide a trust change).
+#[tokio::test]
+async fn https_sessions_resume_and_a_changed_ca_file_is_used_at_once() {
+    use std::sync::atomic::Ordering;
+    let pki = Pki::new();
+    let (addr, resumed) = start_https_counting(&pki).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::copy(&pki.ca_file, &ca).unwrap();
+    let c = || {
+        let mut c = http(&format!("https://localhost:{}/v1/health", addr.port()));
+        c.connect_to = Some(addr);
+        c.tls.ca_file = Some(ca.clone());
+        c
+    };
+    for _ in 0..3 {
+        let out = run(c()).await;
+        assert!(out.ok, "{out}");
+    }
+    assert!(
+        resumed.load(Ordering::SeqCst) >= 1,
+        "no session was resumed in 3 probes"
+    );
+
+    // Another CA, written in place: not trusted, at once.
+    std::fs::write(&ca, std::fs::read(&pki.other_ca_file).unwrap()).unwrap();
+    let out = run(c()).await;
+    assert!(!out.ok);
+    assert!(out.detail.contains("not trusted"), "{}", out.detail);
+
+    // Replaced by the right one again (rename): trusted again.
+    let tmp = dir.path().join("ca.pem.new");
+    std::fs::copy(&pki.ca_file, &tmp).unwrap();
+    std::fs::rename(&tmp, &ca).unwrap();
+    let out = run(c()).await;
+    assert!(out.ok, "{out}");
+
+    // Gone: the probe says so, as before.
+    std::fs::remove_file(&ca).unwrap();
+    let out = run(c()).await;
+    assert!(!out.ok);
+    assert!(out.detail.contains("cannot read CA file"), "{}", out.detail);
+}

@@ -63,7 +63,7 @@ async fn dial(check: &GrpcCheck, progress: &Progress) -> Result<String, Answer> 
         Some(opts) => {
             let ip = addr.ip().to_string();
             let name = opts.server_name.as_deref().unwrap_or(&ip);
-            let config = tls::client_config(opts, &[b"h2"])
+            let config = tls::probe_config(opts, &[b"h2"], addr, name)
                 .await
                 .map_err(|e| Failed::from(e.to_string()))?;
             let target = addr.to_string();

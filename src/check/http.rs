@@ -57,7 +57,7 @@ pub(super) async fn probe(
     let tcp = connect_tcp(addr, progress).await?;
     let target = describe_target(url, check.connect_to);
     if https {
-        let stream = tls_connect(&check.tls, name, tcp, &target, progress).await?;
+        let stream = tls_connect(&check.tls, name, addr, tcp, &target, progress).await?;
         exchange(stream, check, wait, &host_header, &target, progress).await
     } else {
         exchange(tcp, check, wait, &host_header, &target, progress).await
@@ -92,15 +92,17 @@ async fn resolve(host: &Host<&str>, port: u16, progress: &Progress) -> Result<So
     }
 }
 
-/// TLS handshake offering HTTP/1.1.
+/// TLS handshake offering HTTP/1.1 (resuming the last session with the
+/// server at `addr` when it allows).
 async fn tls_connect(
     opts: &TlsOptions,
     name: &str,
+    addr: SocketAddr,
     tcp: tokio::net::TcpStream,
     target: &str,
     progress: &Progress,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, Failed> {
-    let config = tls::client_config(opts, &[b"http/1.1"])
+    let config = tls::probe_config(opts, &[b"http/1.1"], addr, name)
         .await
         .map_err(|e| Failed::from(e.to_string()))?;
     progress.waiting_for(format!("TLS handshake with {target}"));

@@ -3,10 +3,27 @@
 //! roots, or an explicit `insecure` verifier that accepts any certificate),
 //! dials the handshake, and turns handshake failures into sentences a person
 //! can act on ("TLS: certificate not valid for <name>: <why>").
+//!
+//! Probes do not build a configuration each time: [`probe_config`] keeps one
+//! per (trust, ALPN, dialled address, server name), so the CA bundle is not
+//! re-read and re-parsed per probe and the configuration's session store lets
+//! the next probe of the same server resume its TLS session (no certificate
+//! chain to verify again). Two bounds keep that honest:
+//! - a CA file is looked at (one `stat`) on every probe and re-read when its
+//!   size, mtime, ctime or inode changed, so an edited or replaced bundle is
+//!   used from the next probe on (with fresh sessions: nothing resumes across
+//!   a trust change); a file that cannot be read fails the probe as before;
+//! - a configuration, and so its sessions, lives at most
+//!   [`FULL_HANDSHAKE_EVERY`]: a server whose certificate goes bad while it
+//!   keeps resuming sessions is caught by the next full handshake.
 
+use std::collections::HashMap;
 use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -51,9 +68,226 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
-/// The crypto provider every check uses (ring).
+/// The crypto provider every check uses (ring), built once.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+/// The built-in web roots as a root store, built once.
+fn web_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            Arc::new(RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            })
+        })
+        .clone()
+}
+
+/// How long a probe configuration (and the TLS sessions it stores) is
+/// reused before the next probe builds a fresh one and so makes a full
+/// handshake, verifying the server's certificate chain again. Resumed
+/// sessions are not re-verified: this bounds how late a certificate that
+/// went bad on a server that keeps resuming sessions is reported.
+pub const FULL_HANDSHAKE_EVERY: Duration = Duration::from_secs(60);
+
+/// At most this many probe configurations are kept (one per server a check
+/// talks to); beyond it the expired ones, then all, are dropped.
+const MAX_PROBE_CONFIGS: usize = 4096;
+
+/// What identifies a CA file's content without reading it: device, inode,
+/// size, mtime and ctime (nanoseconds). Replaced (rename), rewritten or
+/// truncated files all change it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        // One stat of a local file: done inline (a blocking-pool hop would
+        // cost more than the call).
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+/// Where a configuration's trust comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Trust {
+    Insecure,
+    WebRoots,
+    CaFile(PathBuf),
+}
+
+impl Trust {
+    fn of(opts: &TlsOptions) -> Trust {
+        match (&opts.ca_file, opts.insecure) {
+            (_, true) => Trust::Insecure,
+            (Some(path), false) => Trust::CaFile(path.clone()),
+            (None, false) => Trust::WebRoots,
+        }
+    }
+}
+
+/// A parsed CA file and the stamp of what was parsed.
+type ParsedCaFile = (FileStamp, Arc<RootCertStore>);
+
+/// The root store of `trust` (none for `insecure`), with the CA file's
+/// stamp: parsed CA files are kept per path and re-read when the stamp
+/// changed.
+async fn trust_roots(
+    trust: &Trust,
+) -> Result<(Option<Arc<RootCertStore>>, Option<FileStamp>), TlsError> {
+    static CA_FILES: OnceLock<Mutex<HashMap<PathBuf, ParsedCaFile>>> = OnceLock::new();
+    let path = match trust {
+        Trust::Insecure => return Ok((None, None)),
+        Trust::WebRoots => return Ok((Some(web_roots()), None)),
+        Trust::CaFile(path) => path,
+    };
+    let cache = CA_FILES.get_or_init(Mutex::default);
+    // Stamp before reading: a change during the read shows at the next probe.
+    let Some(stamp) = FileStamp::of(path) else {
+        // Cannot stat: reading fails too, with the usual wording.
+        cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(path);
+        return roots_from_file(path)
+            .await
+            .map(|r| (Some(Arc::new(r)), None));
+    };
+    if let Some((s, roots)) = cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(path)
+    {
+        if *s == stamp {
+            return Ok((Some(roots.clone()), Some(stamp)));
+        }
+    }
+    let roots = match roots_from_file(path).await {
+        Ok(roots) => Arc::new(roots),
+        Err(e) => {
+            cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(path);
+            return Err(e);
+        }
+    };
+    cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(path.clone(), (stamp, roots.clone()));
+    Ok((Some(roots), Some(stamp)))
+}
+
+/// A configuration for `trust` offering `alpn`, with `resumption`.
+fn build_config(
+    roots: Option<Arc<RootCertStore>>,
+    alpn: &[&[u8]],
+    resumption: Option<rustls::client::Resumption>,
+) -> Result<ClientConfig, TlsError> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let mut config = match roots {
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert {
+                algorithms: provider.signature_verification_algorithms,
+            }))
+            .with_no_client_auth(),
+        Some(roots) => builder.with_root_certificates(roots).with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    if let Some(resumption) = resumption {
+        config.resumption = resumption;
+    }
+    Ok(config)
+}
+
+/// Which probe configuration: one per server a check talks to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ProbeKey {
+    trust: Trust,
+    alpn: Vec<Vec<u8>>,
+    peer: SocketAddr,
+    name: String,
+}
+
+/// A kept probe configuration.
+struct Kept {
+    config: Arc<ClientConfig>,
+    /// The CA file's stamp when it was built (None: no CA file).
+    stamp: Option<FileStamp>,
+    built: Instant,
+}
+
+/// The client configuration a probe of the server at `peer`, spoken to as
+/// `name`, uses: built once and reused (see the module documentation), so
+/// the next probe of that server resumes the TLS session. Errors are not
+/// kept: a CA file that cannot be read or parsed is tried again next time.
+pub async fn probe_config(
+    opts: &TlsOptions,
+    alpn: &[&[u8]],
+    peer: SocketAddr,
+    name: &str,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    static KEPT: OnceLock<Mutex<HashMap<ProbeKey, Kept>>> = OnceLock::new();
+    let kept = KEPT.get_or_init(Mutex::default);
+    let trust = Trust::of(opts);
+    let (roots, stamp) = trust_roots(&trust).await?;
+    let key = ProbeKey {
+        trust,
+        alpn: alpn.iter().map(|p| p.to_vec()).collect(),
+        peer,
+        name: name.to_owned(),
+    };
+    let now = Instant::now();
+    if let Some(k) = kept
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+    {
+        if k.stamp == stamp && now.duration_since(k.built) < FULL_HANDSHAKE_EVERY {
+            return Ok(k.config.clone());
+        }
+    }
+    // One server name per configuration: a tiny session store.
+    let resumption = rustls::client::Resumption::in_memory_sessions(2);
+    let config = Arc::new(build_config(roots, alpn, Some(resumption))?);
+    let mut map = kept.lock().unwrap_or_else(PoisonError::into_inner);
+    if map.len() >= MAX_PROBE_CONFIGS && !map.contains_key(&key) {
+        map.retain(|_, k| now.duration_since(k.built) < FULL_HANDSHAKE_EVERY);
+        if map.len() >= MAX_PROBE_CONFIGS {
+            map.clear();
+        }
+    }
+    map.insert(
+        key,
+        Kept {
+            config: config.clone(),
+            stamp,
+            built: now,
+        },
+    );
+    Ok(config)
 }
 
 /// Build a rustls client configuration for `opts`, offering `alpn` protocols
@@ -61,31 +295,14 @@ fn provider() -> Arc<CryptoProvider> {
 ///
 /// Trust comes from `opts.ca_file` (PEM bundle) if set, else from the
 /// built-in web roots; `opts.insecure` skips verification entirely.
+/// A fresh configuration (its own session store) each call; probes use
+/// [`probe_config`].
 pub async fn client_config(
     opts: &TlsOptions,
     alpn: &[&[u8]],
 ) -> Result<Arc<ClientConfig>, TlsError> {
-    let provider = provider();
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
-    let mut config = if opts.insecure {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert {
-                algorithms: provider.signature_verification_algorithms,
-            }))
-            .with_no_client_auth()
-    } else {
-        let roots = match &opts.ca_file {
-            Some(path) => roots_from_file(path).await?,
-            None => RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            },
-        };
-        builder.with_root_certificates(roots).with_no_client_auth()
-    };
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(config))
+    let (roots, _) = trust_roots(&Trust::of(opts)).await?;
+    Ok(Arc::new(build_config(roots, alpn, None)?))
 }
 
 /// Read a PEM CA bundle into a root store.
