@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use mcrecover_testbed::metacircular_service;
 use serde_json::{json, Value};
 
-use crate::recovery::{analyse, clear_standin_files, Trial, DELAYS, STAGES};
+use crate::recovery::{analyse, clear_standin_files, example_sandbox, Trial, STAGES};
 use crate::report::{fmt_num, summarize, Row};
 use crate::sandbox::{self, now_ms, UNIT_DIR};
 use crate::Ctx;
@@ -68,16 +68,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
         bail!("needs podman >= 5.0 for Notify=healthy: run with --base trixie");
     }
     let trials = ctx.trials.unwrap_or(if ctx.quick { 1 } else { 5 });
-    let sb = sandbox::platform("bench-peers", ctx)?;
-    let config = sandbox::rootful_example(&sb, "/srv/bench-peers.toml")?;
-    for (s, ms) in DELAYS {
-        let dir = metacircular_service(s)
-            .map(|x| x.standin_dir)
-            .context("service")?;
-        sb.write_file(&format!("{dir}/ready-delay-ms"), ms.to_string().as_bytes())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    sandbox::install(&sb, &config)?;
+    let (sb, config) = example_sandbox(ctx, "bench-peers")?;
     let out_dir = "/run/mcbench-quadlet";
     sandbox::run_ok(
         &sb,

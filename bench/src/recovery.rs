@@ -187,11 +187,12 @@ pub(crate) fn clear_standin_files(sb: &Sandbox) {
     }
 }
 
-/// Item 1.
-pub(crate) fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
-    let trials = ctx.trials.unwrap_or(if ctx.quick { 1 } else { 5 });
-    let sb = sandbox::platform("bench-recovery", ctx)?;
-    let config = sandbox::rootful_example(&sb, "/srv/bench-recovery.toml")?;
+/// A sandbox `name` with the rootful example at `/srv/NAME.toml`, the
+/// stand-ins' ready delays ([`DELAYS`]) and its units installed; the
+/// configuration's path.
+pub(crate) fn example_sandbox(ctx: &Ctx, name: &str) -> Result<(Sandbox, String)> {
+    let sb = sandbox::platform(name, ctx)?;
+    let config = sandbox::rootful_example(&sb, &format!("/srv/{name}.toml"))?;
     for (s, ms) in DELAYS {
         let dir = metacircular_service(s)
             .map(|x| x.standin_dir)
@@ -200,6 +201,13 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     sandbox::install(&sb, &config)?;
+    Ok((sb, config))
+}
+
+/// Item 1.
+pub(crate) fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
+    let trials = ctx.trials.unwrap_or(if ctx.quick { 1 } else { 5 });
+    let (sb, config) = example_sandbox(ctx, "bench-recovery")?;
     // Baseline units: the same files without the dependency on the previous stage's gate.
     let mut all_units: Vec<String> = Vec::new();
     for (_, svcs) in STAGES {
