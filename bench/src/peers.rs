@@ -14,13 +14,11 @@
 //! the `recovery` item; time to all healthy is spawn → exit of `recover`
 //! and of `systemctl start peer.target`.
 
-use std::time::Duration;
-
 use anyhow::{bail, Context, Result};
 use mcrecover_testbed::metacircular_service;
 use serde_json::{json, Value};
 
-use crate::recovery::{analyse, clear_standin_files, example_sandbox, Trial, STAGES};
+use crate::recovery::{analyse, example_sandbox, from_zero, Trial, STAGES};
 use crate::report::{fmt_num, summarize, Row};
 use crate::sandbox::{self, now_ms, UNIT_DIR};
 use crate::Ctx;
@@ -127,9 +125,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
     for trial in 0..trials {
         let order = if trial % 2 == 0 { [0, 1] } else { [1, 0] };
         for which in order {
-            sandbox::reset(&sb, &all_units)?;
-            clear_standin_files(&sb);
-            std::thread::sleep(Duration::from_millis(500));
+            from_zero(&sb, &all_units)?;
             let argv: Vec<&str> = if which == 0 {
                 sandbox::recover_argv(&config)
             } else {

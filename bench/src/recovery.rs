@@ -176,7 +176,16 @@ pub(crate) fn analyse(
     })
 }
 
-pub(crate) fn clear_standin_files(sb: &Sandbox) {
+/// Every unit of `units` stopped, no container left, the stand-ins'
+/// timestamps removed, then a short settle: the start of a trial.
+pub(crate) fn from_zero(sb: &Sandbox, units: &[String]) -> Result<()> {
+    sandbox::reset(sb, units)?;
+    clear_standin_files(sb);
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(())
+}
+
+fn clear_standin_files(sb: &Sandbox) {
     for (s, _) in DELAYS {
         if let Some(x) = metacircular_service(s) {
             let _ =
@@ -237,9 +246,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
     for trial in 0..trials {
         let order = if trial % 2 == 0 { [0, 1] } else { [1, 0] };
         for which in order {
-            sandbox::reset(&sb, &all_units)?;
-            clear_standin_files(&sb);
-            std::thread::sleep(Duration::from_millis(500));
+            from_zero(&sb, &all_units)?;
             let t0 = now_ms();
             let (out, argv, who, prefix) = if which == 0 {
                 // MCBENCH_RECOVER_LOG=<filter>: run with MCRECOVER_LOG=<filter>, stderr into --raw.

@@ -615,12 +615,7 @@ impl Runner {
         };
         let check = self.owner_check(svc, replace);
         tokio::spawn(async move {
-            if let Some(detail) = owner_holds(check).await {
-                let _ = tx.send(Event::Foreign {
-                    svc,
-                    token: Some(token),
-                    detail,
-                });
+            if withheld(check, &tx, svc, token).await {
                 return;
             }
             let result = sd
@@ -651,12 +646,7 @@ impl Runner {
             self.owner_check(svc, replace)
         };
         tokio::spawn(async move {
-            if let Some(detail) = owner_holds(check).await {
-                let _ = tx.send(Event::Foreign {
-                    svc,
-                    token: Some(token),
-                    detail,
-                });
+            if withheld(check, &tx, svc, token).await {
                 return;
             }
             if reset_failed {
@@ -806,6 +796,26 @@ async fn bounded_job(
 /// have run.
 fn unit_gone(s: &crate::drive::UnitState) -> bool {
     matches!(s.active_state.as_str(), "inactive" | "failed") || s.is_not_found()
+}
+
+/// Runs `check` before the job `token` of `svc`: when another controller's
+/// container holds the name, tells the engine ([`Event::Foreign`]) and
+/// returns true (the job must not run).
+async fn withheld(
+    check: Option<OwnerCheck>,
+    tx: &mpsc::UnboundedSender<Event>,
+    svc: SvcId,
+    token: u64,
+) -> bool {
+    let Some(detail) = owner_holds(check).await else {
+        return false;
+    };
+    let _ = tx.send(Event::Foreign {
+        svc,
+        token: Some(token),
+        detail,
+    });
+    true
 }
 
 /// The ownership check before a start or restart job ([`owner`]).
