@@ -230,6 +230,54 @@ fn run_in(ctx: &mut Ctx, dir: &Path, n: usize) -> Result<Vec<Row>> {
         rows.push(split);
     }
 
+    // The daemon's engine for such a platform: built at start and on every
+    // reload (`World::new`, the upstream sets), in-process, the library as
+    // the binary has it.
+    for (services, stages) in [(1000, 20), (4000, 20)] {
+        let (text, edges) = config(services, stages, Shape::Random);
+        let path = dir.join(format!("engine_{services}.toml"));
+        std::fs::write(&path, &text)?;
+        let cfg = mcrecover::config::load(&path)
+            .map_err(|e| anyhow::anyhow!("generated configuration refused: {e}"))?;
+        let plan = mcrecover::plan::build(&cfg)
+            .map_err(|e| anyhow::anyhow!("generated configuration not planned: {e}"))?;
+        let history = mcrecover::engine::history::PersistedState::default();
+        let build = || {
+            let t = Instant::now();
+            let w = mcrecover::engine::World::new(
+                &cfg,
+                &plan,
+                mcrecover::engine::Goal::Daemon,
+                &history,
+            );
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            let entries: usize = w
+                .services
+                .iter()
+                .map(|s| s.info.upstreams.iter().count())
+                .sum();
+            (ms, entries)
+        };
+        let (_, entries) = build();
+        let times: Vec<f64> = (0..n).map(|_| build().0).collect();
+        raw.insert(
+            format!("engine_{services}"),
+            serde_json::json!({"services": services, "stages": stages, "edges": edges,
+                "upstream_entries": entries, "world_new_ms": times}),
+        );
+        rows.push(
+            Row::new(
+                "scale-validation",
+                &format!("  the daemon's engine for {services} svc / {edges} edges / {stages} stages (World::new)"),
+                "",
+            )
+            .summary(summarize(&times), "ms")
+            .note(format!(
+                "built at the daemon's start and on every reload, on the event loop: every service's transitive upstreams ({entries} in all) as one bitset each; in-process (mcbench links the library), after 1 warm-up"
+            )),
+        );
+    }
+
     // The chain closed into a cycle: check-config must refuse it.
     let (text, edges) = config(500, 20, Shape::Cycle);
     let cfg = dir.join("cycle_500.toml");

@@ -142,8 +142,8 @@ pub struct SvcInfo {
     pub unit: Option<String>,
     /// The engine may restart it (has a unit, `restart` is not `no`).
     pub restartable: bool,
-    /// Every upstream (transitively), root-most first.
-    pub upstreams: Vec<SvcId>,
+    /// Every upstream (transitively); iterated root-most first.
+    pub upstreams: super::policy::SvcSet,
     /// `gate = "running"`: its stage may proceed while it waits for an
     /// operator (else only once it is healthy).
     pub proceed_while_waiting: bool,
@@ -408,7 +408,7 @@ impl World {
             .enumerate()
             .map(|(i, n)| (n.as_str(), i))
             .collect();
-        let ups = super::policy::upstreams(plan);
+        let mut ups = super::policy::upstream_sets(plan);
         let stage_of: BTreeMap<&str, StageId> = plan
             .stages
             .iter()
@@ -418,7 +418,8 @@ impl World {
         let services = plan
             .order
             .iter()
-            .map(|name| {
+            .enumerate()
+            .map(|(i, name)| {
                 let ps = plan.services.get(name);
                 let svc = cfg.services.get(name);
                 let restartable = svc
@@ -432,14 +433,7 @@ impl World {
                             .collect()
                     })
                     .unwrap_or_default();
-                let upstreams = ups
-                    .get(name)
-                    .map(|v| {
-                        v.iter()
-                            .filter_map(|u| ids.get(u.as_str()).copied())
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let upstreams = ups.get_mut(i).map(std::mem::take).unwrap_or_default();
                 Svc {
                     info: SvcInfo {
                         name: name.clone(),

@@ -865,7 +865,6 @@ impl World {
         s.info
             .upstreams
             .iter()
-            .copied()
             .find(|&u| self.services.get(u).is_some_and(is_troubled))
     }
 

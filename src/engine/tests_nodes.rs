@@ -216,7 +216,7 @@ fn a_failing_external_member_is_reported_down_never_held() {
     let mut n = Node::new();
     let (idp, app, dns) = (n.id("idp"), n.id("app"), n.id("dns"));
     assert!(n.w.services[idp].info.upstreams.is_empty());
-    assert!(n.w.services[app].info.upstreams.contains(&idp));
+    assert!(n.w.services[app].info.upstreams.contains(idp));
     n.ev(Event::Begin);
     n.drain();
     n.run_for(60_000);

@@ -215,15 +215,18 @@ fn stage_after_an_empty_stage_has_no_stage_edge() {
 }
 
 /// Upstreams as the plan stated them before stage edges were collapsed: one
-/// edge per (service, member of the previous stage) pair plus the explicit
-/// edges, expanded the way `engine::policy::upstreams` does (every earlier
-/// stage, then transitively).
+/// edge per (service, member of an earlier stage) pair plus the explicit
+/// edges, expanded transitively. Every earlier stage, also for the services
+/// reached on the way: an empty stage in between does not cut the order
+/// (the list before issue 15's bitsets cut it for those, so a service
+/// `after` a member of the stage behind an empty one missed the stages
+/// before it; the property test below found it).
 fn upstreams_from_pairs(plan: &Plan) -> BTreeMap<String, Vec<String>> {
     let direct = |name: &str| -> Vec<String> {
         let svc = &plan.services[name];
         let mut ups = Vec::new();
-        if let Some(i) = svc.stage.and_then(|i| i.checked_sub(1)) {
-            ups.extend(plan.stages[i].services.iter().cloned());
+        for st in plan.stages.iter().take(svc.stage.unwrap_or(0)) {
+            ups.extend(st.services.iter().cloned());
         }
         ups.extend(svc.edges.iter().map(|e| e.upstream.clone()));
         ups
@@ -509,4 +512,51 @@ fn external_stage_member_gates_its_stage_without_a_unit() {
         text.contains("<- idp via (external, no unit) (requires)"),
         "{text}"
     );
+}
+
+proptest::proptest! {
+    /// The bitset upstreams (`engine::policy::upstream_sets`, one pass)
+    /// equal the pairwise expansion on random platforms: up to 14 services
+    /// in up to 5 stages (some empty, some services in none), external
+    /// services, and `after`/`requires` edges to earlier services.
+    #[test]
+    fn upstream_sets_match_the_pairwise_expansion(
+        specs in proptest::collection::vec(
+            (0usize..6, proptest::bool::weighted(0.2), proptest::collection::vec((0usize..64, proptest::bool::ANY), 0..3)),
+            1..14,
+        ),
+    ) {
+        let mut cfg = sample();
+        cfg.services.clear();
+        cfg.stages = (0..5)
+            .map(|k| stage(&format!("s{k}"), &[], FailurePolicy::Block))
+            .collect();
+        // Stage index nondecreasing along the list (5 = no stage), edges
+        // only to earlier services: acyclic by construction.
+        let mut last_stage = 0usize;
+        for (i, (st, external, edges)) in specs.iter().enumerate() {
+            let name = format!("svc{i:02}");
+            let mut s = service(&name, 20000 + i as u16);
+            if *external {
+                s.container = None;
+            }
+            if i > 0 {
+                for (to, requires) in edges {
+                    let up = format!("svc{:02}", to % i);
+                    if *requires { s.requires.push(up) } else { s.after.push(up) }
+                }
+            }
+            let st = (*st).max(last_stage);
+            if st < 5 {
+                last_stage = st;
+                cfg.stages[st].services.push(name.clone());
+            }
+            cfg.services.insert(name, s);
+        }
+        let Ok(plan) = build(&cfg) else {
+            // Refused (e.g. an unstaged service after a staged one): nothing to compare.
+            return Ok(());
+        };
+        proptest::prop_assert_eq!(crate::engine::policy::upstreams(&plan), upstreams_from_pairs(&plan));
+    }
 }
