@@ -668,3 +668,71 @@ async fn as_mcp_in_sandbox() {
         .is_active());
     println!("USER-BUS-CHECKS-PASSED");
 }
+
+/// `unsettled_dependencies`: a `Requires=` unit not active and an `After=`
+/// unit with a job are reported, `except` leaves a unit out, an inactive
+/// `After=`-only unit without a job is no obstacle, and once the required
+/// unit runs nothing is left; a start in `ignore-dependencies` mode then
+/// runs the unit without pulling anything in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsettled_dependencies_name_what_a_start_would_wait_for() {
+    use mcrecover::drive::JobMode;
+    let Some(sb) = Sb::boot("unsettled_dependencies", None).await else {
+        return;
+    };
+    let sd = sb.connect().await;
+    sb.write_unit("mcr-dep-req.service", SLEEP_UNIT).await;
+    sb.write_unit("mcr-dep-gate.service", SLEEP_UNIT).await;
+    sb.write_unit("mcr-dep-order.service", SLEEP_UNIT).await;
+    sb.write_unit(
+        "mcr-dep-app.service",
+        &format!(
+            "[Unit]\nRequires=mcr-dep-req.service mcr-dep-gate.service\n\
+             After=mcr-dep-req.service mcr-dep-gate.service mcr-dep-order.service\n{SLEEP_UNIT}"
+        ),
+    )
+    .await;
+    sd.reload().await.expect("daemon-reload");
+    let gate = vec!["mcr-dep-gate.service".to_owned()];
+
+    let left = sd
+        .unsettled_dependencies("mcr-dep-app.service", &gate)
+        .await
+        .expect("read dependencies");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0].starts_with("mcr-dep-req.service (inactive"),
+        "{left:?}"
+    );
+    let all = sd
+        .unsettled_dependencies("mcr-dep-app.service", &[])
+        .await
+        .expect("read dependencies");
+    assert!(
+        all.iter().any(|d| d.starts_with("mcr-dep-gate.service")),
+        "{all:?}"
+    );
+    assert!(
+        !all.iter().any(|d| d.starts_with("mcr-dep-order.service")),
+        "{all:?}"
+    );
+
+    sd.start("mcr-dep-req.service").await.expect("start req");
+    let left = sd
+        .unsettled_dependencies("mcr-dep-app.service", &gate)
+        .await
+        .expect("read dependencies");
+    assert!(left.is_empty(), "{left:?}");
+
+    let o = sd
+        .start_mode("mcr-dep-app.service", JobMode::IgnoreDependencies)
+        .await
+        .expect("start ignoring dependencies");
+    assert_eq!(o.state.active_state, "active");
+    let gate_state = sd
+        .unit_state("mcr-dep-gate.service")
+        .await
+        .expect("gate state");
+    assert_eq!(gate_state.active_state, "inactive", "not pulled in");
+    sb.teardown().await;
+}

@@ -17,6 +17,7 @@
 //! One [`Systemd`] (cheap to clone) shares one connection and one
 //! `JobRemoved` stream between any number of concurrent operations.
 
+mod deps;
 mod error;
 mod jobs;
 mod state;
@@ -454,15 +455,17 @@ impl Systemd {
         unit: &str,
         mode: JobMode,
     ) -> Result<JobOutcome, DriveError> {
-        // When the unit last left inactive: if a failed start did not move
-        // it, systemd never tried (start rate limit). Best effort only.
-        let exited_before = match op {
+        // When the job was issued: if a failed start did not make the unit
+        // leave inactive after that (its `InactiveExitTimestamp`), systemd
+        // never tried (start rate limit). No read before the job: those two
+        // or three round trips were 20-40 ms on the way to every start and
+        // restart on a busy manager (issue 15).
+        let issued_usec = match op {
             JobOp::Stop => None,
-            _ => self
-                .read_state(unit)
-                .await
+            _ => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
                 .ok()
-                .map(|s| s.inactive_exit_usec),
+                .and_then(|d| u64::try_from(d.as_micros()).ok()),
         };
         let manager = &self.inner.manager;
         let mode = mode.as_str().to_owned();
@@ -503,7 +506,7 @@ impl Systemd {
             } else {
                 finished.result.clone()
             };
-            let never_tried = exited_before == Some(state.inactive_exit_usec);
+            let never_tried = issued_usec.is_some_and(|t| state.inactive_exit_usec < t);
             let mut hint = self.failure_hint(unit, op, &result, never_tried).await;
             if finished.result == "done" {
                 hint = format!("the job completed but the unit failed right after; {hint}");

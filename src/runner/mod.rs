@@ -118,15 +118,61 @@ pub struct Runner {
     /// returns (the last stage's gate, and so `metacircular.target`, is
     /// active when it exits).
     gates: Vec<tokio::task::JoinHandle<()>>,
-    /// When the ownership look after a service's unit went down last found
-    /// the name free: a restart issued within [`LOOK_FRESH`] of it does
-    /// not look again (the same answer, about 100 ms later on the path to
-    /// the container's return; issue 15).
+    /// When an ownership look last began that found a service's name free:
+    /// the look after its unit went down, or the next stage's repeated look
+    /// ([`Runner::look_ahead`]). A restart or start issued within
+    /// [`LOOK_FRESH`] of it does not look again (the same answer, 50–180 ms
+    /// later on the path to the container's start; issue 15).
     looked_free: std::collections::BTreeMap<SvcId, Instant>,
+    /// The next stage's ownership look, repeated while the stage before it
+    /// is gated (see [`Runner::look_ahead`]).
+    look_ahead: Option<LookAhead>,
+    /// Results of those looks: when the look began, and the services whose
+    /// container name it found free.
+    ahead_tx: mpsc::UnboundedSender<AheadLook>,
+    ahead_rx: mpsc::UnboundedReceiver<AheadLook>,
+    /// When a look ahead last found every dependency of a service's unit
+    /// settled but the previous stage's gate: its start may skip them
+    /// (`ignore-dependencies`) within [`LOOK_FRESH`].
+    deps_settled: std::collections::BTreeMap<SvcId, Instant>,
 }
 
-/// How long the ownership look after a unit went down stands in for the
-/// look before its restart.
+/// One round of [`Runner::look_ahead`].
+#[derive(Debug)]
+struct AheadLook {
+    /// When the round began.
+    at: Instant,
+    /// Services whose container name was free.
+    free: Vec<SvcId>,
+    /// Services whose unit's dependencies were settled (see
+    /// [`Systemd::unsettled_dependencies`]) but for the previous stage's
+    /// gate unit, which the engine has seen pass.
+    settled: Vec<SvcId>,
+}
+
+/// The repeated ownership look for a stage about to start.
+#[derive(Debug)]
+struct LookAhead {
+    stage: StageId,
+    /// When the next look is due (`None` while one runs).
+    next_at: Option<Instant>,
+    /// No look after this: a stage gated this long does not need its
+    /// successor's looks ready (each start then looks itself).
+    until: Instant,
+}
+
+/// How often the next stage's ownership look is repeated while the stage
+/// before it is gated: a look is at most this old, plus its own duration,
+/// when the stage's units start, within [`LOOK_FRESH`].
+const LOOK_REFRESH: Duration = Duration::from_millis(500);
+
+/// How long the next stage's looks are repeated at most.
+const LOOK_AHEAD_FOR: Duration = Duration::from_secs(120);
+
+/// How long an ownership look that found a service's container name free
+/// stands in for the look before its start or restart job: the look after
+/// its unit went down (for the restart), or the next stage's repeated look
+/// (for the start).
 const LOOK_FRESH: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Runner {
@@ -156,6 +202,7 @@ impl Runner {
         let (tx, rx) = mpsc::unbounded_channel();
         let (conn_tx, conn_rx) = mpsc::unbounded_channel();
         let (owner_tx, owner_rx) = mpsc::unbounded_channel();
+        let (ahead_tx, ahead_rx) = mpsc::unbounded_channel();
         Runner {
             cfg: Arc::new(cfg),
             plan: Arc::new(plan),
@@ -182,6 +229,10 @@ impl Runner {
             deferred: std::collections::BTreeSet::new(),
             gates: Vec::new(),
             looked_free: std::collections::BTreeMap::new(),
+            look_ahead: None,
+            ahead_tx,
+            ahead_rx,
+            deps_settled: std::collections::BTreeMap::new(),
         }
     }
 
@@ -303,6 +354,20 @@ impl Runner {
                         let _ = self.tx.send(Event::Unit { svc, state });
                     }
                 }
+                Some(round) = self.ahead_rx.recv() => {
+                    for svc in round.free {
+                        self.looked_free.insert(svc, round.at);
+                    }
+                    for svc in round.settled {
+                        self.deps_settled.insert(svc, round.at);
+                    }
+                    if let Some(la) = self.look_ahead.as_mut() {
+                        la.next_at = Some(round.at + LOOK_REFRESH);
+                    }
+                }
+                () = sleep_until_opt(self.look_ahead.as_ref().and_then(|la| la.next_at)) => {
+                    self.look_ahead_now();
+                }
                 Some(sub) = self.conn_rx.recv() => {
                     info!(address = %sub.sd.address(), "reconnected to systemd");
                     self.sub = Some(sub);
@@ -372,6 +437,11 @@ impl Runner {
         }
         let fx = step(&mut self.world, event, now);
         let mut rest = Vec::new();
+        // Gate units start after the jobs of this step: a next stage's
+        // start job pulls its gate in itself (`Requires=`), so systemd takes
+        // that job first instead of one StartUnit call later (issue 15: a
+        // StartUnit round trip is 15–35 ms in the sandbox).
+        let mut gates = Vec::new();
         for e in fx {
             match e {
                 Effect::Preflight {
@@ -392,10 +462,10 @@ impl Runner {
                     replace,
                 } => self.restart(svc, token, reset_failed, replace),
                 Effect::StartGate(stage) => {
-                    self.gates.retain(|g| !g.is_finished());
-                    if let Some(g) = self.start_gate(stage) {
-                        self.gates.push(g);
-                    }
+                    // The verdict before any job of this step can pull the
+                    // gate unit in.
+                    self.write_verdict(stage);
+                    gates.push(stage);
                 }
                 Effect::Stop { svc, token } => self.stop(svc, token),
                 Effect::Probe { svc, check, token } => self.probe(svc, check, token),
@@ -404,6 +474,12 @@ impl Runner {
                     rest.push(Effect::Note(note));
                 }
                 other => rest.push(other),
+            }
+        }
+        for stage in gates {
+            self.gates.retain(|g| !g.is_finished());
+            if let Some(g) = self.start_gate(stage) {
+                self.gates.push(g);
             }
         }
         rest
@@ -455,12 +531,119 @@ impl Runner {
             .filter(|s| s.info.unit.is_some())
             .map(|s| s.info.name.clone())
             .collect();
+        self.look_ahead(stage);
         let cfg = Arc::clone(&self.cfg);
         let podman = self.podman_runner();
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.ahead = Some((stage, rx));
         tokio::spawn(async move {
             let _ = tx.send(preflight::ahead(&cfg, &podman, &names).await);
+        });
+    }
+
+    /// While the stage before `stage` is gated, the ownership look for
+    /// `stage`'s services (one `podman ps --all` for all of them), repeated
+    /// every [`LOOK_REFRESH`]: when the stage begins, each start whose
+    /// container name a look began to find free less than [`LOOK_FRESH`]
+    /// before runs without a look of its own, which would sit between the
+    /// stage ready and its units' start (issue 15: 50–180 ms of each
+    /// transition). Only when the runner acts and a service has a container
+    /// its unit may replace.
+    fn look_ahead(&mut self, stage: StageId) {
+        self.look_ahead = None;
+        if !self.world.goal.acts() || self.world.stages.get(stage).is_none() {
+            return;
+        }
+        let now = Instant::now();
+        self.look_ahead = Some(LookAhead {
+            stage,
+            next_at: Some(now),
+            until: now + LOOK_AHEAD_FOR,
+        });
+    }
+
+    /// One look of [`Runner::look_ahead`]; the result comes back on
+    /// `ahead_rx`.
+    fn look_ahead_now(&mut self) {
+        let Some(la) = self.look_ahead.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        if now >= la.until {
+            self.look_ahead = None;
+            return;
+        }
+        la.next_at = None;
+        let stage = la.stage;
+        let Some(st) = self.world.stages.get(stage) else {
+            self.look_ahead = None;
+            return;
+        };
+        let members: Vec<(SvcId, OwnerCheck)> = st
+            .info
+            .members
+            .iter()
+            .filter_map(|&m| Some((m, self.owner_check(m, false)?)))
+            .collect();
+        if members.is_empty() {
+            self.look_ahead = None;
+            return;
+        }
+        // Units whose start may skip its dependencies: no `after`/`requires`
+        // of their own (the engine starts a stage's units together; systemd
+        // orders them), only the previous stage's gate left unsettled.
+        let gate: Vec<String> = stage
+            .checked_sub(1)
+            .and_then(|p| self.world.stages.get(p))
+            .map(|p| vec![p.info.gate_unit.clone()])
+            .unwrap_or_default();
+        let plan = Arc::clone(&self.plan);
+        let sd = self.sd();
+        let cfg = Arc::clone(&self.cfg);
+        let podman = self.podman_runner();
+        let tx = self.ahead_tx.clone();
+        tokio::spawn(async move {
+            let services: Vec<(String, String, String)> = members
+                .iter()
+                .map(|(_, c)| (c.service.clone(), c.container.clone(), c.unit.clone()))
+                .collect();
+            let free: Vec<SvcId> = match owner::scan(&cfg, &podman, &services).await {
+                Ok(found) => members
+                    .iter()
+                    .filter(|(_, c)| !found.iter().any(|(n, _)| *n == c.service))
+                    .map(|(m, _)| *m)
+                    .collect(),
+                Err(e) => {
+                    debug!(stage, error = %e, "ownership look ahead: podman could not be asked");
+                    Vec::new()
+                }
+            };
+            let mut settled = Vec::new();
+            if let Some(sd) = sd.filter(|_| !gate.is_empty()) {
+                for (m, c) in &members {
+                    let own_edges = plan
+                        .services
+                        .get(&c.service)
+                        .is_none_or(|p| !p.edges.is_empty());
+                    if own_edges || !free.contains(m) {
+                        continue;
+                    }
+                    match sd.unsettled_dependencies(&c.unit, &gate).await {
+                        Ok(left) if left.is_empty() => settled.push(*m),
+                        Ok(left) => {
+                            debug!(unit = %c.unit, unsettled = ?left, "look ahead: dependencies not settled; its start waits for them")
+                        }
+                        Err(e) => {
+                            debug!(unit = %c.unit, error = %e, "look ahead: dependencies not read")
+                        }
+                    }
+                }
+            }
+            let _ = tx.send(AheadLook {
+                at: now,
+                free,
+                settled,
+            });
         });
     }
 
@@ -474,6 +657,10 @@ impl Runner {
     }
 
     fn preflight(&mut self, stage: StageId, token: u64, services: Vec<SvcId>) {
+        // The stage begins: its looks so far stand for its starts.
+        if self.look_ahead.as_ref().is_some_and(|la| la.stage == stage) {
+            self.look_ahead = None;
+        }
         // Found clear ahead (and finished): nothing to do now.
         if let Some((s, mut rx)) = self.ahead.take() {
             if s == stage && matches!(rx.try_recv(), Ok(true)) {
@@ -603,17 +790,33 @@ impl Runner {
         });
     }
 
-    fn start(&self, svc: SvcId, token: u64, ignore_deps: bool, replace: bool) {
+    fn start(&mut self, svc: SvcId, token: u64, ignore_deps: bool, replace: bool) {
         let tx = self.tx.clone();
         let Some((sd, unit)) = self.job_target(svc, token) else {
             return;
         };
-        let mode = if ignore_deps {
+        // The look ahead found the unit's dependencies settled but the
+        // previous stage's gate, which the engine has just seen pass (its
+        // gate unit is started next): the start need not wait for the gate
+        // job, nor build a transaction over the whole dependency tree.
+        let settled = self
+            .deps_settled
+            .remove(&svc)
+            .is_some_and(|at| at.elapsed() < LOOK_FRESH);
+        let mode = if ignore_deps || settled {
             JobMode::IgnoreDependencies
         } else {
             JobMode::Replace
         };
-        let check = self.owner_check(svc, replace);
+        if settled && !ignore_deps {
+            debug!(unit = %unit, "dependencies settled ahead: starting without waiting for the gate unit");
+        }
+        let check = if self.looked_free_just_now(svc) {
+            debug!(unit = %unit, "ownership looked at just now (ahead of the stage): starting without another look");
+            None
+        } else {
+            self.owner_check(svc, replace)
+        };
         tokio::spawn(async move {
             if withheld(check, &tx, svc, token).await {
                 return;
@@ -635,11 +838,7 @@ impl Runner {
         // The look after its unit went down just found the name free: that
         // look ran once the unit's stop had finished (a deploy's container
         // exists by then), so it answers for this restart too.
-        let fresh = self
-            .looked_free
-            .remove(&svc)
-            .is_some_and(|at| at.elapsed() < LOOK_FRESH);
-        let check = if fresh {
+        let check = if self.looked_free_just_now(svc) {
             debug!(unit = %unit, "ownership looked at just now: restarting without another look");
             None
         } else {
@@ -659,6 +858,14 @@ impl Runner {
         });
     }
 
+    /// Whether a look found `svc`'s container name free less than
+    /// [`LOOK_FRESH`] ago (used up: one job per look).
+    fn looked_free_just_now(&mut self, svc: SvcId) -> bool {
+        self.looked_free
+            .remove(&svc)
+            .is_some_and(|at| at.elapsed() < LOOK_FRESH)
+    }
+
     /// A drill's stop: its dependents stay up (dependencies ignored).
     fn stop(&self, svc: SvcId, token: u64) {
         let tx = self.tx.clone();
@@ -672,13 +879,14 @@ impl Runner {
         });
     }
 
-    fn start_gate(&self, stage: StageId) -> Option<tokio::task::JoinHandle<()>> {
-        let sd = self.sd()?;
-        let st = self.world.stages.get(stage)?;
-        let (name, gate) = (st.info.name.clone(), st.info.gate_unit.clone());
-        // The engine has just seen the stage healthy: tell the gate unit, so
-        // that it does not probe it all once more (docs/recovery.md).
-        match verdict::write(&self.cfg, &name) {
+    /// The engine has just seen `stage` healthy: tell its gate unit, so
+    /// that it does not probe it all once more (docs/recovery.md).
+    fn write_verdict(&self, stage: StageId) {
+        let Some(st) = self.world.stages.get(stage) else {
+            return;
+        };
+        let name = &st.info.name;
+        match verdict::write(&self.cfg, name) {
             Ok(path) => {
                 debug!(stage = %name, path = %path.display(), "stage verdict written for its gate")
             }
@@ -686,6 +894,12 @@ impl Runner {
                 debug!(stage = %name, error = %e, "no stage verdict for its gate (it probes)")
             }
         }
+    }
+
+    fn start_gate(&self, stage: StageId) -> Option<tokio::task::JoinHandle<()>> {
+        let sd = self.sd()?;
+        let st = self.world.stages.get(stage)?;
+        let (name, gate) = (st.info.name.clone(), st.info.gate_unit.clone());
         Some(tokio::spawn(async move {
             if let Err(e) = sd.start(&gate).await {
                 warn!(stage = %name, unit = %gate, error = %e, "gate unit did not pass after the stage was healthy");
