@@ -803,7 +803,6 @@ impl Runner {
             .deps_settled
             .remove(&svc)
             .is_some_and(|at| at.elapsed() < LOOK_FRESH);
-        let settled = settled && std::env::var_os("MCRECOVER_NO_SKIP_GATE").is_none();
         let mode = if ignore_deps || settled {
             JobMode::IgnoreDependencies
         } else {
