@@ -187,6 +187,50 @@ fn killed_container_is_restarted_by_the_daemon() {
     );
 }
 
+/// With `[watch] foreign = "take-over"` the daemon acts on the container's
+/// own death (its `libpod-<id>.scope` unloaded), before podman's cleanup
+/// and conmon's exit end the unit: the restart entry names the scope, and
+/// the unit's death that follows is no second restart (issue 15).
+#[test]
+fn with_take_over_a_killed_container_is_restarted_when_its_scope_goes() {
+    let cfg = format!(
+        "{}foreign = \"take-over\"\n",
+        daemon_config(ESCALATE_AFTER, |t| t)
+    );
+    let Some(p) = Platform::boot("daemon-take-over-scope", &cfg, true) else {
+        return;
+    };
+    let unit = "mcq.service";
+    let before = service(&p.status().unwrap(), "mcq")["total_restarts"]
+        .as_u64()
+        .unwrap();
+    let killed_at = now_usec();
+    p.kill_container("mcq");
+    let since_kill = || -> Vec<Value> {
+        p.restarts_of(unit)
+            .into_iter()
+            .filter(|e| usec(e) >= killed_at)
+            .collect()
+    };
+    p.wait("the daemon's restart entry for mcq", 60, || {
+        !since_kill().is_empty()
+    });
+    p.wait_status("mcq healthy again", 60, |st| {
+        state_of(st, "mcq") == "healthy"
+            && service(st, "mcq")["total_restarts"].as_u64() == Some(before + 1)
+    });
+    // Settled: still one restart.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let entries = since_kill();
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    let reason = field(&entries[0], "REASON");
+    assert!(
+        reason.contains("its container") && reason.contains("scope libpod-"),
+        "the restart was not triggered by the container's scope: {reason}"
+    );
+    assert_eq!(p.prop(unit, "ActiveState"), "active");
+}
+
 // 2 ---------------------------------------------------------------------------
 
 #[test]

@@ -243,38 +243,67 @@ fn wait_ready(sb: &Sandbox, service: &str, since_ms: f64, timeout: Duration) -> 
     }
 }
 
-/// Item 2.
-pub(crate) fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
-    let trials = ctx.trials.unwrap_or(if ctx.quick { 4 } else { 20 });
-    let (sb, _config) = platform_with_daemon(ctx, "bench-reaction", "1s")?;
-    std::thread::sleep(Duration::from_secs(4));
-    let victims = [
-        "mcq",
-        "mcdoc",
-        "mcat",
-        "kls",
-        "sgardd",
-        "mcr-web",
-        "metacrypt-web",
-    ];
-    let (mut total, mut systemd_part, mut daemon_part, mut own) = (vec![], vec![], vec![], vec![]);
-    let (mut to_died, mut to_main_exit, mut after_main_exit) = (vec![], vec![], vec![]);
-    let (mut to_next_start, mut to_running) = (vec![], vec![]);
-    let mut raw = Vec::new();
+/// Waits until `unit`'s journal has a line containing `text`.
+fn wait_journal(sb: &Sandbox, unit: &str, text: &str, timeout: Duration) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let out = sb.run(&["journalctl", "-u", unit, "--no-pager", "-o", "cat"]);
+        if String::from_utf8_lossy(&out.stdout).contains(text) {
+            return Ok(());
+        }
+        if t0.elapsed() > timeout {
+            bail!("{unit}: no \"{text}\" in its journal within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The figures of kill trials (item 2 (a)).
+#[derive(Default)]
+struct Kills {
+    total: Vec<f64>,
+    systemd_part: Vec<f64>,
+    daemon_part: Vec<f64>,
+    own: Vec<f64>,
+    to_died: Vec<f64>,
+    to_main_exit: Vec<f64>,
+    after_main_exit: Vec<f64>,
+    to_next_start: Vec<f64>,
+    to_running: Vec<f64>,
+    /// Restart entry → podman's `died` event (positive: the restart came first).
+    before_died: Vec<f64>,
+    raw: Vec<Value>,
+}
+
+/// The victims of the kill trials, in turn.
+const VICTIMS: [&str; 7] = [
+    "mcq",
+    "mcdoc",
+    "mcat",
+    "kls",
+    "sgardd",
+    "mcr-web",
+    "metacrypt-web",
+];
+
+/// `trials` SIGKILLs of a stand-in's process, each until its service is
+/// ready again (plus 3.5 s).
+fn kill_trials(sb: &Sandbox, trials: usize, label: &str) -> Result<Kills> {
+    let mut k = Kills::default();
     for i in 0..trials {
-        let svc = victims[i % victims.len()];
-        let pid = container_host_pid(&sb, svc)?;
+        let svc = VICTIMS[i % VICTIMS.len()];
+        let pid = container_host_pid(sb, svc)?;
         let t_kill = now_ms();
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGKILL,
         )
         .context("kill")?;
-        let entry = wait_restart(&sb, svc, t_kill, Duration::from_secs(30))?;
+        let entry = wait_restart(sb, svc, t_kill, Duration::from_secs(30))?;
         let t_restart = entry_ms(&entry);
         // systemd's last word on the unit before the restart (e.g. "Failed with result" after ExecStopPost).
         let unit = format!("UNIT={svc}.service");
-        let sd_done = journal(&sb, &["_PID=1", &unit], t_kill)
+        let sd_done = journal(sb, &["_PID=1", &unit], t_kill)
             .iter()
             .map(entry_ms)
             .filter(|&t| t <= t_restart)
@@ -282,7 +311,7 @@ pub(crate) fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
         // Where the time goes: podman seeing the container die (its `died`
         // event), conmon exiting (systemd: "Main process exited"), then
         // systemd + the daemon up to the restart entry.
-        let main_exit = journal(&sb, &["_PID=1", &unit], t_kill)
+        let main_exit = journal(sb, &["_PID=1", &unit], t_kill)
             .iter()
             .filter(|e| {
                 e["MESSAGE"]
@@ -292,7 +321,7 @@ pub(crate) fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
             .map(entry_ms)
             .fold(f64::NAN, f64::min);
         let died = journal(
-            &sb,
+            sb,
             &["PODMAN_EVENT=died", &format!("PODMAN_NAME={svc}")],
             t_kill,
         )
@@ -300,39 +329,40 @@ pub(crate) fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
         .map(entry_ms)
         .fold(f64::NAN, f64::min);
         if died.is_finite() {
-            to_died.push(died - t_kill);
+            k.to_died.push(died - t_kill);
+            k.before_died.push(died - t_restart);
             if main_exit.is_finite() {
-                to_main_exit.push(main_exit - died);
+                k.to_main_exit.push(main_exit - died);
             }
         }
         if main_exit.is_finite() {
-            after_main_exit.push(t_restart - main_exit);
+            k.after_main_exit.push(t_restart - main_exit);
         }
         let r = t_restart - t_kill;
-        total.push(r);
+        k.total.push(r);
         if sd_done.is_finite() {
-            systemd_part.push(sd_done - t_kill);
-            daemon_part.push(t_restart - sd_done);
+            k.systemd_part.push(sd_done - t_kill);
+            k.daemon_part.push(t_restart - sd_done);
         }
         if let Some(x) = entry["REACTION_MS"]
             .as_str()
             .and_then(|s| s.parse::<f64>().ok())
         {
-            own.push(x);
+            k.own.push(x);
         }
-        eprintln!("mcbench: reaction kill {i} {svc}: restart entry after {r:.0} ms (systemd done at {:.0} ms)", sd_done - t_kill);
-        raw.push(json!({"kind": "kill", "service": svc, "kill_ms": t_kill, "restart_ms": t_restart, "systemd_done_ms": sd_done, "podman_died_ms": died, "main_exited_ms": main_exit, "entry": entry}));
-        wait_ready(&sb, svc, t_kill, Duration::from_secs(60))?;
+        eprintln!("mcbench: reaction{label} kill {i} {svc}: restart entry after {r:.0} ms (systemd done at {:.0} ms)", sd_done - t_kill);
+        k.raw.push(json!({"kind": "kill", "service": svc, "kill_ms": t_kill, "restart_ms": t_restart, "systemd_done_ms": sd_done, "podman_died_ms": died, "main_exited_ms": main_exit, "entry": entry}));
+        wait_ready(sb, svc, t_kill, Duration::from_secs(60))?;
         // The way back: the unit's next instance (systemd runs ExecStart)
         // and the stand-in's new process.
         let next_start =
-            sandbox::unit_times_rt(&sb, &[format!("{svc}.service")], "InactiveExitTimestamp")
+            sandbox::unit_times_rt(sb, &[format!("{svc}.service")], "InactiveExitTimestamp")
                 .into_values()
                 .next()
                 .flatten()
                 .unwrap_or(f64::NAN);
         if next_start.is_finite() && next_start >= t_restart - 1.0 {
-            to_next_start.push(next_start - t_restart);
+            k.to_next_start.push(next_start - t_restart);
         }
         let dir = metacircular_service(svc)
             .map(|x| x.standin_dir)
@@ -343,10 +373,31 @@ pub(crate) fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
                 .and_then(|s| s.trim().parse::<f64>().ok())
                 .filter(|&t| t > t_kill)
         {
-            to_running.push(started - t_kill);
+            k.to_running.push(started - t_kill);
         }
         std::thread::sleep(Duration::from_millis(3500));
     }
+    Ok(k)
+}
+
+/// Item 2.
+pub(crate) fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
+    let trials = ctx.trials.unwrap_or(if ctx.quick { 4 } else { 20 });
+    let (sb, config) = platform_with_daemon(ctx, "bench-reaction", "1s")?;
+    std::thread::sleep(Duration::from_secs(4));
+    let Kills {
+        total,
+        systemd_part,
+        daemon_part,
+        own,
+        to_died,
+        to_main_exit,
+        after_main_exit,
+        to_next_start,
+        to_running,
+        mut raw,
+        ..
+    } = kill_trials(&sb, trials, "")?;
     // (b) failing check: HTTP 500 from mcq, threshold 3 × interval 1 s.
     let thr_int_ms = 3.0 * 1000.0;
     let mut fail_lat = Vec::new();
@@ -364,8 +415,27 @@ pub(crate) fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
         wait_ready(&sb, "mcq", t_fault, Duration::from_secs(60))?;
         std::thread::sleep(Duration::from_millis(3500));
     }
+    // (c) the same kills with `[watch] foreign = "take-over"`: the daemon
+    // acts on the container's scope going away, not on the unit's death
+    // (the `[watch]` table is the configuration's last: a line appended is
+    // in it), after a reload.
+    let mut text = std::fs::read_to_string(sb.host_path(&config))?;
+    text.push_str("foreign = \"take-over\"\n");
+    sb.write_file(&config, text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    run_ok(&sb, &["systemctl", "kill", "-s", "HUP", DAEMON_UNIT])?;
+    wait_journal(
+        &sb,
+        DAEMON_UNIT,
+        "configuration reloaded",
+        Duration::from_secs(30),
+    )?;
+    std::thread::sleep(Duration::from_secs(4));
+    let taken = kill_trials(&sb, trials, " take-over")?;
+    raw.extend(taken.raw.iter().cloned());
     ctx.raw.insert("reaction".into(), Value::Array(raw));
     let max_of = |v: &[f64]| v.iter().cloned().fold(f64::NAN, f64::max);
+    let tt = summarize(&taken.total);
     let t = summarize(&total);
     let f = summarize(&fail_lat);
     Ok(vec![
@@ -373,7 +443,7 @@ pub(crate) fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
             .summary(t, "ms")
             .pass(t.map(|t| t.median <= 100.0).unwrap_or(false))
             .ratio(format!("max {} ms", fmt_num(max_of(&total))))
-            .note(format!("SIGKILL of the stand-in (host PID) by the harness → __REALTIME_TIMESTAMP of MESSAGE_ID={RESTART_MESSAGE_ID}; victims rotate over {};{}", victims.join(","), watch_table().replace('\n', " "))),
+            .note(format!("SIGKILL of the stand-in (host PID) by the harness → __REALTIME_TIMESTAMP of MESSAGE_ID={RESTART_MESSAGE_ID}; victims rotate over {};{}", VICTIMS.join(","), watch_table().replace('\n', " "))),
         Row::new("reaction", "  kill → podman's `died` event", "")
             .summary(summarize(&to_died), "ms"),
         Row::new("reaction", "  `died` → systemd: main process (conmon) exited", "")
@@ -391,6 +461,18 @@ pub(crate) fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
             .note("the restart job (the ownership look is skipped when the look after the death found the name free < 1 s before), systemd's stop of the old instance"),
         Row::new("reaction", "  kill → the stand-in runs again (its .standin/started)", "")
             .summary(summarize(&to_running), "ms"),
+        Row::new("reaction", "container killed → restart issued, `[watch] foreign = \"take-over\"`", "≤ 100 ms (issue 15)")
+            .summary(tt, "ms")
+            .pass(tt.map(|t| t.median <= 100.0).unwrap_or(false))
+            .ratio(format!("max {} ms", fmt_num(max_of(&taken.total))))
+            .note("the same kills after a reload with foreign = \"take-over\" in [watch]: the daemon acts when the container's libpod-<id>.scope is unloaded (UnitRemoved), before podman's cleanup and conmon's exit; the restart job queues behind systemd's stop of the unit"),
+        Row::new("reaction", "    take-over: kill → podman's `died` event", "")
+            .summary(summarize(&taken.to_died), "ms"),
+        Row::new("reaction", "    take-over: restart entry before podman's `died` event by", "")
+            .summary(summarize(&taken.before_died), "ms")
+            .note("`died` − restart entry, per trial"),
+        Row::new("reaction", "    take-over: kill → the stand-in runs again", "")
+            .summary(summarize(&taken.to_running), "ms"),
         Row::new("reaction", "check failing (HTTP 500) → restart issued", "≤ threshold × interval + 100 ms = 3100 ms")
             .summary(f, "ms")
             .pass(f.map(|f| f.max <= thr_int_ms + 100.0).unwrap_or(false))

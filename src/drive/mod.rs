@@ -810,6 +810,11 @@ pub enum ManagerEvent {
     /// `None` when the name was released. Subscriptions and watches made on
     /// the old owner must be renewed once a new owner appears.
     OwnerChanged(Option<String>),
+    /// A unit was unloaded (`UnitRemoved`; systemd sends it to subscribed
+    /// clients when an inactive unit nobody references is garbage
+    /// collected): e.g. a container's transient `libpod-<id>.scope` right
+    /// after the container's last process died.
+    UnitRemoved(String),
 }
 
 /// A stream of [`ManagerEvent`]s. `next()` is `None` once the connection
@@ -838,23 +843,42 @@ impl Systemd {
     /// `org.freedesktop.systemd1` from the bus daemon): after a
     /// `daemon-reexec` the manager reconnects to the bus under a new unique
     /// name, and a client should subscribe again and re-read unit states.
-    /// Fails on a direct (bus-less) connection to a manager.
+    /// Also every unit the manager unloads (`UnitRemoved`, sent to this
+    /// subscribed connection). Fails on a direct (bus-less) connection to a
+    /// manager.
     pub async fn watch_manager(&self) -> Result<ManagerWatch, DriveError> {
         let ctx = self.ctx("AddMatch NameOwnerChanged", None);
         let dbus = zbus::fdo::DBusProxy::new(&self.inner.conn)
             .await
             .map_err(|e| map_zbus(e, ctx))?;
-        let mut stream = dbus
+        let mut owners = dbus
             .receive_name_owner_changed_with_args(&[(0, SYSTEMD_DEST)])
             .await
             .map_err(|e| map_zbus(e, ctx))?;
+        let mut removed = self
+            .inner
+            .manager
+            .receive_unit_removed()
+            .await
+            .map_err(|e| map_zbus(e, self.ctx("AddMatch UnitRemoved", None)))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
-            while let Some(signal) = stream.next().await {
-                let Ok(args) = signal.args() else { continue };
-                let owner = args.new_owner().as_ref().map(|n| n.to_string());
-                tracing::info!(new_owner = ?owner, "systemd manager changed its bus name owner");
-                if tx.send(ManagerEvent::OwnerChanged(owner)).is_err() {
+            loop {
+                let event = tokio::select! {
+                    signal = owners.next() => {
+                        let Some(signal) = signal else { break };
+                        let Ok(args) = signal.args() else { continue };
+                        let owner = args.new_owner().as_ref().map(|n| n.to_string());
+                        tracing::info!(new_owner = ?owner, "systemd manager changed its bus name owner");
+                        ManagerEvent::OwnerChanged(owner)
+                    }
+                    signal = removed.next() => {
+                        let Some(signal) = signal else { break };
+                        let Ok(args) = signal.args() else { continue };
+                        ManagerEvent::UnitRemoved(args.id().clone())
+                    }
+                };
+                if tx.send(event).is_err() {
                     break;
                 }
             }

@@ -193,6 +193,11 @@ pub struct Svc {
     pub failing_since: Option<u64>,
     /// Figures for the recovery report.
     pub report: SvcReport,
+    /// Its container died while its unit still runs (the runner saw the
+    /// container's scope go, [`super::Event::ContainerDied`]): the unit
+    /// counts as down until a job of the engine's or the unit's own death
+    /// catches up.
+    pub container_dead: bool,
 }
 
 /// A unit is down, or on its way down after a failure: a service whose
@@ -207,17 +212,19 @@ pub fn unit_is_down(s: &UnitState) -> bool {
 impl Svc {
     /// Its unit is known to be down.
     pub fn unit_down(&self) -> bool {
-        self.info.unit.is_some() && self.unit.as_ref().is_some_and(unit_is_down)
+        self.info.unit.is_some()
+            && (self.container_dead || self.unit.as_ref().is_some_and(unit_is_down))
     }
 
     /// Its unit is not known to be anything but up (external services and
     /// unknown states count as up; the checks decide).
     pub fn unit_up(&self) -> bool {
         self.info.unit.is_none()
-            || self
-                .unit
-                .as_ref()
-                .is_none_or(|u| u.is_active() || u.active_state == "reloading")
+            || (!self.container_dead
+                && self
+                    .unit
+                    .as_ref()
+                    .is_none_or(|u| u.is_active() || u.active_state == "reloading"))
     }
 
     /// Its current escalation is the event `event_id`.
@@ -452,6 +459,7 @@ impl World {
                     reason: String::new(),
                     troubled: false,
                     failing_since: None,
+                    container_dead: false,
                     report: SvcReport::default(),
                 }
             })

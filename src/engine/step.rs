@@ -17,7 +17,9 @@
 //! container was started by another controller: checked and reported,
 //! never stopped or replaced, until adopted or its unit is started again).
 
-use super::model::{Goal, Job, JobKind, Life, StageId, StagePhase, Svc, SvcId, World};
+use super::model::{
+    unit_is_down, Goal, Job, JobKind, Life, StageId, StagePhase, Svc, SvcId, World,
+};
 use super::policy::{backoff_delay, should_escalate};
 use super::probe::{ms, Cadence};
 use crate::drive::UnitState;
@@ -69,6 +71,16 @@ pub enum Event {
         /// The start or restart job withheld because of it.
         token: Option<u64>,
         /// What runs (container id, image, who started it).
+        detail: String,
+    },
+    /// The service's container died while its unit still runs: its
+    /// transient scope (`libpod-<id>.scope`) was unloaded. Acted on only
+    /// with `[watch] foreign = "take-over"` (nothing to defer to), before
+    /// podman's cleanup and the unit's stop (issue 15).
+    ContainerDied {
+        /// The service.
+        svc: SvcId,
+        /// What was seen.
         detail: String,
     },
     /// An operator hands an external service back to its unit.
@@ -393,6 +405,7 @@ impl World {
                 detail,
             } => self.on_probe(svc, check, token, (ok, waiting), detail, now, fx),
             Event::Foreign { svc, token, detail } => self.on_foreign(svc, token, &detail, now, fx),
+            Event::ContainerDied { svc, detail } => self.on_container_died(svc, detail, now, fx),
             Event::Adopt(svc) => self.on_adopt(svc, now, fx),
             Event::DrillStart(scope) => self.drill_start(scope, now, fx),
             Event::DrillAbort => self.drill_abort(now, fx),
@@ -454,7 +467,41 @@ impl World {
         {
             return;
         }
+        // The unit's own death (or a new instance) catches up with its
+        // container's.
+        if unit_is_down(&state)
+            || s.unit
+                .as_ref()
+                .is_some_and(|old| state.inactive_exit_usec > old.inactive_exit_usec)
+        {
+            s.container_dead = false;
+        }
         s.unit = Some(state);
+    }
+
+    /// The container of `svc` died; its unit has not noticed yet. With
+    /// `take-over` the engine acts now, as on the unit's death: the restart
+    /// job is queued behind systemd's stop of the unit. Otherwise the
+    /// unit's own death is waited for (its stop commands run after a
+    /// deploy's podman, and the ownership look sees the deployed container
+    /// only then).
+    fn on_container_died(&mut self, svc: SvcId, detail: String, now: u64, fx: &mut Vec<Effect>) {
+        if !self.goal.acts() || !self.takes_over() || !self.owns_restarts() {
+            return;
+        }
+        let Some(s) = self.services.get_mut(svc) else {
+            return;
+        };
+        let watched = matches!(
+            s.life,
+            Life::Starting { .. } | Life::Healthy { .. } | Life::Rechecking | Life::Waiting { .. }
+        );
+        if !watched || s.job.is_some() || !s.unit_up() || s.info.unit.is_none() {
+            return;
+        }
+        s.container_dead = true;
+        s.report.died = Some(detail.clone());
+        self.fail(svc, detail, now, fx);
     }
 
     fn on_job_done(
@@ -1200,6 +1247,7 @@ impl World {
             return;
         };
         s.history.record_restart(now, window);
+        s.container_dead = false;
         s.report.restarts = s.report.restarts.saturating_add(1);
         let restarts = s.history.restarts_in_window(now, window);
         let reaction_ms = s.failing_since.map_or(0, |t| now.saturating_sub(t));

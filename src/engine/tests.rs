@@ -1090,3 +1090,109 @@ fn a_restart_withheld_for_another_controllers_container_does_not_count() {
     assert_eq!(after.restarts, before.restarts);
     assert_eq!(after.backoff_level, before.backoff_level);
 }
+
+// ----- a container's own death (issue 15) ----------------------------------
+
+#[test]
+fn with_take_over_a_container_death_restarts_before_the_unit_goes_down() {
+    let mut d = Driver::with(Goal::Daemon, |cfg| {
+        cfg.watch.foreign = crate::config::ForeignPolicy::TakeOver;
+    });
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(10_000);
+    assert!(healthy(&d.life("proxy")), "{:?}", d.life("proxy"));
+    let proxy = d.id("proxy");
+    let exit = d.w.services[proxy]
+        .unit
+        .as_ref()
+        .unwrap()
+        .inactive_exit_usec;
+    d.ev(Event::ContainerDied {
+        svc: proxy,
+        detail: "its container 0123456789ab died (its scope libpod-x.scope is gone)".into(),
+    });
+    // The restart is issued in the same step, replacing (take-over), while
+    // the unit itself is still active.
+    assert!(d.log.iter().any(|e| matches!(
+        e,
+        Effect::Restart { svc, replace: true, .. } if *svc == proxy
+    )));
+    assert_eq!(d.restarts_of("proxy"), 1);
+    assert!(d.w.services[proxy].unit.as_ref().unwrap().is_active());
+    // The unit's own death arrives while the restart job runs: no second
+    // restart.
+    d.ev(Event::Unit {
+        svc: proxy,
+        state: state("deactivating", "stop-post", "exit-code", exit),
+    });
+    d.ev(Event::Unit {
+        svc: proxy,
+        state: state("failed", "failed", "exit-code", exit),
+    });
+    d.drain();
+    d.run_for(5_000);
+    assert_eq!(d.restarts_of("proxy"), 1);
+    assert!(healthy(&d.life("proxy")), "{:?}", d.life("proxy"));
+    let r = &d.w.services[proxy].report;
+    assert!(r.died.as_deref().unwrap().contains("scope"), "{:?}", r.died);
+    assert!(!d.w.services[proxy].container_dead);
+}
+
+#[test]
+fn without_take_over_a_container_death_waits_for_the_unit() {
+    let mut d = Driver::new(Goal::Daemon);
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(10_000);
+    let proxy = d.id("proxy");
+    d.ev(Event::ContainerDied {
+        svc: proxy,
+        detail: "its container died".into(),
+    });
+    d.drain();
+    assert_eq!(d.restarts_of("proxy"), 0);
+    assert!(healthy(&d.life("proxy")));
+    // The unit's own death is what acts (after the ownership look).
+    d.kill("proxy");
+    assert_eq!(d.restarts_of("proxy"), 1);
+}
+
+#[test]
+fn a_container_death_during_a_restart_job_or_while_held_is_not_a_second_restart() {
+    let mut d = Driver::with(Goal::Daemon, |cfg| {
+        cfg.watch.foreign = crate::config::ForeignPolicy::TakeOver;
+    });
+    d.ev(Event::Begin);
+    d.drain();
+    d.run_for(10_000);
+    let proxy = d.id("proxy");
+    d.ev(Event::ContainerDied {
+        svc: proxy,
+        detail: "died".into(),
+    });
+    // The same death told twice (before the job's answer): one restart.
+    d.ev(Event::ContainerDied {
+        svc: proxy,
+        detail: "died".into(),
+    });
+    d.drain();
+    assert_eq!(d.restarts_of("proxy"), 1);
+    d.run_for(5_000);
+    // An upstream in trouble (its unit died; restarted, not yet healthy):
+    // the dependent's container death holds it.
+    d.bad.insert("dns".into());
+    d.kill("dns");
+    let reg = d.id("reg");
+    d.ev(Event::ContainerDied {
+        svc: reg,
+        detail: "died".into(),
+    });
+    d.drain();
+    assert!(
+        matches!(d.life("reg"), Life::Held { .. }),
+        "{:?}",
+        d.life("reg")
+    );
+    assert_eq!(d.restarts_of("reg"), 0);
+}

@@ -11,6 +11,7 @@
 mod log;
 pub mod owner;
 mod preflight;
+mod scope;
 pub mod verdict;
 
 use std::sync::Arc;
@@ -135,6 +136,10 @@ pub struct Runner {
     /// settled but the previous stage's gate: its start may skip them
     /// (`ignore-dependencies`) within [`LOOK_FRESH`].
     deps_settled: std::collections::BTreeMap<SvcId, Instant>,
+    /// Per service, its unit's main process (conmon) and the container it
+    /// monitors: whose scope going away is the container's death (only
+    /// with `[watch] foreign = "take-over"`; see [`scope`]).
+    containers: std::collections::BTreeMap<SvcId, (u32, String)>,
 }
 
 /// One round of [`Runner::look_ahead`].
@@ -233,6 +238,7 @@ impl Runner {
             ahead_tx,
             ahead_rx,
             deps_settled: std::collections::BTreeMap::new(),
+            containers: std::collections::BTreeMap::new(),
         }
     }
 
@@ -377,6 +383,7 @@ impl Runner {
                 change = next_change(units) => match change {
                     Some(c) => {
                         if let Some(svc) = self.world.by_unit(&c.unit) {
+                            self.note_container(svc, &c.state);
                             if let Some(held) = self.held.get_mut(&svc) {
                                 let fully_down = unit_gone(&c.state);
                                 let up = !crate::engine::model::unit_is_down(&c.state);
@@ -410,6 +417,11 @@ impl Runner {
                         return Event::Bus(false);
                     }
                     Some(ManagerEvent::OwnerChanged(None)) => {}
+                    Some(ManagerEvent::UnitRemoved(unit)) => {
+                        if let Some(ev) = self.container_gone(&unit) {
+                            return ev;
+                        }
+                    }
                     None => {
                         self.bus_lost("manager watch ended");
                         return Event::Bus(false);
@@ -856,6 +868,61 @@ impl Runner {
             let result = bounded_job("restart", sd.restart(&unit)).await;
             let _ = tx.send(Event::JobDone { svc, token, result });
         });
+    }
+
+    /// Follows which container `svc`'s unit runs (its main process is
+    /// conmon), when the engine acts on a container's own death.
+    fn note_container(&mut self, svc: SvcId, state: &crate::drive::UnitState) {
+        let take_over = self.cfg.watch.foreign == crate::config::ForeignPolicy::TakeOver;
+        if !take_over || !self.world.goal.acts() {
+            return;
+        }
+        if !state.is_active() || state.main_pid == 0 {
+            if crate::engine::model::unit_is_down(state) {
+                self.containers.remove(&svc);
+            }
+            return;
+        }
+        if self
+            .containers
+            .get(&svc)
+            .is_some_and(|(pid, _)| *pid == state.main_pid)
+        {
+            return;
+        }
+        let container = self
+            .world
+            .services
+            .get(svc)
+            .and_then(|s| self.cfg.services.get(&s.info.name))
+            .and_then(|c| c.container.as_ref())
+            .map(|c| c.name.clone());
+        match container.and_then(|c| scope::conmon_container(state.main_pid, &c)) {
+            Some(id) => {
+                debug!(service = svc, main_pid = state.main_pid, container = %id, "watching the container's scope");
+                self.containers.insert(svc, (state.main_pid, id));
+            }
+            None => {
+                self.containers.remove(&svc);
+            }
+        }
+    }
+
+    /// A unit was unloaded: when it is the scope of a service's container,
+    /// that container died ([`Event::ContainerDied`]).
+    fn container_gone(&mut self, unit: &str) -> Option<Event> {
+        let id = scope::scope_container(unit)?;
+        let svc = self
+            .containers
+            .iter()
+            .find(|(_, (_, c))| c == id)
+            .map(|(svc, _)| *svc)?;
+        self.containers.remove(&svc);
+        let short = id.get(..12).unwrap_or(id);
+        Some(Event::ContainerDied {
+            svc,
+            detail: format!("its container {short} died (its scope {unit} is gone)"),
+        })
     }
 
     /// Whether a look found `svc`'s container name free less than
