@@ -258,6 +258,55 @@ fn wait_journal(sb: &Sandbox, unit: &str, text: &str, timeout: Duration) -> Resu
     }
 }
 
+/// Who restarts a killed container in [`kill_trials`].
+#[derive(Debug, Clone, Copy)]
+enum Restarter {
+    /// The daemon: its restart journal entry.
+    Daemon,
+    /// monit (`exec "systemctl restart UNIT"`): its `exec` log line.
+    Monit,
+}
+
+/// Waits for monit's `'SERVICE' exec: ...` line (syslog → journal) after
+/// `since_ms`.
+fn wait_monit_exec(sb: &Sandbox, service: &str, since_ms: f64, timeout: Duration) -> Result<Value> {
+    let t = Instant::now();
+    let mark = format!("'{service}' exec");
+    loop {
+        if let Some(e) = journal(sb, &["SYSLOG_IDENTIFIER=monit"], since_ms)
+            .into_iter()
+            .filter(|e| e["MESSAGE"].as_str().is_some_and(|m| m.contains(&mark)))
+            .min_by(|a, b| entry_ms(a).total_cmp(&entry_ms(b)))
+        {
+            return Ok(e);
+        }
+        if t.elapsed() > timeout {
+            bail!("no monit line containing {mark:?} within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// monit for the reaction comparison: a 1 s cycle (its shortest), one TCP
+/// port test per victim, `exec "systemctl restart UNIT"` when it fails.
+fn monitrc_reaction() -> String {
+    let mut s = String::from("set daemon 1\nset logfile syslog\nset idfile /run/mcbench-monit-r.id\nset statefile /run/mcbench-monit-r.state\n\n");
+    for (svc, port) in [
+        ("mcq", 48080),
+        ("mcdoc", 38080),
+        ("mcat", 48116),
+        ("kls", 58080),
+        ("sgardd", 19473),
+        ("mcr-web", 28080),
+        ("metacrypt-web", 18080),
+    ] {
+        s += &format!(
+            "check host {svc} with address 127.0.0.1\n  if failed port {port} type tcp then exec \"/bin/systemctl restart {svc}.service\"\n\n"
+        );
+    }
+    s
+}
+
 /// The figures of kill trials (item 2 (a)).
 #[derive(Default)]
 struct Kills {
@@ -288,7 +337,7 @@ const VICTIMS: [&str; 7] = [
 
 /// `trials` SIGKILLs of a stand-in's process, each until its service is
 /// ready again (plus 3.5 s).
-fn kill_trials(sb: &Sandbox, trials: usize, label: &str) -> Result<Kills> {
+fn kill_trials(sb: &Sandbox, trials: usize, label: &str, by: Restarter) -> Result<Kills> {
     let mut k = Kills::default();
     for i in 0..trials {
         let svc = VICTIMS[i % VICTIMS.len()];
@@ -299,7 +348,10 @@ fn kill_trials(sb: &Sandbox, trials: usize, label: &str) -> Result<Kills> {
             nix::sys::signal::Signal::SIGKILL,
         )
         .context("kill")?;
-        let entry = wait_restart(sb, svc, t_kill, Duration::from_secs(30))?;
+        let entry = match by {
+            Restarter::Daemon => wait_restart(sb, svc, t_kill, Duration::from_secs(30))?,
+            Restarter::Monit => wait_monit_exec(sb, svc, t_kill, Duration::from_secs(30))?,
+        };
         let t_restart = entry_ms(&entry);
         // systemd's last word on the unit before the restart (e.g. "Failed with result" after ExecStopPost).
         let unit = format!("UNIT={svc}.service");
@@ -397,7 +449,7 @@ pub(crate) fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
         to_running,
         mut raw,
         ..
-    } = kill_trials(&sb, trials, "")?;
+    } = kill_trials(&sb, trials, "", Restarter::Daemon)?;
     // (b) failing check: HTTP 500 from mcq, threshold 3 × interval 1 s.
     let thr_int_ms = 3.0 * 1000.0;
     let mut fail_lat = Vec::new();
@@ -431,8 +483,41 @@ pub(crate) fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
         Duration::from_secs(30),
     )?;
     std::thread::sleep(Duration::from_secs(4));
-    let taken = kill_trials(&sb, trials, " take-over")?;
+    let taken = kill_trials(&sb, trials, " take-over", Restarter::Daemon)?;
     raw.extend(taken.raw.iter().cloned());
+    // (d) monit restarting the same units on the same kills (the daemon
+    // stopped): issue 15 item 7.
+    run_ok(&sb, &["systemctl", "stop", DAEMON_UNIT])?;
+    let monit = ["/usr/bin/monit", "/usr/sbin/monit"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let monit_kills = match monit {
+        Some(monit) => {
+            sb.write_file("/srv/mcbench-monitrc-r", monitrc_reaction().as_bytes())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            run_ok(&sb, &["chmod", "0600", "/srv/mcbench-monitrc-r"])?;
+            run_ok(
+                &sb,
+                &[
+                    "systemd-run",
+                    "--unit",
+                    MONIT_UNIT,
+                    monit,
+                    "-I",
+                    "-c",
+                    "/srv/mcbench-monitrc-r",
+                ],
+            )?;
+            std::thread::sleep(Duration::from_secs(4));
+            let k = kill_trials(&sb, trials, " monit", Restarter::Monit);
+            let _ = sb.run(&["systemctl", "stop", MONIT_UNIT]);
+            Some(k?)
+        }
+        None => None,
+    };
+    if let Some(k) = &monit_kills {
+        raw.extend(k.raw.iter().cloned());
+    }
     ctx.raw.insert("reaction".into(), Value::Array(raw));
     let max_of = |v: &[f64]| v.iter().cloned().fold(f64::NAN, f64::max);
     let tt = summarize(&taken.total);
@@ -473,6 +558,24 @@ pub(crate) fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
             .note("`died` − restart entry, per trial"),
         Row::new("reaction", "    take-over: kill → the stand-in runs again", "")
             .summary(summarize(&taken.to_running), "ms"),
+        match &monit_kills {
+            Some(k) => {
+                let m = summarize(&k.total);
+                let ratio = match (m, t, tt) {
+                    (Some(m), Some(t), Some(tt)) if t.median > 0.0 && tt.median > 0.0 => format!(
+                        "{}× the daemon's, {}× take-over's",
+                        fmt_num(m.median / t.median),
+                        fmt_num(m.median / tt.median)
+                    ),
+                    _ => String::new(),
+                };
+                Row::new("reaction", "monit: container killed → restart exec'd", "")
+                    .summary(m, "ms")
+                    .ratio(ratio)
+                    .note("the same kills, the daemon stopped: Debian's monit -I, set daemon 1 (its shortest cycle), one `port N type tcp` test per victim, `then exec \"/bin/systemctl restart UNIT\"`; to its `'SERVICE' exec` log line (syslog → journal)")
+            }
+            None => Row::skipped("reaction", "monit: container killed → restart exec'd", "", "monit not installed (apt-get install -y monit)"),
+        },
         Row::new("reaction", "check failing (HTTP 500) → restart issued", "≤ threshold × interval + 100 ms = 3100 ms")
             .summary(f, "ms")
             .pass(f.map(|f| f.max <= thr_int_ms + 100.0).unwrap_or(false))
