@@ -135,12 +135,7 @@ fn killed_container_is_restarted_by_the_daemon() {
     let before = service(&p.status().unwrap(), "mcq")["total_restarts"]
         .as_u64()
         .unwrap();
-    let since_kill = || -> Vec<Value> {
-        p.restarts_of(unit)
-            .into_iter()
-            .filter(|e| usec(e) >= killed_at)
-            .collect()
-    };
+    let since_kill = || p.restarts_since(unit, killed_at);
     p.wait("the daemon's restart entry for mcq", 60, || {
         !since_kill().is_empty()
     });
@@ -206,12 +201,7 @@ fn with_take_over_a_killed_container_is_restarted_when_its_scope_goes() {
         .unwrap();
     let killed_at = now_usec();
     p.kill_container("mcq");
-    let since_kill = || -> Vec<Value> {
-        p.restarts_of(unit)
-            .into_iter()
-            .filter(|e| usec(e) >= killed_at)
-            .collect()
-    };
+    let since_kill = || p.restarts_since(unit, killed_at);
     p.wait("the daemon's restart entry for mcq", 60, || {
         !since_kill().is_empty()
     });

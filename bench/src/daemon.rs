@@ -287,6 +287,28 @@ fn wait_monit_exec(sb: &Sandbox, service: &str, since_ms: f64, timeout: Duration
     }
 }
 
+/// Writes monit's control file `path` (0600, as monit wants) and starts
+/// `monit -I` on it as the transient unit [`MONIT_UNIT`], once monit
+/// accepted its syntax.
+fn start_monit(sb: &Sandbox, monit: &str, path: &str, rc: &str) -> Result<()> {
+    sb.write_file(path, rc.as_bytes())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    run_ok(sb, &["chmod", "0600", path])?;
+    let syntax = sb.run(&[monit, "-t", "-c", path]);
+    if !syntax.status.success() {
+        bail!(
+            "monitrc rejected: {}{}",
+            String::from_utf8_lossy(&syntax.stdout),
+            String::from_utf8_lossy(&syntax.stderr)
+        );
+    }
+    run_ok(
+        sb,
+        &["systemd-run", "--unit", MONIT_UNIT, monit, "-I", "-c", path],
+    )?;
+    Ok(())
+}
+
 /// monit for the reaction comparison: a 1 s cycle (its shortest), one TCP
 /// port test per victim, `exec "systemctl restart UNIT"` when it fails.
 fn monitrc_reaction() -> String {
@@ -493,21 +515,7 @@ pub(crate) fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
         .find(|p| std::path::Path::new(p).exists());
     let monit_kills = match monit {
         Some(monit) => {
-            sb.write_file("/srv/mcbench-monitrc-r", monitrc_reaction().as_bytes())
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            run_ok(&sb, &["chmod", "0600", "/srv/mcbench-monitrc-r"])?;
-            run_ok(
-                &sb,
-                &[
-                    "systemd-run",
-                    "--unit",
-                    MONIT_UNIT,
-                    monit,
-                    "-I",
-                    "-c",
-                    "/srv/mcbench-monitrc-r",
-                ],
-            )?;
+            start_monit(&sb, monit, "/srv/mcbench-monitrc-r", &monitrc_reaction())?;
             std::thread::sleep(Duration::from_secs(4));
             let k = kill_trials(&sb, trials, " monit", Restarter::Monit);
             let _ = sb.run(&["systemctl", "stop", MONIT_UNIT]);
@@ -884,37 +892,18 @@ pub(crate) fn footprint(ctx: &mut Ctx) -> Result<Vec<Row>> {
         "monit not installed (apt-get install -y monit)"
     ));
     if let Some(monit) = monit {
-        sb.write_file("/srv/mcbench-monitrc", monitrc().as_bytes())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let _ = sb.run(&["chmod", "0600", "/srv/mcbench-monitrc"]);
-        let syntax = sb.run(&[monit, "-t", "-c", "/srv/mcbench-monitrc"]);
-        if !syntax.status.success() {
-            monit_res = Err(anyhow::anyhow!(
-                "monitrc rejected: {}{}",
-                String::from_utf8_lossy(&syntax.stdout),
-                String::from_utf8_lossy(&syntax.stderr)
-            ));
-        } else {
-            run_ok(
-                &sb,
-                &[
-                    "systemd-run",
-                    "--unit",
-                    MONIT_UNIT,
-                    monit,
-                    "-I",
-                    "-c",
-                    "/srv/mcbench-monitrc",
-                ],
-            )?;
-            std::thread::sleep(Duration::from_secs(5));
-            monit_res = measure(&sb, MONIT_UNIT, secs);
-            let log = run_ok(
-                &sb,
-                &["journalctl", "-u", MONIT_UNIT, "--no-pager", "-n", "20"],
-            )
-            .unwrap_or_default();
-            ctx.raw.insert("monit-log".into(), json!(log));
+        match start_monit(&sb, monit, "/srv/mcbench-monitrc", &monitrc()) {
+            Err(e) => monit_res = Err(e),
+            Ok(()) => {
+                std::thread::sleep(Duration::from_secs(5));
+                monit_res = measure(&sb, MONIT_UNIT, secs);
+                let log = run_ok(
+                    &sb,
+                    &["journalctl", "-u", MONIT_UNIT, "--no-pager", "-n", "20"],
+                )
+                .unwrap_or_default();
+                ctx.raw.insert("monit-log".into(), json!(log));
+            }
         }
     }
     let d = summarize(d_rss);

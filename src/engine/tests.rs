@@ -1093,14 +1093,20 @@ fn a_restart_withheld_for_another_controllers_container_does_not_count() {
 
 // ----- a container's own death (issue 15) ----------------------------------
 
-#[test]
-fn with_take_over_a_container_death_restarts_before_the_unit_goes_down() {
+/// A daemon's world with `[watch] foreign = "take-over"`, ramped up.
+fn taken_over() -> Driver {
     let mut d = Driver::with(Goal::Daemon, |cfg| {
         cfg.watch.foreign = crate::config::ForeignPolicy::TakeOver;
     });
     d.ev(Event::Begin);
     d.drain();
     d.run_for(10_000);
+    d
+}
+
+#[test]
+fn with_take_over_a_container_death_restarts_before_the_unit_goes_down() {
+    let mut d = taken_over();
     assert!(healthy(&d.life("proxy")), "{:?}", d.life("proxy"));
     let proxy = d.id("proxy");
     let exit = d.w.services[proxy]
@@ -1160,12 +1166,7 @@ fn without_take_over_a_container_death_waits_for_the_unit() {
 
 #[test]
 fn a_container_death_during_a_restart_job_or_while_held_is_not_a_second_restart() {
-    let mut d = Driver::with(Goal::Daemon, |cfg| {
-        cfg.watch.foreign = crate::config::ForeignPolicy::TakeOver;
-    });
-    d.ev(Event::Begin);
-    d.drain();
-    d.run_for(10_000);
+    let mut d = taken_over();
     let proxy = d.id("proxy");
     d.ev(Event::ContainerDied {
         svc: proxy,

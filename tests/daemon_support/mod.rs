@@ -399,6 +399,14 @@ impl Platform {
             .collect()
     }
 
+    /// The daemon's restart entries for `unit` at or after `since_usec`.
+    pub fn restarts_since(&self, unit: &str, since_usec: u128) -> Vec<Value> {
+        self.restarts_of(unit)
+            .into_iter()
+            .filter(|e| usec(e) >= since_usec)
+            .collect()
+    }
+
     /// The journal entries with MESSAGE_ID=`id`.
     pub fn entries(&self, id: &str) -> Vec<Value> {
         self.sb.journal_json(&[&format!("MESSAGE_ID={id}")])
