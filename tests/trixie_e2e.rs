@@ -17,6 +17,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 mod daemon_support;
+mod recover_support;
 
 use std::path::Path;
 use std::process::Output;
@@ -27,9 +28,9 @@ use daemon_support::{
     recovery_problems, service, state_of, usec, Platform, EXAMPLE, RESTART_ID,
 };
 use mcrecover_testbed::{e2e_gate, Base, ImageSet, Sandbox, SandboxOptions};
+use recover_support::{assert_stage_order, prop};
 use serde_json::Value;
 
-const STAGES: [&str; 4] = ["foundation", "core", "management", "services"];
 const UID: u32 = 850;
 const ESCALATE_AFTER: u32 = 3;
 
@@ -98,18 +99,6 @@ fn report(sb: &Sandbox, out: &Output) -> Value {
     })
 }
 
-fn prop(sb: &Sandbox, uid: Option<u32>, unit: &str, prop: &str) -> String {
-    let out = match uid {
-        Some(uid) => sb.run_as(uid, &["systemctl", "--user", "show", "-P", prop, unit]),
-        None => sb.run(&["systemctl", "show", "-P", prop, unit]),
-    };
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn prop_u64(sb: &Sandbox, uid: Option<u32>, unit: &str, name: &str) -> u64 {
-    prop(sb, uid, unit, name).parse().unwrap_or(0)
-}
-
 fn assert_all_healthy(rep: &Value) {
     assert_eq!(rep["outcome"], "all_healthy", "report: {rep:#}");
     let services = rep["services"].as_array().unwrap();
@@ -119,27 +108,6 @@ fn assert_all_healthy(rep: &Value) {
     }
     for st in rep["stages"].as_array().unwrap() {
         assert_eq!(st["status"], "healthy", "{st:#}");
-    }
-}
-
-/// No service of stage N+1 left `inactive` before stage N's gate became active.
-fn assert_stage_order(sb: &Sandbox, uid: Option<u32>, rep: &Value) {
-    for pair in STAGES.windows(2) {
-        let gate = format!("metacircular-{}-gate.service", pair[0]);
-        let gate_ok = prop_u64(sb, uid, &gate, "ActiveEnterTimestampMonotonic");
-        assert!(gate_ok > 0, "{gate} never became active");
-        for s in rep["services"].as_array().unwrap() {
-            if s["stage"] != pair[1] {
-                continue;
-            }
-            let unit = format!("{}.service", s["name"].as_str().unwrap());
-            let started = prop_u64(sb, uid, &unit, "InactiveExitTimestampMonotonic");
-            assert!(started > 0, "{unit} never started");
-            assert!(
-                started >= gate_ok,
-                "{unit} started at {started} before {gate} passed at {gate_ok} (monotonic usec)"
-            );
-        }
     }
 }
 
