@@ -363,6 +363,10 @@ fn kill_trials(sb: &Sandbox, trials: usize, label: &str, by: Restarter) -> Resul
     let mut k = Kills::default();
     for i in 0..trials {
         let svc = VICTIMS[i % VICTIMS.len()];
+        // A spread start (0-999 ms, fixed sequence): a polling restarter
+        // (monit's 1 s cycle) must not meet each kill at the same phase
+        // (the trials are paced by the service's own return).
+        std::thread::sleep(Duration::from_millis((i as u64 * 618 + 309) % 1000));
         let pid = container_host_pid(sb, svc)?;
         let t_kill = now_ms();
         nix::sys::signal::kill(
