@@ -287,6 +287,14 @@ fn wait_monit_exec(sb: &Sandbox, service: &str, since_ms: f64, timeout: Duration
     }
 }
 
+/// monit's path inside the sandbox's root, if it is installed there (the
+/// host base shares the host's; the trixie base has its own root).
+fn monit_in(sb: &Sandbox) -> Option<&'static str> {
+    ["/usr/bin/monit", "/usr/sbin/monit"]
+        .into_iter()
+        .find(|p| sb.run(&["test", "-x", p]).status.success())
+}
+
 /// Writes monit's control file `path` (0600, as monit wants) and starts
 /// `monit -I` on it as the transient unit [`MONIT_UNIT`], once monit
 /// accepted its syntax.
@@ -514,20 +522,19 @@ pub(crate) fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
     // (d) monit restarting the same units on the same kills (the daemon
     // stopped): issue 15 item 7.
     run_ok(&sb, &["systemctl", "stop", DAEMON_UNIT])?;
-    let monit = ["/usr/bin/monit", "/usr/sbin/monit"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists());
-    let monit_kills = match monit {
-        Some(monit) => {
-            start_monit(&sb, monit, "/srv/mcbench-monitrc-r", &monitrc_reaction())?;
-            std::thread::sleep(Duration::from_secs(4));
-            let k = kill_trials(&sb, trials, " monit", Restarter::Monit);
-            let _ = sb.run(&["systemctl", "stop", MONIT_UNIT]);
-            Some(k?)
-        }
-        None => None,
+    let monit_kills = match monit_in(&sb) {
+        Some(monit) => match start_monit(&sb, monit, "/srv/mcbench-monitrc-r", &monitrc_reaction()) {
+            Ok(()) => {
+                std::thread::sleep(Duration::from_secs(4));
+                let k = kill_trials(&sb, trials, " monit", Restarter::Monit);
+                let _ = sb.run(&["systemctl", "stop", MONIT_UNIT]);
+                Ok(k?)
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        None => Err("monit is not installed in the sandbox's root (apt-get install -y monit; the trixie base has none)".to_owned()),
     };
-    if let Some(k) = &monit_kills {
+    if let Ok(k) = &monit_kills {
         raw.extend(k.raw.iter().cloned());
     }
     ctx.raw.insert("reaction".into(), Value::Array(raw));
@@ -571,7 +578,7 @@ pub(crate) fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
         Row::new("reaction", "    take-over: kill → the stand-in runs again", "")
             .summary(summarize(&taken.to_running), "ms"),
         match &monit_kills {
-            Some(k) => {
+            Ok(k) => {
                 let m = summarize(&k.total);
                 let ratio = match (m, t, tt) {
                     (Some(m), Some(t), Some(tt)) if t.median > 0.0 && tt.median > 0.0 => format!(
@@ -586,7 +593,7 @@ pub(crate) fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
                     .ratio(ratio)
                     .note("the same kills, the daemon stopped: Debian's monit -I, set daemon 1 (its shortest cycle), one `port N type tcp` test per victim, `then exec \"/bin/systemctl restart UNIT\"`; to its `'SERVICE' exec` log line (syslog → journal)")
             }
-            None => Row::skipped("reaction", "monit: container killed → restart exec'd", "", "monit not installed (apt-get install -y monit)"),
+            Err(why) => Row::skipped("reaction", "monit: container killed → restart exec'd", "", why),
         },
         Row::new("reaction", "check failing (HTTP 500) → restart issued", "≤ threshold × interval + 100 ms = 3100 ms")
             .summary(f, "ms")
@@ -889,9 +896,7 @@ pub(crate) fn footprint(ctx: &mut Ctx) -> Result<Vec<Row>> {
     let (d_rss, d_cpu) = (&dm.rss, dm.cpu);
     let _ = sb.run(&["systemctl", "stop", DAEMON_UNIT]);
     // monit, same endpoints, same window.
-    let monit = ["/usr/bin/monit", "/usr/sbin/monit"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists());
+    let monit = monit_in(&sb);
     let mut monit_res: Result<Measured> = Err(anyhow::anyhow!(
         "monit not installed (apt-get install -y monit)"
     ));
