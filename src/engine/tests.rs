@@ -1093,15 +1093,19 @@ fn a_restart_withheld_for_another_controllers_container_does_not_count() {
 
 // ----- a container's own death (issue 15) ----------------------------------
 
-/// A daemon's world with `[watch] foreign = "take-over"`, ramped up.
-fn taken_over() -> Driver {
-    let mut d = Driver::with(Goal::Daemon, |cfg| {
-        cfg.watch.foreign = crate::config::ForeignPolicy::TakeOver;
-    });
+/// A daemon's world from the sample configuration edited by `edit`,
+/// ramped up (10 s).
+fn ramped(edit: impl FnOnce(&mut crate::config::Config)) -> Driver {
+    let mut d = Driver::with(Goal::Daemon, edit);
     d.ev(Event::Begin);
     d.drain();
     d.run_for(10_000);
     d
+}
+
+/// [`ramped`] with `[watch] foreign = "take-over"`.
+fn taken_over() -> Driver {
+    ramped(|cfg| cfg.watch.foreign = crate::config::ForeignPolicy::TakeOver)
 }
 
 #[test]
@@ -1147,10 +1151,7 @@ fn with_take_over_a_container_death_restarts_before_the_unit_goes_down() {
 
 #[test]
 fn without_take_over_a_container_death_waits_for_the_unit() {
-    let mut d = Driver::new(Goal::Daemon);
-    d.ev(Event::Begin);
-    d.drain();
-    d.run_for(10_000);
+    let mut d = ramped(|_| {});
     let proxy = d.id("proxy");
     d.ev(Event::ContainerDied {
         svc: proxy,
