@@ -16,6 +16,7 @@
 //! interval; then monit (Debian package) with equivalent checks in the same
 //! sandbox over the same window.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -104,6 +105,9 @@ fn start_daemon(sb: &Sandbox, config: &str) -> Result<()> {
         .split_whitespace()
         .map(|kv| format!("Environment={kv}"))
         .collect();
+    // MCBENCH_DAEMON_WRAP: a command the daemon runs under (e.g.
+    // `heaptrack -o /srv/heap`); its notifications then come from a child.
+    let wrap = std::env::var("MCBENCH_DAEMON_WRAP").unwrap_or_default();
     let mut argv = vec![
         "systemd-run",
         "--unit",
@@ -111,13 +115,18 @@ fn start_daemon(sb: &Sandbox, config: &str) -> Result<()> {
         "-p",
         "Type=notify",
         "-p",
-        "NotifyAccess=main",
+        if wrap.trim().is_empty() {
+            "NotifyAccess=main"
+        } else {
+            "NotifyAccess=all"
+        },
         "-p",
         "TimeoutStartSec=180",
     ];
     for e in &env {
         argv.extend(["-p", e.as_str()]);
     }
+    argv.extend(wrap.split_whitespace());
     argv.extend([
         "/usr/bin/mcrecover",
         "daemon",
@@ -727,6 +736,89 @@ fn rss_split(smaps: &str, exe_inode: Option<u64>) -> RssSplit {
     split
 }
 
+/// One process's mappings: start address → (size KiB, what, anonymous KiB).
+type AnonMaps = BTreeMap<u64, (u64, String, u64)>;
+/// Per process id: (thread count, [`AnonMaps`]).
+type AnonPicture = BTreeMap<String, (u64, AnonMaps)>;
+
+/// Anonymous KiB per mapping of one smaps text, keyed by the mapping's start
+/// address: (size KiB, what it is: a path, `[heap]`, or empty, anonymous KiB).
+fn anon_maps(smaps: &str) -> AnonMaps {
+    let mut maps = AnonMaps::new();
+    let mut cur: Option<u64> = None;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first == "Size:" || first == "Anonymous:" {
+            let kib = words
+                .next()
+                .and_then(|k| k.parse::<u64>().ok())
+                .unwrap_or(0);
+            if let Some(e) = cur.and_then(|a| maps.get_mut(&a)) {
+                if first == "Size:" {
+                    e.0 = kib;
+                } else {
+                    e.2 = kib;
+                }
+            }
+        } else if first.contains('-') && !first.ends_with(':') {
+            let start = first
+                .split('-')
+                .next()
+                .and_then(|a| u64::from_str_radix(a, 16).ok());
+            let name = words.nth(4).unwrap_or("").to_owned();
+            cur = start;
+            if let Some(a) = start {
+                maps.insert(a, (0, name, 0));
+            }
+        }
+    }
+    maps
+}
+
+/// The anonymous-memory picture of `cg`'s processes: per process, its thread
+/// count and anonymous KiB per mapping.
+fn cgroup_anon(cg: &std::path::Path) -> AnonPicture {
+    let mut out = BTreeMap::new();
+    let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
+    for p in procs.lines() {
+        let threads = std::fs::read_to_string(format!("/proc/{p}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let maps = std::fs::read_to_string(format!("/proc/{p}/smaps"))
+            .map(|t| anon_maps(&t))
+            .unwrap_or_default();
+        out.insert(p.to_owned(), (threads, maps));
+    }
+    out
+}
+
+/// Logs which mappings' anonymous pages changed between two [`cgroup_anon`]
+/// pictures (the heap, an allocator arena, a thread stack...).
+fn log_anon_diff(unit: &str, first: &AnonPicture, last: &AnonPicture) {
+    for (pid, (threads, maps)) in last {
+        let Some((t0, maps0)) = first.get(pid) else {
+            eprintln!("mcbench: {unit} pid {pid}: not there at the window's start");
+            continue;
+        };
+        eprintln!("mcbench: {unit} pid {pid}: threads {t0} → {threads}; anonymous mappings that changed (start, size KiB, what, KiB then → now):");
+        let mut keys: Vec<&u64> = maps.keys().chain(maps0.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for a in keys {
+            let (s0, n0, k0) = maps0.get(a).cloned().unwrap_or((0, String::new(), 0));
+            let (s1, n1, k1) = maps.get(a).cloned().unwrap_or((0, String::new(), 0));
+            if k0 != k1 || s0 != s1 {
+                let what = if n1.is_empty() { n0 } else { n1 };
+                eprintln!("mcbench:   {a:x} size {s0} → {s1} {what}: {k0} → {k1} KiB");
+            }
+        }
+    }
+}
+
 /// Σ [`RssSplit`] of the processes in host cgroup dir `cg`.
 fn cgroup_split(cg: &std::path::Path) -> RssSplit {
     use std::os::unix::fs::MetadataExt;
@@ -776,6 +868,7 @@ fn measure(sb: &Sandbox, unit: &str, secs: u64) -> Result<Measured> {
     }
     let (_, u0) = cgroup_sample(&cg);
     let first = cgroup_split(&cg);
+    let anon0 = cgroup_anon(&cg);
     let t = Instant::now();
     let mut rss = Vec::new();
     while t.elapsed().as_secs() < secs {
@@ -794,6 +887,7 @@ fn measure(sb: &Sandbox, unit: &str, secs: u64) -> Result<Measured> {
     }
     let (_, u1) = cgroup_sample(&cg);
     let last = cgroup_split(&cg);
+    log_anon_diff(unit, &anon0, &cgroup_anon(&cg));
     let cpu = 100.0 * (u1.saturating_sub(u0)) as f64 / 1e6 / t.elapsed().as_secs_f64();
     // What the RSS is made of (anonymous = heap and stacks; the rest is
     // file-backed, mostly the mapped binary and libraries), for the log.
@@ -1014,6 +1108,16 @@ Anonymous:             0 kB
 Rss:                   4 kB
 Anonymous:             0 kB
 ";
+        let maps = super::anon_maps(smaps);
+        assert_eq!(maps.len(), 5);
+        assert_eq!(
+            maps.get(&0x55d0c1000000),
+            Some(&(0, "[heap]".to_owned(), 500))
+        );
+        assert_eq!(
+            maps.get(&0x55d0c0000000),
+            Some(&(1024, "/usr/bin/mcrecover".to_owned(), 0))
+        );
         let s = super::rss_split(smaps, Some(4242));
         assert_eq!(
             s,

@@ -312,8 +312,11 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
     let _ = sandbox::reset(&sb, &all_units);
     // Issue 15 item 3: the launch floor with nothing else running.
     let floor_n = if ctx.quick { 3 } else { 7 };
-    let (floor_podman, floor_unit) = launch_floor(&sb, &all_units, floor_n)?;
-    raw.push(json!({"launch_floor_podman_ms": floor_podman, "launch_floor_unit_ms": floor_unit}));
+    let floor = launch_floor(&sb, &all_units, floor_n)?;
+    raw.push(
+        json!({"launch_floor_podman_ms": floor.podman, "launch_floor_unit_ms": floor.unit,
+        "launch_floor_create_ms": floor.created, "launch_floor_start_ms": floor.started_only}),
+    );
     ctx.raw.insert("recovery".into(), Value::Array(raw));
 
     let pick = |who: &str, f: fn(&Trial) -> f64| -> Vec<f64> {
@@ -400,8 +403,8 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
         .pass(tr.is_some_and(|t| t.median <= 50.0))
         .note("the slowest stand-in of a stage writes .standin/ready → InactiveExitTimestamp of the next stage's first unit; 3 transitions per run; includes the last probe's detection, the engine, the gate unit on the engine's verdict and systemd's start job"),
     );
-    let fp = summarize(&floor_podman);
-    let fu = summarize(&floor_unit);
+    let fp = summarize(&floor.podman);
+    let fu = summarize(&floor.unit);
     rows.push(
         Row::new("recovery", "launch floor: `podman run -d` of one stand-in alone", "")
             .summary(fp, "ms")
@@ -411,6 +414,16 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
         Row::new("recovery", "launch floor: `systemctl start` of one unit alone", "")
             .summary(fu, "ms")
             .note("mcq.service with job mode ignore-dependencies, nothing else running: spawn → the stand-in's process start"),
+    );
+    rows.push(
+        Row::new("recovery", "launch floor split: `podman create` of the same line", "")
+            .summary(summarize(&floor.created), "ms")
+            .note("the podman run row's line as `podman create` (no -d), nothing else running: spawn → exit; the part a create ahead of the stage would take off the critical path"),
+    );
+    rows.push(
+        Row::new("recovery", "launch floor split: `podman start` of the created container", "")
+            .summary(summarize(&floor.started_only), "ms")
+            .note("spawn → the stand-in's process start: what would stay on the critical path with the container created ahead"),
     );
     if let (Some(total), Some(cp), Some(f)) = (m_total, m_cp, fu) {
         let n = STAGES.len() as f64;
@@ -464,7 +477,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<Vec<Row>> {
 /// run -d` of mcq's own command line under another name, `systemctl start`
 /// of mcq.service with dependencies ignored), spawn → the stand-in's
 /// process start (its `.standin/started`), in ms.
-fn launch_floor(sb: &Sandbox, all_units: &[String], n: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+fn launch_floor(sb: &Sandbox, all_units: &[String], n: usize) -> Result<Floor> {
     let unit_text = std::fs::read_to_string(sb.host_path(&format!("{UNIT_DIR}/mcq.service")))
         .context("rendered mcq.service")?;
     let exec = unit_text
@@ -493,7 +506,12 @@ fn launch_floor(sb: &Sandbox, all_units: &[String], n: usize) -> Result<(Vec<f64
             std::thread::sleep(Duration::from_millis(2));
         }
     };
+    // The same line as `podman create` + `podman start`: what creating the
+    // container ahead (while the stage before is gated) would leave on the
+    // critical path.
+    let create = exec.replacen(" run ", " create ", 1).replace(" -d ", " ");
     let (mut podman, mut unit) = (Vec::new(), Vec::new());
+    let (mut created, mut started_only) = (Vec::new(), Vec::new());
     for _ in 0..n {
         sandbox::reset(sb, all_units)?;
         let _ = std::fs::remove_file(&started);
@@ -501,6 +519,16 @@ fn launch_floor(sb: &Sandbox, all_units: &[String], n: usize) -> Result<(Vec<f64
         let t0 = now_ms();
         sandbox::run_ok(sb, &["sh", "-c", &exec])?;
         podman.push(wait_started(t0)?);
+        let _ = sb.run(&["podman", "rm", "-f", "-t", "0", "mcbench-floor"]);
+        let _ = std::fs::remove_file(&started);
+        std::thread::sleep(Duration::from_millis(300));
+        let t0 = now_ms();
+        sandbox::run_ok(sb, &["sh", "-c", &create])?;
+        created.push(now_ms() - t0);
+        std::thread::sleep(Duration::from_millis(300));
+        let t0 = now_ms();
+        sandbox::run_ok(sb, &["podman", "start", "mcbench-floor"])?;
+        started_only.push(wait_started(t0)?);
         let _ = sb.run(&["podman", "rm", "-f", "-t", "0", "mcbench-floor"]);
         let _ = std::fs::remove_file(&started);
         std::thread::sleep(Duration::from_millis(300));
@@ -518,7 +546,24 @@ fn launch_floor(sb: &Sandbox, all_units: &[String], n: usize) -> Result<(Vec<f64
         unit.push(wait_started(t0)?);
     }
     sandbox::reset(sb, all_units)?;
-    Ok((podman, unit))
+    Ok(Floor {
+        podman,
+        unit,
+        created,
+        started_only,
+    })
+}
+
+/// What [`launch_floor`] measured, ms each.
+struct Floor {
+    /// `podman run -d`: spawn → the stand-in's process start.
+    podman: Vec<f64>,
+    /// `systemctl start` of the unit: spawn → the stand-in's process start.
+    unit: Vec<f64>,
+    /// `podman create` of the same line: spawn → exit.
+    created: Vec<f64>,
+    /// `podman start` of the created container: spawn → the stand-in's process start.
+    started_only: Vec<f64>,
 }
 
 /// `mcbench __baseline --config P --prefix bl- --interval-ms 1000`, run inside

@@ -20,6 +20,11 @@ pub(crate) const UNIT_DIR: &str = "/run/systemd/system";
 /// in /usr/bin inside. No quadlet (plain `.service` units).
 pub(crate) fn platform(name: &str, ctx: &Ctx) -> Result<Sandbox> {
     mcrecover_testbed::check_prerequisites().map_err(|e| anyhow::anyhow!("{e}"))?;
+    // MCBENCH_NAME_SUFFIX: lets two runs of the same item share the machine.
+    let name = &format!(
+        "{name}{}",
+        std::env::var("MCBENCH_NAME_SUFFIX").unwrap_or_default()
+    );
     let mut opts = match &ctx.base {
         Some(base) => SandboxOptions::metacircular_on(name, base.clone()),
         None => SandboxOptions::metacircular(name),
