@@ -97,14 +97,28 @@ fn platform_with_daemon(ctx: &Ctx, name: &str, interval: &str) -> Result<(Sandbo
     Ok((sb, config))
 }
 
-/// `MCBENCH_DAEMON_ENV`: space-separated `NAME=VALUE` pairs for the daemon's
-/// environment (e.g. `MALLOC_ARENA_MAX=1`), to measure a unit setting.
+/// The shipped unit, whose `Environment=` settings the bench's daemon gets too.
+const SHIPPED_UNIT: &str = include_str!("../../units/mcrecover.service");
+
+/// The daemon's environment: the shipped unit's `Environment=` lines, then
+/// `MCBENCH_DAEMON_ENV`: space-separated `NAME=VALUE` pairs (e.g.
+/// `MALLOC_ARENA_MAX=8`, which wins over the unit's), to measure a setting.
+fn daemon_env() -> Vec<String> {
+    SHIPPED_UNIT
+        .lines()
+        .filter(|l| l.starts_with("Environment="))
+        .map(str::to_owned)
+        .chain(
+            std::env::var("MCBENCH_DAEMON_ENV")
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(|kv| format!("Environment={kv}")),
+        )
+        .collect()
+}
+
 fn start_daemon(sb: &Sandbox, config: &str) -> Result<()> {
-    let env: Vec<String> = std::env::var("MCBENCH_DAEMON_ENV")
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(|kv| format!("Environment={kv}"))
-        .collect();
+    let env = daemon_env();
     // MCBENCH_DAEMON_WRAP: a command the daemon runs under (e.g.
     // `heaptrack -o /srv/heap`); its notifications then come from a child.
     let wrap = std::env::var("MCBENCH_DAEMON_WRAP").unwrap_or_default();
@@ -1088,6 +1102,13 @@ pub(crate) fn footprint(ctx: &mut Ctx) -> Result<Vec<Row>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_daemon_runs_with_the_shipped_units_environment() {
+        assert!(super::daemon_env()
+            .iter()
+            .any(|e| e == "Environment=MALLOC_ARENA_MAX=1"));
+    }
+
     #[test]
     fn splits_rss_by_mapping() {
         let smaps = "\

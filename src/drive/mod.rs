@@ -209,6 +209,7 @@ impl Systemd {
                                 unit: args.unit.clone(),
                                 result: args.result.clone(),
                             },
+                            std::time::Instant::now(),
                         );
                     }
                     Err(e) => tracing::warn!(error = %e, "undecodable JobRemoved signal"),
