@@ -244,6 +244,41 @@ fn wait_restart(sb: &Sandbox, service: &str, since_ms: f64, timeout: Duration) -
     }
 }
 
+/// Waits until the daemon's `STATUS=` says it is watching with every service
+/// healthy (`watching N services: N healthy`): its boot recovery (or the ramp
+/// after a reload) is over. Before that a killed container of a stage the
+/// ramp has not reached yet is started by the ramp, not restarted.
+fn wait_watching(sb: &Sandbox, timeout: Duration) -> Result<()> {
+    let t = Instant::now();
+    loop {
+        let status = run_ok(
+            sb,
+            &[
+                "systemctl",
+                "show",
+                "-p",
+                "StatusText",
+                "--value",
+                DAEMON_UNIT,
+            ],
+        )
+        .unwrap_or_default();
+        let status = status.trim();
+        let all_healthy = status
+            .strip_prefix("watching ")
+            .and_then(|r| r.split_once(" services: "))
+            .and_then(|(n, rest)| rest.strip_suffix(" healthy").map(|h| n == h))
+            .unwrap_or(false);
+        if all_healthy {
+            return Ok(());
+        }
+        if t.elapsed() > timeout {
+            bail!("{DAEMON_UNIT} not watching with every service healthy within {timeout:?}: {status:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits until the stand-in of `service` wrote a `ready` newer than `since_ms`.
 fn wait_ready(sb: &Sandbox, service: &str, since_ms: f64, timeout: Duration) -> Result<()> {
     let dir = metacircular_service(service)
@@ -406,9 +441,37 @@ fn kill_trials(sb: &Sandbox, trials: usize, label: &str, by: Restarter) -> Resul
         )
         .context("kill")?;
         let entry = match by {
-            Restarter::Daemon => wait_restart(sb, svc, t_kill, Duration::from_secs(30))?,
-            Restarter::Monit => wait_monit_exec(sb, svc, t_kill, Duration::from_secs(30))?,
+            Restarter::Daemon => wait_restart(sb, svc, t_kill, Duration::from_secs(30)),
+            Restarter::Monit => wait_monit_exec(sb, svc, t_kill, Duration::from_secs(30)),
         };
+        let entry = entry.map_err(|e| {
+            // What the restarter and the unit said meanwhile, for the report.
+            let unit = match by {
+                Restarter::Daemon => DAEMON_UNIT,
+                Restarter::Monit => MONIT_UNIT,
+            };
+            let log = |u: &str| {
+                String::from_utf8_lossy(
+                    &sb.run(&[
+                        "journalctl",
+                        "--no-pager",
+                        "-o",
+                        "short-precise",
+                        "-n",
+                        "40",
+                        "-u",
+                        u,
+                    ])
+                    .stdout,
+                )
+                .into_owned()
+            };
+            e.context(format!(
+                "kill {i} of {svc}{label}\n{unit}:\n{}\n{svc}.service:\n{}",
+                log(unit),
+                log(&format!("{svc}.service"))
+            ))
+        })?;
         let t_restart = entry_ms(&entry);
         // systemd's last word on the unit before the restart (e.g. "Failed with result" after ExecStopPost).
         let unit = format!("UNIT={svc}.service");
@@ -493,7 +556,8 @@ fn kill_trials(sb: &Sandbox, trials: usize, label: &str, by: Restarter) -> Resul
 pub(crate) fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
     let trials = ctx.trials.unwrap_or(if ctx.quick { 4 } else { 20 });
     let (sb, config) = platform_with_daemon(ctx, "bench-reaction", "1s")?;
-    std::thread::sleep(Duration::from_secs(4));
+    wait_watching(&sb, Duration::from_secs(60))?;
+    std::thread::sleep(Duration::from_secs(2));
     let Kills {
         total,
         systemd_part,
@@ -539,7 +603,8 @@ pub(crate) fn reaction(ctx: &mut Ctx) -> Result<Vec<Row>> {
         "configuration reloaded",
         Duration::from_secs(30),
     )?;
-    std::thread::sleep(Duration::from_secs(4));
+    wait_watching(&sb, Duration::from_secs(60))?;
+    std::thread::sleep(Duration::from_secs(2));
     let taken = kill_trials(&sb, trials, " take-over", Restarter::Daemon)?;
     raw.extend(taken.raw.iter().cloned());
     // (d) monit restarting the same units on the same kills (the daemon
@@ -999,6 +1064,7 @@ pub(crate) fn footprint(ctx: &mut Ctx) -> Result<Vec<Row>> {
         .filter(|&n| n > 0)
         .unwrap_or(secs);
     let (sb, _config) = platform_with_daemon(ctx, "bench-footprint", "5s")?;
+    wait_watching(&sb, Duration::from_secs(60))?;
     std::thread::sleep(Duration::from_secs(5));
     let dm = measure(&sb, DAEMON_UNIT, d_secs)?;
     let (d_rss, d_cpu) = (&dm.rss, dm.cpu);
