@@ -1456,7 +1456,8 @@ fn nixos_module_wires_the_units_these_tests_run() {
                 env,
                 vec![
                     "XDG_RUNTIME_DIR=/run/user/%i",
-                    "DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/%i/bus"
+                    "DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/%i/bus",
+                    "MALLOC_ARENA_MAX=1"
                 ]
             );
             assert!(module_exec.ends_with("--bus-address unix:path=/run/user/850/bus"));
@@ -1466,6 +1467,7 @@ fn nixos_module_wires_the_units_these_tests_run() {
             }
         } else {
             assert!(setting(&shipped, "Service", "User").is_empty());
+            assert_eq!(env, vec!["MALLOC_ARENA_MAX=1"], "{ctx}");
             assert_eq!(
                 setting(&shipped, "Service", "StateDirectory"),
                 vec!["mcrecover"]
