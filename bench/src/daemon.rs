@@ -157,11 +157,7 @@ fn start_daemon(sb: &Sandbox, config: &str) -> Result<()> {
     ]);
     let out = sb.run(&argv);
     if !out.status.success() {
-        let j = String::from_utf8_lossy(
-            &sb.run(&["journalctl", "-u", DAEMON_UNIT, "--no-pager", "-n", "40"])
-                .stdout,
-        )
-        .into_owned();
+        let j = journal_tail(sb, DAEMON_UNIT, 40);
         bail!(
             "the daemon did not start (needs `mcrecover daemon`, branch wt-b): {}\n{j}",
             String::from_utf8_lossy(&out.stderr)
@@ -242,6 +238,23 @@ fn wait_restart(sb: &Sandbox, service: &str, since_ms: f64, timeout: Duration) -
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The last `n` journal lines of `unit` inside the sandbox (microsecond
+/// timestamps), for a report; empty if journalctl fails.
+fn journal_tail(sb: &Sandbox, unit: &str, n: u32) -> String {
+    let n = n.to_string();
+    let out = sb.run(&[
+        "journalctl",
+        "--no-pager",
+        "-o",
+        "short-precise",
+        "-n",
+        &n,
+        "-u",
+        unit,
+    ]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Waits until the daemon's `STATUS=` says it is watching with every service
@@ -450,26 +463,10 @@ fn kill_trials(sb: &Sandbox, trials: usize, label: &str, by: Restarter) -> Resul
                 Restarter::Daemon => DAEMON_UNIT,
                 Restarter::Monit => MONIT_UNIT,
             };
-            let log = |u: &str| {
-                String::from_utf8_lossy(
-                    &sb.run(&[
-                        "journalctl",
-                        "--no-pager",
-                        "-o",
-                        "short-precise",
-                        "-n",
-                        "40",
-                        "-u",
-                        u,
-                    ])
-                    .stdout,
-                )
-                .into_owned()
-            };
             e.context(format!(
                 "kill {i} of {svc}{label}\n{unit}:\n{}\n{svc}.service:\n{}",
-                log(unit),
-                log(&format!("{svc}.service"))
+                journal_tail(sb, unit, 40),
+                journal_tail(sb, &format!("{svc}.service"), 40)
             ))
         })?;
         let t_restart = entry_ms(&entry);
@@ -935,11 +932,7 @@ fn measure(sb: &Sandbox, unit: &str, secs: u64) -> Result<Measured> {
                 .stdout,
         )
         .into_owned();
-        let log = String::from_utf8_lossy(
-            &sb.run(&["journalctl", "--no-pager", "-n", "15", "-u", unit])
-                .stdout,
-        )
-        .into_owned();
+        let log = journal_tail(sb, unit, 15);
         bail!(
             "no cgroup {} for {unit} (not running?)\n{status}\n{log}",
             cg.display()
@@ -1080,11 +1073,7 @@ pub(crate) fn footprint(ctx: &mut Ctx) -> Result<Vec<Row>> {
             Ok(()) => {
                 std::thread::sleep(Duration::from_secs(5));
                 monit_res = measure(&sb, MONIT_UNIT, secs);
-                let log = run_ok(
-                    &sb,
-                    &["journalctl", "-u", MONIT_UNIT, "--no-pager", "-n", "20"],
-                )
-                .unwrap_or_default();
+                let log = journal_tail(&sb, MONIT_UNIT, 20);
                 ctx.raw.insert("monit-log".into(), json!(log));
             }
         }
