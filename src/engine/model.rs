@@ -436,7 +436,11 @@ impl World {
                     .map(|s| {
                         s.checks
                             .iter()
-                            .map(|c| CheckRun::new(CheckSpec::of(c)))
+                            .map(|c| {
+                                CheckRun::new(
+                                    CheckSpec::of(c).spread(&format!("{name}/{}", c.name)),
+                                )
+                            })
                             .collect()
                     })
                     .unwrap_or_default();

@@ -69,6 +69,11 @@ pub struct CheckSpec {
     /// What an operator must do when the check answers "waiting for an
     /// operator" (`None`: the check has no `operator_wait` rule).
     pub remedy: Option<String>,
+    /// Where in the interval its steady probes fall (ms, below
+    /// `interval_ms`): steady probes are due on the grid `phase_ms + k ×
+    /// interval_ms`, so checks keep their places and do not drift into
+    /// bursts ([`CheckSpec::spread`]).
+    pub phase_ms: u64,
 }
 
 impl CheckSpec {
@@ -81,7 +86,46 @@ impl CheckSpec {
             success_threshold: c.success_threshold.max(1),
             start_period_ms: ms(c.start_period),
             remedy: c.operator_wait.as_ref().map(|w| w.remedy.clone()),
+            phase_ms: 0,
         }
+    }
+
+    /// The same check with its steady probes placed by `seed` (the service
+    /// and check names): a stable place in the interval, the same in every
+    /// run, different for different checks. Probes due at one interval
+    /// after each result drift by their durations, and two that meet in
+    /// one wake-up stay together: over an hour in the bench the 16 checks
+    /// of 12 services went from 4.6 separate bursts per 5 s cycle to 3.0
+    /// (and fewer later), raising the daemon's transient heap peaks with
+    /// them (issue 15 item 4). Prometheus spreads its scrapes the same way.
+    pub fn spread(mut self, seed: &str) -> CheckSpec {
+        // FNV-1a: stable across builds and runs (std's hasher is not promised to be).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in seed.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.phase_ms = h % self.interval_ms.max(1);
+        self
+    }
+
+    /// The first point of its steady grid at or after `t`.
+    fn on_grid(&self, t: u64) -> u64 {
+        let i = self.interval_ms.max(1);
+        let p = self.phase_ms % i;
+        if t <= p {
+            p
+        } else {
+            p.saturating_add((t - p).div_ceil(i).saturating_mul(i))
+        }
+    }
+
+    /// When a steady probe is due after one that ended at `at`: the first
+    /// grid point at least half an interval later (a probe that took
+    /// longer than half an interval skips a point instead of running
+    /// back to back).
+    fn steady_after(&self, at: u64) -> u64 {
+        self.on_grid(at.saturating_add(self.interval_ms / 2))
     }
 }
 
@@ -171,7 +215,7 @@ impl CheckRun {
                 self.failures = 0;
                 if self.in_flight.is_none() {
                     let last = self.last.as_ref().map_or(now, |l| l.at);
-                    self.due = Some(last.saturating_add(self.spec.interval_ms).max(now));
+                    self.due = Some(self.spec.steady_after(last).max(self.spec.on_grid(now)));
                 }
             }
             Cadence::Recheck => {
@@ -289,7 +333,7 @@ impl CheckRun {
                         self.passing = Some(false);
                     }
                 }
-                self.due = Some(now.saturating_add(interval));
+                self.due = Some(self.spec.steady_after(now));
             }
             Cadence::Recheck => {
                 self.passing = Some(ok);
@@ -299,7 +343,7 @@ impl CheckRun {
                     self.failures = 1;
                 }
                 self.cadence = Cadence::Steady;
-                self.due = Some(now.saturating_add(interval));
+                self.due = Some(self.spec.steady_after(now));
             }
         }
         true
@@ -329,6 +373,7 @@ mod tests {
             success_threshold: s,
             start_period_ms: 0,
             remedy: None,
+            phase_ms: 0,
         }
     }
 
@@ -360,7 +405,34 @@ mod tests {
         assert_eq!(c.passing, Some(true));
         probe(&mut c, 10, false);
         assert_eq!(c.passing, Some(false));
-        assert_eq!(c.due, Some(10 + 10_000));
+        assert_eq!(c.due, Some(10_000), "the next point of its grid");
+    }
+
+    #[test]
+    fn steady_probes_keep_their_place_in_the_interval() {
+        let mut c = CheckRun::new(spec(3, 1).spread("mcq/https"));
+        let phase = c.spec.phase_ms;
+        assert!(phase < 10_000);
+        assert_eq!(phase, spec(3, 1).spread("mcq/https").phase_ms, "stable");
+        assert_ne!(phase, spec(3, 1).spread("mcq/tcp").phase_ms);
+        c.reset(Cadence::Fast, 0);
+        probe(&mut c, 1234, true);
+        c.set_cadence(Cadence::Steady, 1234);
+        let first = c.due.unwrap();
+        assert_eq!(first % 10_000, phase);
+        assert!((1234 + 5_000..1234 + 15_000).contains(&first));
+        // Whatever each probe takes, the next one is due on the grid.
+        let mut now = first;
+        for took in [0, 3, 2_000, 4_999, 1, 7_000, 0] {
+            let token = now + 1;
+            assert!(c.take_due(now, token));
+            assert!(c.on_result(token, true, false, String::new(), now + took));
+            let due = c.due.unwrap();
+            assert_eq!(due % 10_000, phase);
+            assert!(due >= now + took + 5_000, "at least half an interval after");
+            assert!(due <= now + took + 15_000);
+            now = due;
+        }
     }
 
     #[test]
