@@ -215,7 +215,10 @@ impl CheckRun {
                 self.failures = 0;
                 if self.in_flight.is_none() {
                     let last = self.last.as_ref().map_or(now, |l| l.at);
-                    self.due = Some(self.spec.steady_after(last).max(self.spec.on_grid(now)));
+                    // Its first grid point after the last probe: never more
+                    // than an interval later (a fault just after the start
+                    // is seen as soon as with any later probe).
+                    self.due = Some(self.spec.on_grid(last.saturating_add(1).max(now)));
                 }
             }
             Cadence::Recheck => {
@@ -420,7 +423,10 @@ mod tests {
         c.set_cadence(Cadence::Steady, 1234);
         let first = c.due.unwrap();
         assert_eq!(first % 10_000, phase);
-        assert!((1234 + 5_000..1234 + 15_000).contains(&first));
+        assert!(
+            (1235..=1234 + 10_000).contains(&first),
+            "within an interval"
+        );
         // Whatever each probe takes, the next one is due on the grid.
         let mut now = first;
         for took in [0, 3, 2_000, 4_999, 1, 7_000, 0] {
