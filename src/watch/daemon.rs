@@ -319,20 +319,9 @@ pub async fn run(opts: DaemonOptions) -> Result<(), WatchError> {
     let drift = DriftWatch::default();
     let mut drift_tick = tokio::time::interval(DRIFT_INTERVAL);
     drift_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Half a minute apart from the drift look: not while its answers are
-    // being parsed.
-    let mut trim_tick = tokio::time::interval_at(
-        tokio::time::Instant::now() + super::trim::TRIM_INTERVAL / 2,
-        super::trim::TRIM_INTERVAL,
-    );
-    trim_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = drift_tick.tick() => drift.look(&runner),
-            _ = trim_tick.tick() => {
-                let gave = super::trim::give_back();
-                debug!(gave, "free heap pages given back");
-            }
             ev = runner.next() => {
                 let fx = runner.handle(ev);
                 shell.carry_out(&runner, fx);

@@ -19,7 +19,6 @@ pub mod install;
 pub mod notify;
 pub mod state;
 pub mod status;
-pub mod trim;
 pub mod types;
 
 pub use crate::runner::RESTART_MESSAGE_ID;
