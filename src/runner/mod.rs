@@ -707,8 +707,19 @@ impl Runner {
         // start after it (issue 15 item 3: 86 ms of the first stage's
         // start in the bench); its result is applied before the engine
         // hears the preflight is done (see [`Runner::handle`]).
+        // Services whose unit already runs are not started (and need no
+        // preflight either): no look for them, none at all when every unit
+        // runs (a daemon restarted in the middle).
         let looks: Vec<(SvcId, OwnerCheck)> = members
             .iter()
+            .filter(|(m, _, _)| {
+                !self
+                    .world
+                    .services
+                    .get(*m)
+                    .and_then(|s| s.unit.as_ref())
+                    .is_some_and(|u| u.is_active())
+            })
             .filter_map(|(m, _, _)| Some((*m, self.owner_check(*m, false)?)))
             .collect();
         let ahead_tx = self.ahead_tx.clone();
