@@ -445,20 +445,21 @@ async fn watch_reports_kills_and_restarts() {
     let mut watched = units.clone();
     watched.push(later.clone());
     let mut watch = sd.watch(&watched).await.expect("watch");
-    // First, each unit's current state (in the order given).
-    for u in &units {
-        let c = next_matching(&mut watch, &format!("initial state of {u}"), |c| {
-            &c.unit == u
-        })
-        .await;
-        assert_eq!(c.state.active_state, "active");
+    // First, each unit's current state, one change per unit. The setups run
+    // concurrently, so these come in the order the setups finish, not the
+    // order given.
+    let mut initial = std::collections::BTreeMap::new();
+    while initial.len() < watched.len() {
+        let c = next_matching(&mut watch, "the initial states", |_| true).await;
+        assert!(watched.contains(&c.unit), "unexpected unit {}", c.unit);
+        let dup = initial.insert(c.unit.clone(), c.state);
+        assert!(dup.is_none(), "a second initial state for {}", c.unit);
     }
-    let c = next_matching(&mut watch, "initial state of the later unit", |c| {
-        c.unit == later
-    })
-    .await;
-    assert_eq!(c.state.load_state, "not-found");
-    assert_eq!(c.state.active_state, "inactive");
+    for u in &units {
+        assert_eq!(initial[u].active_state, "active", "{u}");
+    }
+    assert_eq!(initial[&later].load_state, "not-found");
+    assert_eq!(initial[&later].active_state, "inactive");
 
     // SIGKILL: failed (Restart=no).
     sb.kill("KILL", pids[0]).await;

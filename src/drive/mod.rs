@@ -339,9 +339,11 @@ impl Systemd {
         Ok(state)
     }
 
-    /// Watch `units`: the returned [`UnitWatch`] first yields each unit's
-    /// current state, then one [`UnitChange`] per observed change (from the
-    /// units' `PropertiesChanged` signals), in order per unit. Units that do
+    /// Watch `units`: the returned [`UnitWatch`] yields each unit's current
+    /// state first, then one [`UnitChange`] per observed change (from the
+    /// units' `PropertiesChanged` signals), in order per unit. Across units
+    /// there is no order: the units are set up concurrently, so the first
+    /// states come as each setup finishes, not in the order given. Units that do
     /// not exist (yet) are watched too (`load_state` `not-found`).
     pub async fn watch(&self, units: &[String]) -> Result<UnitWatch, DriveError> {
         let (tx, rx) = mpsc::unbounded_channel();
